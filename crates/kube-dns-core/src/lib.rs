@@ -1,0 +1,13 @@
+//! Cluster DNS with no I/O: query-name parsing, the stripped object model, the immutable
+//! [`ClusterSnapshot`](snapshot::ClusterSnapshot), the pure [`answer()`](answer::answer), the
+//! `kube-dns` ConfigMap model, and the DNS wire codec.
+
+pub mod answer;
+pub mod config_map;
+pub mod model;
+pub mod snapshot;
+pub mod target;
+pub mod wire;
+
+pub use answer::{Answer, Outcome, Question, Rcode, answer};
+pub use snapshot::{ClusterSnapshot, PodsMode, SnapshotBuilder, ZoneSettings};

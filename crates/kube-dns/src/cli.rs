@@ -1,0 +1,438 @@
+//! The `kube-dns` command line: every legacy flag (contract §2.1) with its default, pflag's
+//! `_`/`-` equivalence, Go durations and booleans, the klog flags tolerated, and flags of ours.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use kube_dns_core::PodsMode;
+
+/// Legacy default of `--domain`.
+pub const DEFAULT_DOMAIN: &str = "cluster.local.";
+/// Legacy default of `--dns-port`.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// Legacy default of `--healthz-port` (`/readiness`, `/cache`).
+pub const DEFAULT_HEALTHZ_PORT: u16 = 8081;
+/// Metrics listener port, when set (the manifest sets 10055).
+pub const ENV_PROMETHEUS_PORT: &str = "PROMETHEUS_PORT";
+pub const ENV_PROMETHEUS_PATH: &str = "PROMETHEUS_PATH";
+pub const ENV_PROMETHEUS_NAMESPACE: &str = "PROMETHEUS_NAMESPACE";
+pub const ENV_PROMETHEUS_SUBSYSTEM: &str = "PROMETHEUS_SUBSYSTEM";
+
+/// kube-dns: answers the Kubernetes cluster zone from the API server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kube-dns", disable_version_flag = true)]
+pub struct Cli {
+    /// Cluster domain; a trailing dot is added when missing.
+    #[arg(long, default_value = DEFAULT_DOMAIN, value_parser = parse_domain)]
+    pub domain: String,
+    /// Address the DNS UDP and TCP listeners bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub dns_bind_address: IpAddr,
+    /// DNS port (the manifest uses 10053; 0 picks a free port).
+    #[arg(long, default_value_t = DEFAULT_DNS_PORT)]
+    pub dns_port: u16,
+    /// HTTP port for /readiness, /healthz, /cache and /metrics (0 picks a free port).
+    #[arg(long, default_value_t = DEFAULT_HEALTHZ_PORT)]
+    pub healthz_port: u16,
+    /// Address the HTTP listeners bind (ours; legacy binds every address).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub healthz_bind_address: IpAddr,
+    /// How long to wait for the first list of Services and endpoints before logging an error.
+    /// Unlike legacy kube-dns we keep waiting (and answer SERVFAIL) instead of exiting.
+    #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
+    pub initial_sync_timeout: Duration,
+    /// Directory holding the kube-dns ConfigMap keys as files.
+    #[arg(long, default_value = "")]
+    pub config_dir: String,
+    /// Poll period of --config-dir (inotify notices changes sooner).
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub config_period: Duration,
+    /// Name of a ConfigMap to watch through the API instead of --config-dir.
+    #[arg(long, default_value = "")]
+    pub config_map: String,
+    /// Namespace of --config-map.
+    #[arg(long, default_value = "kube-system")]
+    pub config_map_namespace: String,
+    /// Comma-separated ip[:port] upstreams, used when neither config source is set.
+    #[arg(long, default_value = "")]
+    pub nameservers: String,
+    /// Deprecated federations (name=domain,...), used when neither config source is set.
+    #[arg(long, default_value = "")]
+    pub federations: String,
+    /// Path of a kubeconfig file.
+    #[arg(long, default_value = "")]
+    pub kubecfg_file: String,
+    /// API server URL; $VARS are expanded from the environment.
+    #[arg(long, default_value = "")]
+    pub kube_master_url: String,
+    /// Accepted for compatibility; Go's pprof has no Rust equivalent here.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool)]
+    pub profiling: bool,
+    /// Print `Kube-DNS <version>` (or the quoted version with --version=raw) and exit.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub version: Option<String>,
+    /// klog verbosity: 0-2 info, 3-4 debug, 5+ trace (RUST_LOG overrides).
+    #[arg(long, default_value_t = 0)]
+    pub v: u8,
+    /// klog per-file verbosity; accepted and ignored.
+    #[arg(long, default_value = "")]
+    pub vmodule: String,
+    /// Accepted for compatibility; logs are written unbuffered.
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    pub log_flush_frequency: Duration,
+    /// klog flags of the 1.14.13 manifests: accepted, logs always go to stderr.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", value_parser = parse_go_bool, hide = true)]
+    pub logtostderr: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool, hide = true)]
+    pub alsologtostderr: bool,
+
+    // ---- ours ----
+    /// TTL of cluster records.
+    #[arg(long, default_value_t = kube_dns_core::snapshot::DEFAULT_TTL)]
+    pub ttl: u32,
+    /// Pod records: disabled, insecure (legacy default) or verified (watches Pods).
+    #[arg(long, default_value = "insecure")]
+    pub pods: PodsMode,
+    /// Watch core/v1 Endpoints instead of EndpointSlices (clusters older than 1.21).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool)]
+    pub watch_endpoints: bool,
+    /// After SIGTERM: readiness fails at once, DNS keeps answering this long, then exit 0.
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    pub lameduck: Duration,
+    /// UDP sockets (SO_REUSEPORT), each served by its own thread; 0 = one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub dns_workers: usize,
+}
+
+/// Settings from the environment (legacy `PROMETHEUS_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsEnv {
+    pub port: Option<u16>,
+    pub path: String,
+    pub namespace: String,
+    pub subsystem: String,
+}
+
+impl MetricsEnv {
+    /// Reads the variables; an unparsable port is an error naming the variable.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let port = match get(ENV_PROMETHEUS_PORT).filter(|p| !p.is_empty()) {
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|_| format!("{ENV_PROMETHEUS_PORT}={p:?} is not a port number"))?,
+            ),
+            None => None,
+        };
+        let path = get(ENV_PROMETHEUS_PATH).unwrap_or_else(|| "/metrics".into());
+        if !path.starts_with('/') {
+            return Err(format!("{ENV_PROMETHEUS_PATH}={path:?} must start with /"));
+        }
+        Ok(MetricsEnv {
+            port,
+            path,
+            namespace: get(ENV_PROMETHEUS_NAMESPACE).unwrap_or_else(|| "skydns".into()),
+            subsystem: get(ENV_PROMETHEUS_SUBSYSTEM).unwrap_or_else(|| "skydns".into()),
+        })
+    }
+}
+
+impl Cli {
+    /// Parses argv with pflag's `_` -> `-` normalisation. Errors carry clap's message, which
+    /// names the flag.
+    pub fn parse_args<I, S>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let cli = Cli::try_parse_from(normalize_args(args))?;
+        cli.check().map_err(|message| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{message}\n"))
+        })?;
+        Ok(cli)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.config_dir.is_empty() && !self.config_map.is_empty() {
+            return Err("Cannot use both ConfigMap and ConfigDir (--config-map and --config-dir)".into());
+        }
+        for server in self.nameservers.split(',').filter(|s| !s.trim().is_empty()) {
+            if kube_dns_core::config_map::parse_ip_nameserver(server.trim()).is_none() {
+                return Err(format!("--nameservers: {server:?} is not ip[:port]"));
+            }
+        }
+        if !self.kube_master_url.is_empty() {
+            let url = self.master_url();
+            let ok = url
+                .split_once("://")
+                .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty());
+            if !ok {
+                return Err(format!("invalid kube-master-url specified: {url:?}"));
+            }
+        }
+        if self.ttl == 0 {
+            return Err("--ttl must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The zone without its trailing dot, lower-cased.
+    pub fn zone(&self) -> String {
+        self.domain.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    /// `--kube-master-url` with `$VAR` and `${VAR}` expanded from the environment.
+    pub fn master_url(&self) -> String {
+        expand_env(&self.kube_master_url, |name| std::env::var(name).ok())
+    }
+}
+
+/// pflag accepts `--dns_port` for `--dns-port`; single-dash long flags are accepted too.
+pub fn normalize_args<I, S>(args: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    args.into_iter()
+        .map(Into::into)
+        .enumerate()
+        .map(|(index, arg)| {
+            if index == 0 || arg == "--" || !arg.starts_with('-') {
+                return arg;
+            }
+            let body = arg.trim_start_matches('-');
+            let (name, value) = match body.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (body, None),
+            };
+            let name = name.replace('_', "-");
+            match value {
+                Some(value) => format!("--{name}={value}"),
+                None => format!("--{name}"),
+            }
+        })
+        .collect()
+}
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('.');
+    for label in trimmed.split('.') {
+        if !kube_dns_core::config_map::is_dns1123_label(&label.to_ascii_lowercase()) {
+            return Err(format!("{label:?} in {s:?}: Not a valid DNS label"));
+        }
+    }
+    Ok(format!("{trimmed}."))
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean")),
+    }
+}
+
+/// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`, `0`).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration such as 10s, 500ms or 1m30s");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if number_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+fn expand_env(s: &str, get: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let rest = &s[i + 1..];
+        let (name, skip) = if let Some(inner) = rest.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], end)
+        };
+        if name.is_empty() {
+            out.push('$');
+            continue;
+        }
+        out.push_str(&get(name).unwrap_or_default());
+        for _ in 0..skip {
+            chars.next();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::parse_args(std::iter::once("kube-dns").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_legacy_binary() {
+        let cli = parse(&[]).expect("defaults parse");
+        assert_eq!(cli.domain, "cluster.local.");
+        assert_eq!(cli.dns_bind_address.to_string(), "0.0.0.0");
+        assert_eq!(cli.dns_port, 53);
+        assert_eq!(cli.healthz_port, 8081);
+        assert_eq!(cli.initial_sync_timeout, Duration::from_secs(60));
+        assert_eq!(cli.config_dir, "");
+        assert_eq!(cli.config_period, Duration::from_secs(10));
+        assert_eq!(cli.config_map, "");
+        assert_eq!(cli.config_map_namespace, "kube-system");
+        assert_eq!(cli.nameservers, "");
+        assert_eq!(cli.federations, "");
+        assert_eq!(cli.kubecfg_file, "");
+        assert_eq!(cli.kube_master_url, "");
+        assert!(!cli.profiling);
+        assert_eq!(cli.version, None);
+        assert_eq!(cli.v, 0);
+        assert_eq!(cli.log_flush_frequency, Duration::from_secs(5));
+        assert_eq!(cli.ttl, 30);
+        assert_eq!(cli.pods, PodsMode::Insecure);
+        assert_eq!(cli.lameduck, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn legacy_manifest_args_are_accepted() {
+        let cli = parse(&[
+            "--domain=cluster.local.",
+            "--dns-port=10053",
+            "--config-dir=/kube-dns-config",
+            "--v=2",
+        ])
+        .expect("manifest args");
+        assert_eq!(cli.zone(), "cluster.local");
+        assert_eq!(cli.dns_port, 10053);
+        assert_eq!(cli.config_dir, "/kube-dns-config");
+        assert_eq!(cli.v, 2);
+        let old = parse(&["--domain=cluster.local", "--dns-port=10053", "--config-map=kube-dns", "--v=2", "--logtostderr"]);
+        assert!(old.is_ok());
+    }
+
+    #[test]
+    fn every_legacy_flag_parses() {
+        let cli = parse(&[
+            "--domain=example.org",
+            "--dns-bind-address=127.0.0.1",
+            "--dns_port=5353",
+            "--healthz-port=9090",
+            "--initial-sync-timeout=1m30s",
+            "--config-period=500ms",
+            "--config-map=kube-dns",
+            "--config-map-namespace=dns",
+            "--nameservers=8.8.8.8,1.1.1.1:5353",
+            "--federations=a=b.example",
+            "--kubecfg-file=/k",
+            "--kube-master-url=https://$HOME_NOT_SET_X:6443",
+            "--profiling",
+            "--v=4",
+            "--vmodule=x=2",
+            "--log-flush-frequency=2s",
+        ])
+        .expect("all flags");
+        assert_eq!(cli.domain, "example.org.");
+        assert_eq!(cli.dns_port, 5353);
+        assert_eq!(cli.initial_sync_timeout, Duration::from_secs(90));
+        assert_eq!(cli.config_period, Duration::from_millis(500));
+        assert!(cli.profiling);
+        assert_eq!(cli.master_url(), "https://:6443");
+    }
+
+    #[test]
+    fn underscores_equal_dashes() {
+        let cli = parse(&["--dns_bind_address=127.0.0.2", "--config_map_namespace=x"]).expect("ok");
+        assert_eq!(cli.dns_bind_address.to_string(), "127.0.0.2");
+        assert_eq!(cli.config_map_namespace, "x");
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--no-such-flag"], "--no-such-flag"),
+            (&["--dns-port=abc"], "--dns-port"),
+            (&["--initial-sync-timeout=10"], "--initial-sync-timeout"),
+            (&["--domain=bad_label.local"], "--domain"),
+            (&["--pods=maybe"], "--pods"),
+            (&["--config-dir=/a", "--config-map=b"], "--config-map"),
+            (&["--nameservers=not-an-ip"], "--nameservers"),
+            (&["--kube-master-url=nourl"], "kube-master-url"),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).expect_err("must fail").to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn version_flag_forms() {
+        assert_eq!(parse(&["--version"]).expect("ok").version.as_deref(), Some("true"));
+        assert_eq!(parse(&["--version=raw"]).expect("ok").version.as_deref(), Some("raw"));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("2h45m"), Ok(Duration::from_secs(9900)));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("s").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn prometheus_env() {
+        let env = MetricsEnv::from_env(|k| (k == ENV_PROMETHEUS_PORT).then(|| "10055".into())).expect("ok");
+        assert_eq!(env.port, Some(10055));
+        assert_eq!(env.path, "/metrics");
+        assert_eq!(env.namespace, "skydns");
+        assert!(MetricsEnv::from_env(|k| (k == ENV_PROMETHEUS_PORT).then(|| "x".into())).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! Where the `kube-dns` ConfigMap comes from (`--config-dir`, `--config-map`, or the static
+//! `--nameservers` flag) and how a validated version becomes the forwarding policy.
+//!
+//! A mounted ConfigMap is watched with inotify on the directory (kubelet swaps `..data`
+//! atomically, so watching a file stops working after one update) with the `--config-period`
+//! poll as a backstop; the version is a content hash, so only real changes count.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_dns_core::config_map::{DnsConfig, config_version};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::{ForwardPolicy, resolv_conf_nameservers};
+use crate::state::ServerState;
+use crate::watch::{ConfigMapUpdate, config_from_update};
+
+/// The resolver configuration used when no upstreams are configured.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// Wait after an inotify event before reading, so one kubelet update is read once.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Reads the top-level files of a mounted ConfigMap directory, skipping dot-names (`..data`)
+/// and subdirectories. A missing directory reads as empty (defaults).
+pub fn read_config_dir(dir: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Follows the key -> ..data/key symlinks.
+        if std::fs::metadata(&path)?.is_dir() {
+            continue;
+        }
+        files.insert(name, std::fs::read(&path)?);
+    }
+    Ok(files)
+}
+
+/// Applies a validated config: builds the forwarding policy (resolving stub nameserver
+/// hostnames now, on every reload) and publishes it.
+pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: &Path) {
+    let mut upstreams = config.upstream_addrs();
+    if upstreams.is_empty() {
+        upstreams = match tokio::fs::read_to_string(resolv_conf).await {
+            Ok(text) => resolv_conf_nameservers(&text),
+            Err(error) => {
+                tracing::warn!(path = %resolv_conf.display(), %error, "cannot read resolver config; no default upstreams");
+                Vec::new()
+            }
+        };
+    }
+    let mut stubs = Vec::new();
+    for (domain, servers) in &config.stub_domains {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for server in servers {
+            match kube_dns_core::config_map::parse_ip_nameserver(server) {
+                Some(addr) => addrs.push(addr),
+                None => match tokio::net::lookup_host((server.as_str(), 53)).await {
+                    Ok(found) => addrs.extend(found),
+                    Err(error) => {
+                        tracing::warn!(domain, server, %error, "stub domain nameserver does not resolve; skipped")
+                    }
+                },
+            }
+        }
+        stubs.push((domain.to_ascii_lowercase(), addrs));
+    }
+    tracing::info!(?upstreams, stubs = stubs.len(), "forwarding configuration applied");
+    state
+        .forwarding
+        .store(Arc::new(ForwardPolicy::new(upstreams, stubs)));
+}
+
+/// Tracks versions and applies valid ones; invalid ones are logged and counted.
+struct ConfigApplier<'a> {
+    state: &'a ServerState,
+    resolv_conf: PathBuf,
+    version: Option<String>,
+}
+
+impl ConfigApplier<'_> {
+    async fn offer(&mut self, version: String, parsed: Result<DnsConfig, String>) {
+        if self.version.as_deref() == Some(version.as_str()) {
+            return;
+        }
+        self.version = Some(version.clone());
+        match parsed {
+            Ok(config) => {
+                tracing::info!(version, "applying ConfigMap version");
+                apply_config(self.state, &config, &self.resolv_conf).await;
+                self.state.metrics.config_reloads.inc();
+            }
+            Err(reason) => {
+                self.state.metrics.config_errors.inc();
+                tracing::error!(version, %reason, "Invalid configuration, ignoring update (last good configuration stays)");
+            }
+        }
+    }
+}
+
+/// Polls and watches `--config-dir` until shutdown.
+pub async fn watch_config_dir(
+    state: Arc<ServerState>,
+    dir: PathBuf,
+    period: Duration,
+    resolv_conf: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let mut applier = ConfigApplier {
+        state: &state,
+        resolv_conf,
+        version: None,
+    };
+    let (tx, mut events) = mpsc::unbounded_channel::<()>();
+    let mut watcher: Option<notify::RecommendedWatcher> = None;
+    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(100)));
+    loop {
+        if watcher.is_none() {
+            watcher = watch_dir(&dir, tx.clone());
+        }
+        let read = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || read_config_dir(&dir)).await
+        };
+        match read {
+            Ok(Ok(files)) => {
+                let version = config_version(&files);
+                let parsed = DnsConfig::from_files(&files).map_err(|e| e.to_string());
+                applier.offer(version, parsed).await;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot read config directory; keeping the current configuration")
+            }
+            Err(error) => tracing::error!(%error, "config reader task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+            Some(()) = events.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while events.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .ok()?;
+    match watcher.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(error) => {
+            tracing::debug!(dir = %dir.display(), %error, "cannot watch config directory yet; polling");
+            None
+        }
+    }
+}
+
+/// Applies ConfigMap versions received from the API watch until shutdown.
+pub async fn apply_config_map_updates(
+    state: Arc<ServerState>,
+    mut updates: mpsc::UnboundedReceiver<ConfigMapUpdate>,
+    resolv_conf: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let mut applier = ConfigApplier {
+        state: &state,
+        resolv_conf,
+        version: None,
+    };
+    loop {
+        let update = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            update = updates.recv() => update,
+        };
+        let Some(update) = update else { return };
+        if update.data.is_none() {
+            tracing::info!("ConfigMap absent; reverting to default configuration");
+        }
+        let parsed = config_from_update(&update).map_err(|e| e.to_string());
+        applier.offer(update.version, parsed).await;
+    }
+}
+
+/// The static configuration used with neither `--config-dir` nor `--config-map`: upstreams
+/// from `--nameservers` (validated by the CLI; the three-server ConfigMap limit does not apply)
+/// and federations from `--federations` (validated, otherwise unused).
+pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, String> {
+    let mut data = BTreeMap::new();
+    if !federations.is_empty() {
+        data.insert(
+            kube_dns_core::config_map::FEDERATIONS_KEY.to_owned(),
+            federations.to_owned(),
+        );
+    }
+    let mut config = DnsConfig::from_data(&data).map_err(|e| format!("--federations: {e}"))?;
+    config.upstream_nameservers = nameservers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(config)
+}

@@ -1,0 +1,116 @@
+//! HTTP on `--healthz-port` (and `PROMETHEUS_PORT`): `/readiness`, `/healthz`, `/cache`, metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kube_dns_core::snapshot::ServiceRecordsKind;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::ServerState;
+
+/// Legacy readiness path and body.
+pub const READINESS_PATH: &str = "/readiness";
+pub const READY_BODY: &str = "ok\n";
+pub const HEALTHZ_PATH: &str = "/healthz";
+pub const CACHE_PATH: &str = "/cache";
+
+/// The router for every HTTP listener (legacy kube-dns served one mux on every port).
+pub fn router(state: Arc<ServerState>, metrics_path: &str) -> Router {
+    Router::new()
+        .route(READINESS_PATH, get(readiness))
+        .route(HEALTHZ_PATH, get(healthz))
+        .route(CACHE_PATH, get(cache))
+        .route(metrics_path, get(metrics))
+        .with_state(state)
+}
+
+async fn readiness(State(state): State<Arc<ServerState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, READY_BODY).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let snapshot = state.snapshot.load();
+    state.metrics.services.set(snapshot.service_count() as i64);
+    state.metrics.endpoints.set(snapshot.endpoint_count() as i64);
+    state.metrics.ready.set(i64::from(state.is_ready()));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A JSON dump of the published snapshot (the legacy tree shape is not kept).
+async fn cache(State(state): State<Arc<ServerState>>) -> Response {
+    let snapshot = state.snapshot.load_full();
+    let services: Vec<Value> = snapshot
+        .services_sorted()
+        .iter()
+        .map(|s| {
+            let ports: Vec<Value> = s
+                .ports
+                .iter()
+                .map(|p| json!({"name": p.name.as_deref(), "protocol": &*p.protocol, "port": p.port}))
+                .collect();
+            let mut entry = json!({
+                "name": &*s.name,
+                "namespace": &*s.namespace,
+                "fqdn": format!("{}.", s.fqdn),
+                "ports": ports,
+            });
+            match &s.kind {
+                ServiceRecordsKind::ClusterIp { ips } => {
+                    entry["type"] = json!("ClusterIP");
+                    entry["clusterIPs"] = json!(ips);
+                }
+                ServiceRecordsKind::Headless { endpoints } => {
+                    entry["type"] = json!("Headless");
+                    entry["endpoints"] = endpoints
+                        .iter()
+                        .map(|e| json!({"ip": e.ip, "label": &*e.label, "hostname": e.has_hostname}))
+                        .collect();
+                }
+                ServiceRecordsKind::ExternalName { target } => {
+                    entry["type"] = json!("ExternalName");
+                    entry["externalName"] = json!(&**target);
+                }
+            }
+            entry
+        })
+        .collect();
+    let body = json!({
+        "zone": &*snapshot.settings.zone,
+        "synced": snapshot.synced,
+        "serial": snapshot.serial,
+        "services": services,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}

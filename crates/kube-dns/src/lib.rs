@@ -1,0 +1,312 @@
+//! kube-dns: watches the Kubernetes API and answers the cluster zone.
+//!
+//! [`run`] takes parsed flags, already-bound [`Listeners`] and an API client, so tests start it
+//! in-process on port 0; `main.rs` only parses, binds, and maps errors to exit codes.
+
+pub mod cli;
+pub mod config_source;
+pub mod forward;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod watch;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kube_dns_core::{ClusterSnapshot, SnapshotBuilder, ZoneSettings};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, MetricsEnv};
+use crate::forward::ForwardPolicy;
+use crate::metrics::Metrics;
+use crate::state::ServerState;
+use crate::watch::{SyncTracker, Watches};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(String),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Sockets bound before anything runs (tests bind port 0 and read the ports back).
+#[derive(Debug)]
+pub struct Listeners {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: std::net::TcpListener,
+    pub http: std::net::TcpListener,
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the DNS port (UDP with SO_REUSEPORT, `workers` sockets, and TCP), the HTTP port,
+    /// and the metrics port when `PROMETHEUS_PORT` is set.
+    pub fn bind(cli: &Cli, env: &MetricsEnv) -> Result<Self, RunError> {
+        let workers = if cli.dns_workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cli.dns_workers
+        };
+        let mut addr = SocketAddr::new(cli.dns_bind_address, cli.dns_port);
+        let mut udp = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let socket = bind_udp(addr).map_err(|source| RunError::Bind {
+                what: "DNS over UDP",
+                addr,
+                source,
+            })?;
+            // Later sockets join the port the first one got (it may have been 0).
+            addr = socket.local_addr().map_err(|source| RunError::Bind {
+                what: "DNS over UDP",
+                addr,
+                source,
+            })?;
+            udp.push(socket);
+        }
+        let tcp = bind_tcp(addr).map_err(|source| RunError::Bind {
+            what: "DNS over TCP",
+            addr,
+            source,
+        })?;
+        let http_addr = SocketAddr::new(cli.healthz_bind_address, cli.healthz_port);
+        let http = bind_tcp(http_addr).map_err(|source| RunError::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source,
+        })?;
+        let metrics = match env.port {
+            Some(port) => {
+                let addr = SocketAddr::new(cli.healthz_bind_address, port);
+                Some(bind_tcp(addr).map_err(|source| RunError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?)
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            udp,
+            tcp,
+            http,
+            metrics,
+        })
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // Room for bursts while a worker is busy; the kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Builds the API client from `--kubecfg-file`, `--kube-master-url`, else the environment
+/// (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
+pub async fn client_from_cli(cli: &Cli) -> Result<kube::Client, RunError> {
+    let config = if !cli.kubecfg_file.is_empty() {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cli.kubecfg_file)
+            .map_err(|e| RunError::Client(format!("--kubecfg-file {}: {e}", cli.kubecfg_file)))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| RunError::Client(format!("--kubecfg-file {}: {e}", cli.kubecfg_file)))?
+    } else if !cli.kube_master_url.is_empty() {
+        let url = cli.master_url();
+        let uri = url
+            .parse()
+            .map_err(|e| RunError::Client(format!("failed to parse kube-master-url {url:?}: {e}")))?;
+        kube::Config::new(uri)
+    } else {
+        kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Client(e.to_string()))?
+    };
+    let mut config = config;
+    config.read_timeout = None;
+    kube::Client::try_from(config).map_err(|e| RunError::Client(e.to_string()))
+}
+
+/// Runs kube-dns until `shutdown` is cancelled, then keeps answering DNS for `--lameduck`
+/// with readiness failing, and returns.
+pub async fn run(
+    cli: Cli,
+    env: MetricsEnv,
+    listeners: Listeners,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let settings = ZoneSettings::new(&cli.zone(), cli.ttl, cli.pods);
+    let builder = SnapshotBuilder::new(settings.clone());
+    let metrics = Metrics::new(&env)?;
+    let state = Arc::new(ServerState::new(
+        ClusterSnapshot::empty(Arc::new(settings)),
+        ForwardPolicy::default(),
+        metrics,
+    ));
+    let resolv_conf = PathBuf::from(config_source::RESOLV_CONF);
+    if cli.config_dir.is_empty() && cli.config_map.is_empty() {
+        let config = config_source::static_config(&cli.nameservers, &cli.federations)
+            .map_err(RunError::Config)?;
+        config_source::apply_config(&state, &config, &resolv_conf).await;
+    }
+
+    // Everything below stops on `stop`, which fires after the lameduck period.
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let endpoints_kind = if cli.watch_endpoints { "endpoints" } else { "endpointslices" };
+    let mut kinds = vec!["services", endpoints_kind];
+    if cli.pods == kube_dns_core::PodsMode::Verified {
+        kinds.push("pods");
+    }
+    let watches = Watches {
+        client: client.clone(),
+        state: state.clone(),
+        builder: Arc::new(Mutex::new(builder)),
+        sync: Arc::new(SyncTracker::new(&kinds)),
+    };
+    tasks.spawn(watches.clone().services(stop.clone()));
+    if cli.watch_endpoints {
+        tasks.spawn(watches.clone().endpoints(stop.clone()));
+    } else {
+        tasks.spawn(watches.clone().endpoint_slices(stop.clone()));
+    }
+    if cli.pods == kube_dns_core::PodsMode::Verified {
+        tasks.spawn(watches.clone().pods(stop.clone()));
+    }
+    {
+        let (sync, timeout, stop) = (watches.sync.clone(), cli.initial_sync_timeout, stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(timeout) => {
+                    if !sync.all_synced() {
+                        tracing::error!(pending = ?sync.pending(), "Timeout waiting for initialization; still waiting (answering SERVFAIL until synced)");
+                    }
+                }
+            }
+        });
+    }
+
+    if !cli.config_dir.is_empty() {
+        tasks.spawn(config_source::watch_config_dir(
+            state.clone(),
+            PathBuf::from(&cli.config_dir),
+            cli.config_period,
+            resolv_conf.clone(),
+            stop.clone(),
+        ));
+    } else if !cli.config_map.is_empty() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tasks.spawn(watch::watch_config_map(
+            client.clone(),
+            cli.config_map_namespace.clone(),
+            cli.config_map.clone(),
+            tx,
+            stop.clone(),
+        ));
+        tasks.spawn(config_source::apply_config_map_updates(
+            state.clone(),
+            rx,
+            resolv_conf.clone(),
+            stop.clone(),
+        ));
+    }
+
+    let router = http::router(state.clone(), &env.path);
+    let http_listener = to_tokio(listeners.http)?;
+    tracing::info!("listening on http {}", local(&http_listener));
+    tasks.spawn(http::serve(http_listener, router.clone(), stop.clone()));
+    if let Some(listener) = listeners.metrics {
+        let listener = to_tokio(listener)?;
+        tracing::info!("listening on metrics {}", local(&listener));
+        tasks.spawn(http::serve(listener, router, stop.clone()));
+    }
+
+    let tcp = to_tokio(listeners.tcp)?;
+    tracing::info!("listening on tcp {}", local(&tcp));
+    tasks.spawn(server::serve_tcp(tcp, state.clone(), stop.clone()));
+
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (index, socket) in listeners.udp.into_iter().enumerate() {
+        if index == 0 {
+            tracing::info!(
+                "listening on udp {} ({} sockets)",
+                socket.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+                threads.capacity().max(1)
+            );
+        }
+        let (state, runtime, stop) = (state.clone(), tokio::runtime::Handle::current(), udp_stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("dns-udp-{index}"))
+            .spawn(move || server::serve_udp_blocking(socket, state, runtime, stop))
+            .map_err(|e| RunError::Config(format!("cannot start a UDP thread: {e}")))?;
+        threads.push(thread);
+    }
+
+    shutdown.cancelled().await;
+    state.enter_lameduck();
+    tracing::info!(lameduck = ?cli.lameduck, "shutting down: readiness fails now, DNS keeps answering");
+    tokio::time::sleep(cli.lameduck).await;
+    stop.cancel();
+    udp_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn to_tokio(listener: std::net::TcpListener) -> Result<tokio::net::TcpListener, RunError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    tokio::net::TcpListener::from_std(listener).map_err(|source| RunError::Bind {
+        what: "listener",
+        addr,
+        source,
+    })
+}
+
+fn local(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string())
+}

@@ -1,0 +1,99 @@
+//! The `kube-dns` binary: parse flags (exit 64 on bad usage), bind, run, exit 0 after SIGTERM.
+
+use std::process::ExitCode;
+
+use kube_dns::cli::{Cli, MetricsEnv};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Some(version) = &cli.version {
+        let version_text = env!("CARGO_PKG_VERSION");
+        match version.as_str() {
+            "raw" => println!("{version_text:?}"),
+            "true" | "1" | "t" | "T" | "TRUE" | "True" => println!("Kube-DNS {version_text}"),
+            _ => {}
+        }
+        if version != "false" {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let env = match MetricsEnv::from_env(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(message) => {
+            eprintln!("kube-dns: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_tracing(cli.v);
+    tracing::info!(?cli, "starting kube-dns {}", env!("CARGO_PKG_VERSION"));
+    let listeners = match kube_dns::Listeners::bind(&cli, &env) {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let client = kube_dns::client_from_cli(&cli).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        kube_dns::run(cli, env, listeners, client, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "kube-dns failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+/// Maps klog `--v` onto tracing levels; `RUST_LOG` overrides.
+fn init_tracing(verbosity: u8) {
+    let level = match verbosity {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},kube_client=warn,hyper=warn,tower=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

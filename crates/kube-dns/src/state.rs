@@ -1,0 +1,39 @@
+//! State shared by the listeners, the watchers and the HTTP endpoints.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use kube_dns_core::ClusterSnapshot;
+
+use crate::forward::ForwardPolicy;
+use crate::metrics::Metrics;
+
+/// Read by every query without locking; written by the watch and config tasks.
+#[derive(Debug)]
+pub struct ServerState {
+    pub snapshot: ArcSwap<ClusterSnapshot>,
+    pub forwarding: ArcSwap<ForwardPolicy>,
+    pub metrics: Metrics,
+    lameduck: AtomicBool,
+}
+
+impl ServerState {
+    pub fn new(snapshot: ClusterSnapshot, forwarding: ForwardPolicy, metrics: Metrics) -> Self {
+        ServerState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            forwarding: ArcSwap::from_pointee(forwarding),
+            metrics,
+            lameduck: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready once every watch has synced, until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().synced && !self.lameduck.load(Ordering::Relaxed)
+    }
+
+    /// Readiness fails from now on; DNS keeps answering.
+    pub fn enter_lameduck(&self) {
+        self.lameduck.store(true, Ordering::Relaxed);
+    }
+}
