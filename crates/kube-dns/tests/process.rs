@@ -1,0 +1,399 @@
+//! Process tests: the real `kube-dns` binary against the fake API server over HTTP, queried
+//! with a Rust DNS client and with `dig` over UDP and TCP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use kube_dns_test_support::dns_client::{answer_lines, dig, query_tcp, query_udp, raw_udp};
+use kube_dns_test_support::fake_upstream::{FakeUpstream, UPSTREAM_ANSWER};
+use kube_dns_test_support::objects::{endpoint, endpoint_slice, service};
+use kube_dns_test_support::process::ChildProcess;
+use kube_dns_test_support::{FakeApiServer, fixtures_dir, http_client};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct KubeDns {
+    process: ChildProcess,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+async fn start_api() -> anyhow::Result<(FakeApiServer, SocketAddr)> {
+    let api = FakeApiServer::new();
+    api.load_yaml_file(fixtures_dir().join("cluster.yaml"))?;
+    let (addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
+    Ok((api, addr))
+}
+
+async fn start_kube_dns(api: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<KubeDns> {
+    let mut args = vec![
+        format!("--kube-master-url=http://{api}"),
+        "--domain=cluster.local.".into(),
+        "--dns-bind-address=127.0.0.1".into(),
+        "--dns-port=0".into(),
+        "--healthz-bind-address=127.0.0.1".into(),
+        "--healthz-port=0".into(),
+        "--dns-workers=2".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = ChildProcess::spawn(env!("CARGO_BIN_EXE_kube-dns"), &args, env.iter().copied())?;
+    let udp = process.listening_addr("udp", WAIT).await?;
+    let tcp = process.listening_addr("tcp", WAIT).await?;
+    let http = process.listening_addr("http", WAIT).await?;
+    Ok(KubeDns {
+        process,
+        udp,
+        tcp,
+        http,
+    })
+}
+
+async fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = http_client::get(http, "/readiness").await
+            && r.status == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("kube-dns did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until `check` accepts the UDP answer for `name`/`rtype`.
+async fn eventually(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    within: Duration,
+    check: impl Fn(&Message) -> bool,
+) -> anyhow::Result<Message> {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = query_udp(server, name, rtype).await?;
+        if check(&reply) {
+            return Ok(reply);
+        }
+        if Instant::now() > deadline {
+            bail!("{name} {rtype}: last reply did not match: {reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn has_a(reply: &Message, ip: &str) -> bool {
+    answer_lines(reply).iter().any(|l| l.ends_with(&format!(" A {ip}")))
+}
+
+#[tokio::test]
+async fn serves_the_zone_over_udp_and_tcp_to_rust_client_and_dig() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &["--v=2"], &[]).await?;
+    wait_ready(kd.http).await?;
+    let readiness = http_client::get(kd.http, "/readiness").await?;
+    assert_eq!((readiness.status, readiness.text()), (200, "ok\n".to_owned()));
+
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(answer_lines(&reply), vec!["kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1"]);
+    assert!(reply.metadata.authoritative);
+    let reply = query_tcp(kd.tcp, "_https._tcp.kubernetes.default.svc.cluster.local.", RecordType::SRV).await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 10 100 443 kubernetes.default.svc.cluster.local."]
+    );
+
+    let udp = dig(kd.udp, &["+notcp", "+short", "headless.default.svc.cluster.local", "A"]).await?;
+    let mut ips: Vec<&str> = udp.lines().collect();
+    ips.sort();
+    assert_eq!(ips, vec!["10.3.0.100", "10.3.0.101", "10.3.0.2"]);
+    let tcp = dig(kd.udp, &["+tcp", "+short", "-x", "10.0.0.1"]).await?;
+    assert_eq!(tcp.trim(), "kubernetes.default.svc.cluster.local.");
+    let nx = dig(kd.udp, &["nope.default.svc.cluster.local", "A"]).await?;
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa rd ra"), "{nx}");
+    // EDNS echoed; a large answer truncated over UDP and complete over TCP.
+    let big_udp = dig(kd.udp, &["+noedns", "+ignore", "big.default.svc.cluster.local", "A"]).await?;
+    assert!(big_udp.contains(" tc "), "{big_udp}");
+    let big_tcp = dig(kd.udp, &["+tcp", "+short", "big.default.svc.cluster.local", "A"]).await?;
+    assert_eq!(big_tcp.lines().count(), 40);
+    let edns = dig(kd.udp, &["+edns=0", "+bufsize=1232", "kubernetes.default.svc.cluster.local"]).await?;
+    assert!(edns.contains("OPT PSEUDOSECTION"), "{edns}");
+    drop(kd);
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_events_reach_answers_quickly() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    let name = "fresh.default.svc.cluster.local.";
+    let reply = query_udp(kd.udp, name, RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+
+    api.apply(service("default", "fresh").cluster_ip("10.9.0.1").port(Some("http"), 80, "TCP").build());
+    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| has_a(r, "10.9.0.1")).await?;
+    api.apply(service("default", "fresh").cluster_ip("10.9.0.2").port(Some("http"), 80, "TCP").build());
+    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| has_a(r, "10.9.0.2")).await?;
+    let ptr = query_udp(kd.udp, "1.0.9.10.in-addr.arpa.", RecordType::PTR).await?;
+    assert!(ptr.answers.is_empty(), "old PTR must be gone: {ptr:?}");
+
+    // A headless service programmed from its EndpointSlice; then the slice goes away.
+    api.apply(service("default", "hl").headless().port(Some("http"), 80, "TCP").build());
+    api.apply(
+        endpoint_slice("default", "hl-1", "hl")
+            .address_type("IPv4")
+            .endpoint(endpoint(&["10.9.1.1"]).hostname("a"))
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    eventually(kd.udp, "a.hl.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
+        has_a(r, "10.9.1.1")
+    })
+    .await?;
+    api.delete("endpointslices", "default", "hl-1");
+    eventually(kd.udp, "hl.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
+        r.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await?;
+    api.delete("services", "default", "fresh");
+    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| {
+        r.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn relist_after_410_removes_what_vanished_and_keeps_the_rest() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    api.apply(service("default", "gone").cluster_ip("10.9.2.1").build());
+    eventually(kd.udp, "gone.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
+        has_a(r, "10.9.2.1")
+    })
+    .await?;
+    // The API goes away, the object is deleted meanwhile and history is compacted: only a
+    // relist (after the in-stream 410) can reveal the deletion.
+    api.set_unavailable(true);
+    api.drop_streams();
+    api.delete("services", "default", "gone");
+    api.compact();
+    // Last-known data keeps answering while the API is down.
+    for _ in 0..5 {
+        let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+        assert!(has_a(&reply, "10.0.0.1"));
+        assert_eq!(http_client::get(kd.http, "/readiness").await?.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.set_unavailable(false);
+    api.expire_watches();
+    eventually(kd.udp, "gone.default.svc.cluster.local.", RecordType::A, Duration::from_secs(10), |r| {
+        r.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await?;
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.0.0.1"), "untouched services keep answering: {reply:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn before_the_first_sync_answers_servfail_and_readiness_fails() -> anyhow::Result<()> {
+    let api = FakeApiServer::new();
+    api.load_yaml_file(fixtures_dir().join("cluster.yaml"))?;
+    api.set_unavailable(true);
+    let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(http_client::get(kd.http, "/readiness").await?.status, 503);
+    api.set_unavailable(false);
+    wait_ready(kd.http).await?;
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.0.0.1"));
+    Ok(())
+}
+
+fn write_config(dir: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    // Like kubelet: write a new timestamped directory, then swap ..data atomically.
+    let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let data = dir.join(&stamp);
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join(key), value)?;
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    std::fs::rename(&tmp, dir.join("..data"))?;
+    let link = dir.join(key);
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(format!("..data/{key}"), &link)?;
+    }
+    Ok(())
+}
+
+async fn metric(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let text = http_client::get(http, "/metrics").await?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let upstream = FakeUpstream::start().await?;
+    let dir = tempdir("config")?;
+    write_config(&dir, "upstreamNameservers", &format!("[\"{}\"]", upstream.addr))?;
+    let config_arg = format!("--config-dir={}", dir.display());
+    let kd = start_kube_dns(api_addr, &[&config_arg, "--config-period=1h"], &[]).await?;
+    wait_ready(kd.http).await?;
+    let reply = eventually(kd.udp, "www.example.com.", RecordType::A, Duration::from_secs(5), |r| {
+        has_a(r, &UPSTREAM_ANSWER.to_string())
+    })
+    .await?;
+    assert!(!reply.metadata.authoritative);
+    // ExternalName: CNAME plus the chased target.
+    let ext = query_udp(kd.udp, "ext.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(
+        answer_lines(&ext),
+        vec![
+            "ext.default.svc.cluster.local. 30 IN CNAME www.example.com.".to_owned(),
+            format!("www.example.com. 300 IN A {UPSTREAM_ANSWER}"),
+        ]
+    );
+    // Invalid (four upstreams): rejected through inotify, the last good config stays.
+    write_config(&dir, "upstreamNameservers", r#"["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4"]"#)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(kd.http, "kubedns_config_errors_total").await? < 1.0 {
+        if Instant::now() > deadline {
+            bail!("invalid update was not noticed within 3s (inotify)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = query_udp(kd.udp, "www.example.com.", RecordType::A).await?;
+    assert!(has_a(&reply, &UPSTREAM_ANSWER.to_string()), "last good config must stay");
+    Ok(())
+}
+
+#[tokio::test]
+async fn external_name_keeps_its_cname_when_the_target_fails() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let upstream = FakeUpstream::start().await?;
+    api.apply(service("default", "broken").external_name("drop.example.com").build());
+    api.apply(service("default", "missing").external_name("nx.example.com").build());
+    let ns = format!("--nameservers={}", upstream.addr);
+    let kd = start_kube_dns(api_addr, &[&ns], &[]).await?;
+    wait_ready(kd.http).await?;
+    let reply = query_udp(kd.udp, "missing.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(answer_lines(&reply), vec!["missing.default.svc.cluster.local. 30 IN CNAME nx.example.com."]);
+    let started = Instant::now();
+    let query = kube_dns_test_support::dns_client::query_message("broken.default.svc.cluster.local.", RecordType::A)?;
+    let bytes = kube_dns_test_support::dns_client::raw_udp_timeout(kd.udp, &query.to_vec()?, Duration::from_secs(8))
+        .await?
+        .context("a reply must come even when the target never resolves")?;
+    let reply = Message::from_vec(&bytes)?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(answer_lines(&reply), vec!["broken.default.svc.cluster.local. 30 IN CNAME drop.example.com."]);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_packets_get_formerr_or_silence_and_never_a_crash() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    assert_eq!(raw_udp(kd.udp, &[1, 2, 3]).await?, None);
+    // Header claims one question but the packet ends: FORMERR with the same ID.
+    let reply = raw_udp(kd.udp, &[0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'a']).await?;
+    let reply = reply.context("FORMERR expected")?;
+    assert_eq!(&reply[..2], &[0xAB, 0xCD]);
+    assert_eq!(reply[3] & 0x0F, 1);
+    // Two questions: FORMERR.
+    let reply = raw_udp(kd.udp, &[0, 7, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]).await?;
+    assert_eq!(reply.context("reply")?[3] & 0x0F, 1);
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.0.0.1"), "still serving");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_keep_the_legacy_names_on_prometheus_port() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[("PROMETHEUS_PORT", "0")]).await?;
+    let metrics_addr = kd.process.listening_addr("metrics", WAIT).await?;
+    wait_ready(kd.http).await?;
+    query_udp(kd.udp, "nope.default.svc.cluster.local.", RecordType::A).await?;
+    query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    let text = http_client::get(metrics_addr, "/metrics").await?.text();
+    for needle in [
+        "# TYPE skydns_skydns_dns_request_count_total counter",
+        "skydns_skydns_dns_request_count_total{system=\"auth\"} 2",
+        "skydns_skydns_dns_error_count_total{cause=\"nxdomain\",system=\"auth\"} 1",
+        "# TYPE skydns_skydns_dns_request_duration_seconds histogram",
+        "skydns_skydns_dns_request_duration_seconds_bucket{system=\"auth\",le=\"0.001\"}",
+        "skydns_skydns_dns_response_size_bytes_bucket{system=\"auth\",le=\"512\"}",
+        "skydns_skydns_dns_cachemiss_count_total{cache=\"response\"} 2",
+        "kubedns_dns_responses_total{rcode=\"nxdomain\"} 1",
+        "kubedns_programming_latency_seconds_bucket",
+        "kubedns_snapshot_services ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_fails_readiness_keeps_answering_then_exits_zero() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let mut kd = start_kube_dns(api_addr, &["--lameduck=1500ms"], &[]).await?;
+    wait_ready(kd.http).await?;
+    kd.process.signal(15)?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while http_client::get(kd.http, "/readiness").await?.status != 503 {
+        if Instant::now() > deadline {
+            bail!("readiness did not fail promptly after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.0.0.1"), "DNS keeps answering during lameduck");
+    let status = kd.process.wait_exit(Duration::from_secs(10)).await?;
+    assert!(status.success(), "exit status {status:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_flags_exit_64_naming_the_flag() -> anyhow::Result<()> {
+    let mut process = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_kube-dns"),
+        ["--dns-port=notaport"],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let status = process.wait_exit(WAIT).await?;
+    assert_eq!(status.code(), Some(64));
+    assert!(process.output_text().contains("--dns-port"));
+    let mut version = ChildProcess::spawn(env!("CARGO_BIN_EXE_kube-dns"), ["--version"], std::iter::empty::<(&str, &str)>())?;
+    assert!(version.wait_exit(WAIT).await?.success());
+    assert!(version.output_text().contains("Kube-DNS "));
+    Ok(())
+}
+
+fn tempdir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "kube-dns-test-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
