@@ -112,9 +112,16 @@ pub enum RData<'a> {
         os: &'a str,
     },
     /// The zone SOA: `ns.dns.<zone>. hostmaster.<zone>. serial 28800 7200 604800 <ttl>`.
-    Soa { zone: &'a str, serial: u32, ttl: u32 },
+    Soa {
+        zone: &'a str,
+        serial: u32,
+        ttl: u32,
+    },
     /// Uncompressed RDATA copied from an upstream answer.
-    Raw { rtype: u16, data: Cow<'a, [u8]> },
+    Raw {
+        rtype: u16,
+        data: Cow<'a, [u8]>,
+    },
 }
 
 impl RData<'_> {
@@ -197,7 +204,11 @@ pub struct Question<'q> {
 
 /// Answers `question` from `snapshot`. `rotation` picks the first record of multi-address
 /// answers (callers pass something that changes per query, such as the query ID).
-pub fn answer<'s>(snapshot: &'s ClusterSnapshot, question: Question<'_>, rotation: usize) -> Outcome<'s> {
+pub fn answer<'s>(
+    snapshot: &'s ClusterSnapshot,
+    question: Question<'_>,
+    rotation: usize,
+) -> Outcome<'s> {
     let target = parse_target(question.name, &snapshot.settings.zone);
     if question.qclass != class::IN && question.qclass != class::ANY {
         return match target {
@@ -322,9 +333,8 @@ impl<'s> Resolver<'s, '_> {
                     return Node::Missing;
                 };
                 // Borrow the port and protocol labels from the snapshot, not the query.
-                let found = service_ports(service).find(|p| {
-                    p.name.as_deref() == Some(port) && &*p.protocol == protocol
-                });
+                let found = service_ports(service)
+                    .find(|p| p.name.as_deref() == Some(port) && &*p.protocol == protocol);
                 match found {
                     Some(p) => Node::ServicePort {
                         service,
@@ -381,7 +391,12 @@ impl<'s> Resolver<'s, '_> {
         }
     }
 
-    fn resolve<'n>(&mut self, owner: DnsName<'s>, target: QueryTarget<'n>, depth: usize) -> Step<'s> {
+    fn resolve<'n>(
+        &mut self,
+        owner: DnsName<'s>,
+        target: QueryTarget<'n>,
+        depth: usize,
+    ) -> Step<'s> {
         let node = self.node(target);
         let qtype = self.qtype;
         let ttl = self.ttl();
@@ -519,10 +534,18 @@ impl<'s> Resolver<'s, '_> {
                 let ports: Vec<u16> = dedup_ports(service.ports.iter().map(|p| p.port));
                 let weight = srv_weight(ports.len());
                 for port in ports {
-                    self.push_srv(owner.clone(), weight, port, DnsName::Text(Cow::Borrowed(&service.fqdn)));
+                    self.push_srv(
+                        owner.clone(),
+                        weight,
+                        port,
+                        DnsName::Text(Cow::Borrowed(&service.fqdn)),
+                    );
                 }
                 if !service.ports.is_empty() {
-                    self.push_glue(DnsName::Text(Cow::Borrowed(&service.fqdn)), ips.iter().copied());
+                    self.push_glue(
+                        DnsName::Text(Cow::Borrowed(&service.fqdn)),
+                        ips.iter().copied(),
+                    );
                 }
             }
             (ServiceRecordsKind::Headless { endpoints }, rtype::SRV) => {
@@ -533,13 +556,20 @@ impl<'s> Resolver<'s, '_> {
         }
     }
 
-    fn port_srv(&mut self, owner: DnsName<'s>, service: &'s ServiceRecords, port: &str, protocol: &str) {
+    fn port_srv(
+        &mut self,
+        owner: DnsName<'s>,
+        service: &'s ServiceRecords,
+        port: &str,
+        protocol: &str,
+    ) {
         let matches = |p: &crate::model::PortModel| {
             p.name.as_deref() == Some(port) && &*p.protocol == protocol
         };
         match &service.kind {
             ServiceRecordsKind::ClusterIp { ips } => {
-                let numbers = dedup_ports(service.ports.iter().filter(|p| matches(p)).map(|p| p.port));
+                let numbers =
+                    dedup_ports(service.ports.iter().filter(|p| matches(p)).map(|p| p.port));
                 let weight = srv_weight(numbers.len());
                 let target = DnsName::Text(Cow::Borrowed(&*service.fqdn));
                 for number in numbers {
@@ -569,7 +599,10 @@ impl<'s> Resolver<'s, '_> {
             self.push_srv(owner.clone(), weight, port, target.clone());
             if !glued.contains(&label) {
                 glued.push(label);
-                let ips = endpoints.iter().filter(|e| &*e.label == label).map(|e| e.ip);
+                let ips = endpoints
+                    .iter()
+                    .filter(|e| &*e.label == label)
+                    .map(|e| e.ip);
                 self.push_glue(target, ips);
             }
         }
@@ -604,7 +637,9 @@ impl<'s> Resolver<'s, '_> {
     }
 }
 
-fn service_ports(service: &ServiceRecords) -> Box<dyn Iterator<Item = &crate::model::PortModel> + '_> {
+fn service_ports(
+    service: &ServiceRecords,
+) -> Box<dyn Iterator<Item = &crate::model::PortModel> + '_> {
     match &service.kind {
         ServiceRecordsKind::Headless { endpoints } => {
             Box::new(endpoints.iter().flat_map(|e| e.ports.iter()))
@@ -667,4 +702,3 @@ fn reverse<'s>(snapshot: &'s ClusterSnapshot, ip: IpAddr, qtype: u16) -> Outcome
     }
     Outcome::Answer(out)
 }
-

@@ -32,7 +32,9 @@ pub struct DnsConfig {
 pub enum ConfigError {
     #[error("invalid JSON in {key}: {reason}")]
     Json { key: &'static str, reason: String },
-    #[error("stubDomains key {domain:?} is not a valid DNS subdomain (lower case, no trailing dot)")]
+    #[error(
+        "stubDomains key {domain:?} is not a valid DNS subdomain (lower case, no trailing dot)"
+    )]
     StubDomain { domain: String },
     #[error("stubDomains {domain:?}: nameserver {server:?} is not an IP, host:port or DNS name")]
     StubNameserver { domain: String, server: String },
@@ -81,7 +83,8 @@ impl DnsConfig {
     pub fn from_files(files: &BTreeMap<String, Vec<u8>>) -> Result<Self, ConfigError> {
         let mut data = BTreeMap::new();
         for (name, bytes) in files {
-            let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8(name.clone()))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8(name.clone()))?;
             data.insert(name.clone(), text.to_owned());
         }
         Self::from_data(&data)
@@ -129,7 +132,10 @@ impl DnsConfig {
         self.stub_domains
             .iter()
             .map(|(domain, servers)| {
-                let addrs = servers.iter().filter_map(|s| parse_ip_nameserver(s)).collect();
+                let addrs = servers
+                    .iter()
+                    .filter_map(|s| parse_ip_nameserver(s))
+                    .collect();
                 (domain.clone(), addrs)
             })
             .collect()
@@ -186,7 +192,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -235,9 +242,18 @@ mod tests {
     #[test]
     fn valid_config_parses_all_keys() {
         let config = DnsConfig::from_data(&data(&[
-            (STUB_DOMAINS_KEY, r#"{"acme.local": ["1.2.3.4", "10.0.0.5:8600", "ns.foo.com"]}"#),
-            (UPSTREAM_NAMESERVERS_KEY, r#"["8.8.8.8", "[2001:db8::1]:5353"]"#),
-            (FEDERATIONS_KEY, " myfed=example.com , other=foo.example.org "),
+            (
+                STUB_DOMAINS_KEY,
+                r#"{"acme.local": ["1.2.3.4", "10.0.0.5:8600", "ns.foo.com"]}"#,
+            ),
+            (
+                UPSTREAM_NAMESERVERS_KEY,
+                r#"["8.8.8.8", "[2001:db8::1]:5353"]"#,
+            ),
+            (
+                FEDERATIONS_KEY,
+                " myfed=example.com , other=foo.example.org ",
+            ),
         ]))
         .expect("valid");
         assert_eq!(config.stub_domains["acme.local"].len(), 3);
@@ -260,7 +276,10 @@ mod tests {
             (STUB_DOMAINS_KEY, r#"{"acme.local": ["1.2.3.4:65564"]}"#),
             (STUB_DOMAINS_KEY, r#"{"acme.local": ["ns.foo.com:53"]}"#),
             (STUB_DOMAINS_KEY, r#"{"acme.local": "1.2.3.4"}"#),
-            (UPSTREAM_NAMESERVERS_KEY, r#"["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]"#),
+            (
+                UPSTREAM_NAMESERVERS_KEY,
+                r#"["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]"#,
+            ),
             (UPSTREAM_NAMESERVERS_KEY, r#"["1.1.1.1:abc"]"#),
             (UPSTREAM_NAMESERVERS_KEY, r#"["1.1.1.1:"]"#),
             (UPSTREAM_NAMESERVERS_KEY, r#"["1.1.1.1:123456789"]"#),
@@ -280,7 +299,9 @@ mod tests {
 
     #[test]
     fn stub_port_zero_passes_as_legacy() {
-        assert!(DnsConfig::from_data(&data(&[(STUB_DOMAINS_KEY, r#"{"a.b": ["1.2.3.4:0"]}"#)])).is_ok());
+        assert!(
+            DnsConfig::from_data(&data(&[(STUB_DOMAINS_KEY, r#"{"a.b": ["1.2.3.4:0"]}"#)])).is_ok()
+        );
     }
 
     #[test]

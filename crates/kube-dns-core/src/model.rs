@@ -96,10 +96,13 @@ fn name_and_namespace(
         kind,
         field: "name",
     })?;
-    let namespace = meta.namespace.as_deref().ok_or(IngestError::MissingMetadata {
-        kind,
-        field: "namespace",
-    })?;
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .ok_or(IngestError::MissingMetadata {
+            kind,
+            field: "namespace",
+        })?;
     Ok((
         Arc::from(name.to_ascii_lowercase()),
         Arc::from(namespace.to_ascii_lowercase()),
@@ -275,7 +278,10 @@ impl SliceModel {
                 });
             }
             let mut models = Vec::new();
-            let groups = [(&subset.addresses, true), (&subset.not_ready_addresses, false)];
+            let groups = [
+                (&subset.addresses, true),
+                (&subset.not_ready_addresses, false),
+            ];
             for (addresses, ready) in groups {
                 for address in addresses.iter().flatten() {
                     let ip: IpAddr = address.ip.parse().map_err(|_| IngestError::Invalid {

@@ -194,6 +194,8 @@ pub enum ObjectKind {
 }
 
 type ObjectKey = (Arc<str>, Arc<str>);
+/// (service key, PTR target) pairs that claim an address.
+type ReverseOwners = Vec<(Arc<str>, Arc<str>)>;
 
 /// Applies stripped objects to the published indexes, one object at a time.
 #[derive(Debug)]
@@ -204,7 +206,7 @@ pub struct SnapshotBuilder {
     slices_by_service: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     pods: HashMap<ObjectKey, PodModel>,
     namespace_counts: HashMap<Arc<str>, u32>,
-    reverse_owners: HashMap<IpAddr, Vec<(Arc<str>, Arc<str>)>>,
+    reverse_owners: HashMap<IpAddr, ReverseOwners>,
     pod_owners: HashMap<IpAddr, Vec<ObjectKey>>,
     relisting: HashMap<ObjectKind, HashSet<ObjectKey>>,
     published: ClusterSnapshot,
@@ -435,9 +437,7 @@ impl SnapshotBuilder {
             self.pod_owners.remove(&ip);
             self.published.pod_namespaces.remove(&ip);
         } else {
-            self.published
-                .pod_namespaces
-                .insert(ip, namespaces.into());
+            self.published.pod_namespaces.insert(ip, namespaces.into());
         }
     }
 
@@ -462,7 +462,10 @@ impl SnapshotBuilder {
             Some(records) => self.published.services.insert(key.clone(), records.clone()),
             None => self.published.services.remove(key),
         };
-        let old_reverse = old.as_ref().map(|o| o.reverse_entries()).unwrap_or_default();
+        let old_reverse = old
+            .as_ref()
+            .map(|o| o.reverse_entries())
+            .unwrap_or_default();
         let new_reverse = records
             .as_ref()
             .map(|r| r.reverse_entries())
@@ -503,9 +506,14 @@ impl SnapshotBuilder {
     }
 
     fn build_records(&self, model: &ServiceModel) -> ServiceRecords {
-        let fqdn = format!("{}.{}.svc.{}", model.name, model.namespace, self.settings.zone);
+        let fqdn = format!(
+            "{}.{}.svc.{}",
+            model.name, model.namespace, self.settings.zone
+        );
         let kind = match &model.spec {
-            ServiceSpecModel::ClusterIp { ips } => ServiceRecordsKind::ClusterIp { ips: ips.clone() },
+            ServiceSpecModel::ClusterIp { ips } => {
+                ServiceRecordsKind::ClusterIp { ips: ips.clone() }
+            }
             ServiceSpecModel::ExternalName { target } => ServiceRecordsKind::ExternalName {
                 target: target.clone(),
             },

@@ -265,7 +265,10 @@ mod tests {
             parse_target("a.b.c.d.e.svc.cluster.local", ZONE),
             NoSuchName
         );
-        assert_eq!(parse_target("x._tcp.a.b.svc.cluster.local", ZONE), NoSuchName);
+        assert_eq!(
+            parse_target("x._tcp.a.b.svc.cluster.local", ZONE),
+            NoSuchName
+        );
     }
 
     #[test]
@@ -302,10 +305,7 @@ mod tests {
                 ip: None
             }
         );
-        assert_eq!(
-            dashed_ip("2001:db8::1".parse().expect("ip")),
-            "2001-db8--1"
-        );
+        assert_eq!(dashed_ip("2001:db8::1".parse().expect("ip")), "2001-db8--1");
     }
 
     #[test]

@@ -119,8 +119,9 @@ impl<'p> Query<'p> {
 
     /// The largest response the client accepts over UDP.
     pub fn udp_limit(&self) -> usize {
-        self.edns
-            .map_or(MIN_UDP_PAYLOAD, |e| usize::from(e.payload).max(MIN_UDP_PAYLOAD))
+        self.edns.map_or(MIN_UDP_PAYLOAD, |e| {
+            usize::from(e.payload).max(MIN_UDP_PAYLOAD)
+        })
     }
 }
 
@@ -172,13 +173,19 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     let mut at = HEADER_LEN;
     let mut wire_len = 0usize;
     loop {
-        let len = usize::from(*packet.get(at).ok_or(WireError::Truncated("question name"))?);
+        let len = usize::from(
+            *packet
+                .get(at)
+                .ok_or(WireError::Truncated("question name"))?,
+        );
         if len == 0 {
             at += 1;
             break;
         }
         if len & 0xC0 != 0 {
-            return Err(WireError::BadName("compression or extended label in the question"));
+            return Err(WireError::BadName(
+                "compression or extended label in the question",
+            ));
         }
         let label = packet
             .get(at + 1..at + 1 + len)
@@ -424,7 +431,8 @@ impl Encoder<'_> {
 
     fn write_record(&mut self, record: &ResourceRecord<'_>) {
         self.write_name(&record.owner);
-        self.buf.extend_from_slice(&record.data.rtype().to_be_bytes());
+        self.buf
+            .extend_from_slice(&record.data.rtype().to_be_bytes());
         self.buf.extend_from_slice(&class::IN.to_be_bytes());
         self.buf.extend_from_slice(&record.ttl.to_be_bytes());
         let len_at = self.buf.len();
@@ -557,9 +565,7 @@ fn name_at_equals(buf: &[u8], mut offset: usize, labels: &[&str]) -> bool {
 
 /// Extracts the records of a decoded upstream message section as owned [`ResourceRecord`]s,
 /// keeping their owner names and RDATA (re-encoded without compression).
-pub fn upstream_records(
-    records: &[hickory_proto::rr::Record],
-) -> Vec<ResourceRecord<'static>> {
+pub fn upstream_records(records: &[hickory_proto::rr::Record]) -> Vec<ResourceRecord<'static>> {
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     let mut out = Vec::with_capacity(records.len());
     for record in records {
@@ -620,9 +626,7 @@ pub fn same_question(query: &[u8], response: &[u8]) -> bool {
     }
     copy[2] &= 0x7F; // read the response's question with the query parser
     match parse_query_question_only(&copy) {
-        Some((name, qtype, qclass)) => {
-            name == q.name() && qtype == q.qtype && qclass == q.qclass
-        }
+        Some((name, qtype, qclass)) => name == q.name() && qtype == q.qtype && qclass == q.qclass,
         None => false,
     }
 }

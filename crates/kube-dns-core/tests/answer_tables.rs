@@ -73,13 +73,24 @@ fn ask_with(snapshot: &ClusterSnapshot, name: &str, qtype: &str, payload: Option
         Outcome::Forward => return "FORWARD".to_owned(),
         Outcome::Chase { target, answer } => {
             let mut out = Vec::new();
-            wire::encode_response(&ResponseContext::for_query(&query, false), &answer, &mut out);
+            wire::encode_response(
+                &ResponseContext::for_query(&query, false),
+                &answer,
+                &mut out,
+            );
             let message = Message::from_vec(&out).expect("reply decodes");
-            return format!("CHASE {target}\n{}", zone_lines(&message.answers).join("\n"));
+            return format!(
+                "CHASE {target}\n{}",
+                zone_lines(&message.answers).join("\n")
+            );
         }
     };
     let mut out = Vec::new();
-    wire::encode_response(&ResponseContext::for_query(&query, false), &answer, &mut out);
+    wire::encode_response(
+        &ResponseContext::for_query(&query, false),
+        &answer,
+        &mut out,
+    );
     let message = Message::from_vec(&out).expect("reply decodes");
     assert_eq!(message.metadata.id, 0x4242);
     let rcode = match u16::from(message.metadata.response_code) {
@@ -130,21 +141,46 @@ fn expect(snapshot: &ClusterSnapshot, name: &str, qtype: &str, expected: &str) {
 #[test]
 fn cluster_ip_services_answer_a_aaaa_srv_and_nodata() {
     let s = snapshot();
-    expect(&s, "kubernetes.default.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "kubernetes.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
-        kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1");
-    expect(&s, "kubernetes.default.svc.cluster.local", "AAAA", "
+        kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1",
+    );
+    expect(
+        &s,
+        "kubernetes.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        {SOA}");
-    expect(&s, "dual.default.svc.cluster.local", "A", "
+        {SOA}",
+    );
+    expect(
+        &s,
+        "dual.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
-        dual.default.svc.cluster.local. 30 IN A 10.0.0.2");
-    expect(&s, "dual.default.svc.cluster.local", "AAAA", "
+        dual.default.svc.cluster.local. 30 IN A 10.0.0.2",
+    );
+    expect(
+        &s,
+        "dual.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        dual.default.svc.cluster.local. 30 IN AAAA fd00::2");
-    expect(&s, "v6only.default.svc.cluster.local", "AAAA", "
+        dual.default.svc.cluster.local. 30 IN AAAA fd00::2",
+    );
+    expect(
+        &s,
+        "v6only.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        v6only.default.svc.cluster.local. 30 IN AAAA fd00::6");
+        v6only.default.svc.cluster.local. 30 IN AAAA fd00::6",
+    );
     expect(&s, "_https._tcp.kubernetes.default.svc.cluster.local", "SRV", "
         NOERROR aa
         _https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 10 100 443 kubernetes.default.svc.cluster.local.
@@ -161,41 +197,91 @@ fn cluster_ip_services_answer_a_aaaa_srv_and_nodata() {
         add: dual.default.svc.cluster.local. 30 IN A 10.0.0.2
         add: dual.default.svc.cluster.local. 30 IN AAAA fd00::2");
     // A port name under the wrong protocol does not exist.
-    expect(&s, "_http._udp.dual.default.svc.cluster.local", "SRV", "NXDOMAIN aa\n{SOA}");
-    expect(&s, "_https._tcp.kubernetes.default.svc.cluster.local", "A", "NOERROR aa\n{SOA}");
+    expect(
+        &s,
+        "_http._udp.dual.default.svc.cluster.local",
+        "SRV",
+        "NXDOMAIN aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "_https._tcp.kubernetes.default.svc.cluster.local",
+        "A",
+        "NOERROR aa\n{SOA}",
+    );
     // SRV at the service name: every port, weight floor(100/3) = 33.
-    expect(&s, "dual.default.svc.cluster.local", "SRV", "
+    expect(
+        &s,
+        "dual.default.svc.cluster.local",
+        "SRV",
+        "
         NOERROR aa
         dual.default.svc.cluster.local. 30 IN SRV 10 33 53 dual.default.svc.cluster.local.
         dual.default.svc.cluster.local. 30 IN SRV 10 33 80 dual.default.svc.cluster.local.
         dual.default.svc.cluster.local. 30 IN SRV 10 33 9000 dual.default.svc.cluster.local.
         add: dual.default.svc.cluster.local. 30 IN A 10.0.0.2
-        add: dual.default.svc.cluster.local. 30 IN AAAA fd00::2");
+        add: dual.default.svc.cluster.local. 30 IN AAAA fd00::2",
+    );
     // CNAME and TXT on a regular service: NODATA (legacy answered NXDOMAIN).
-    expect(&s, "kubernetes.default.svc.cluster.local", "CNAME", "NOERROR aa\n{SOA}");
-    expect(&s, "kubernetes.default.svc.cluster.local", "TXT", "NOERROR aa\n{SOA}");
+    expect(
+        &s,
+        "kubernetes.default.svc.cluster.local",
+        "CNAME",
+        "NOERROR aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "kubernetes.default.svc.cluster.local",
+        "TXT",
+        "NOERROR aa\n{SOA}",
+    );
 }
 
 #[test]
 fn headless_services_merge_slices_and_publish_every_ip() {
     let s = snapshot();
     // Ready endpoints of both slices, deduplicated (10.3.0.2 is in both); 10.3.0.9 not ready.
-    expect(&s, "headless.default.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "headless.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
         headless.default.svc.cluster.local. 30 IN A 10.3.0.100
         headless.default.svc.cluster.local. 30 IN A 10.3.0.101
-        headless.default.svc.cluster.local. 30 IN A 10.3.0.2");
+        headless.default.svc.cluster.local. 30 IN A 10.3.0.2",
+    );
     // A hostname shared by two addresses answers both (dns#116).
-    expect(&s, "my-pet.headless.default.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "my-pet.headless.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
         my-pet.headless.default.svc.cluster.local. 30 IN A 10.3.0.100
-        my-pet.headless.default.svc.cluster.local. 30 IN A 10.3.0.101");
+        my-pet.headless.default.svc.cluster.local. 30 IN A 10.3.0.101",
+    );
     // Unnamed endpoints get the dashed IP as their label (dns#232).
-    expect(&s, "10-3-0-2.headless.default.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "10-3-0-2.headless.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
-        10-3-0-2.headless.default.svc.cluster.local. 30 IN A 10.3.0.2");
-    expect(&s, "10-3-0-9.headless.default.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
-    expect(&s, "my-pet.headless.default.svc.cluster.local", "AAAA", "NOERROR aa\n{SOA}");
+        10-3-0-2.headless.default.svc.cluster.local. 30 IN A 10.3.0.2",
+    );
+    expect(
+        &s,
+        "10-3-0-9.headless.default.svc.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "my-pet.headless.default.svc.cluster.local",
+        "AAAA",
+        "NOERROR aa\n{SOA}",
+    );
     // SRV per endpoint target and port: two targets, weight 50.
     expect(&s, "_https._tcp.headless.default.svc.cluster.local", "SRV", "
         NOERROR aa
@@ -204,43 +290,91 @@ fn headless_services_merge_slices_and_publish_every_ip() {
         add: 10-3-0-2.headless.default.svc.cluster.local. 30 IN A 10.3.0.2
         add: my-pet.headless.default.svc.cluster.local. 30 IN A 10.3.0.100
         add: my-pet.headless.default.svc.cluster.local. 30 IN A 10.3.0.101");
-    expect(&s, "web6.default.svc.cluster.local", "AAAA", "
+    expect(
+        &s,
+        "web6.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
         web6.default.svc.cluster.local. 30 IN AAAA fd00::10
-        web6.default.svc.cluster.local. 30 IN AAAA fd00::11");
-    expect(&s, "web6.default.svc.cluster.local", "A", "NOERROR aa\n{SOA}");
-    expect(&s, "web-0.web6.default.svc.cluster.local", "AAAA", "
+        web6.default.svc.cluster.local. 30 IN AAAA fd00::11",
+    );
+    expect(
+        &s,
+        "web6.default.svc.cluster.local",
+        "A",
+        "NOERROR aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "web-0.web6.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        web-0.web6.default.svc.cluster.local. 30 IN AAAA fd00::10");
-    expect(&s, "fd00--11.web6.default.svc.cluster.local", "AAAA", "
+        web-0.web6.default.svc.cluster.local. 30 IN AAAA fd00::10",
+    );
+    expect(
+        &s,
+        "fd00--11.web6.default.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        fd00--11.web6.default.svc.cluster.local. 30 IN AAAA fd00::11");
+        fd00--11.web6.default.svc.cluster.local. 30 IN AAAA fd00::11",
+    );
 }
 
 #[test]
 fn readiness_decides_existence() {
     let s = snapshot();
     // No ready endpoint: the name does not exist (spec §2.4.1), for every type.
-    expect(&s, "notready.default.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
-    expect(&s, "notready.default.svc.cluster.local", "TXT", "NXDOMAIN aa\n{SOA}");
+    expect(
+        &s,
+        "notready.default.svc.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "notready.default.svc.cluster.local",
+        "TXT",
+        "NXDOMAIN aa\n{SOA}",
+    );
     // publishNotReadyAddresses publishes it anyway.
-    expect(&s, "tolerant.default.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "tolerant.default.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
-        tolerant.default.svc.cluster.local. 30 IN A 10.4.0.2");
+        tolerant.default.svc.cluster.local. 30 IN A 10.4.0.2",
+    );
 }
 
 #[test]
 fn reverse_lookups_cover_cluster_ips_and_named_endpoints() {
     let s = snapshot();
-    expect(&s, "1.0.0.10.in-addr.arpa", "PTR", "
+    expect(
+        &s,
+        "1.0.0.10.in-addr.arpa",
+        "PTR",
+        "
         NOERROR aa
-        1.0.0.10.in-addr.arpa. 30 IN PTR kubernetes.default.svc.cluster.local.");
+        1.0.0.10.in-addr.arpa. 30 IN PTR kubernetes.default.svc.cluster.local.",
+    );
     let v6 = wire::reverse_name_v6("fd00::2".parse().expect("ip"));
     let got = ask(&s, &v6, "PTR");
-    assert!(got.ends_with("30 IN PTR dual.default.svc.cluster.local."), "{got}");
-    expect(&s, "100.0.3.10.in-addr.arpa", "PTR", "
+    assert!(
+        got.ends_with("30 IN PTR dual.default.svc.cluster.local."),
+        "{got}"
+    );
+    expect(
+        &s,
+        "100.0.3.10.in-addr.arpa",
+        "PTR",
+        "
         NOERROR aa
-        100.0.3.10.in-addr.arpa. 30 IN PTR my-pet.headless.default.svc.cluster.local.");
+        100.0.3.10.in-addr.arpa. 30 IN PTR my-pet.headless.default.svc.cluster.local.",
+    );
     // Unnamed endpoints and unknown addresses go upstream, as do other types.
     assert_eq!(ask(&s, "2.0.3.10.in-addr.arpa", "PTR"), "FORWARD");
     assert_eq!(ask(&s, "1.0.0.10.in-addr.arpa", "A"), "FORWARD");
@@ -250,22 +384,37 @@ fn reverse_lookups_cover_cluster_ips_and_named_endpoints() {
 #[test]
 fn external_names_answer_cname_and_chase() {
     let s = snapshot();
-    expect(&s, "ext.default.svc.cluster.local", "CNAME", "
+    expect(
+        &s,
+        "ext.default.svc.cluster.local",
+        "CNAME",
+        "
         NOERROR aa
-        ext.default.svc.cluster.local. 30 IN CNAME www.example.com.");
+        ext.default.svc.cluster.local. 30 IN CNAME www.example.com.",
+    );
     assert_eq!(
         ask(&s, "ext.default.svc.cluster.local", "A"),
         "CHASE www.example.com\next.default.svc.cluster.local. 30 IN CNAME www.example.com."
     );
     // An in-zone target is chased internally.
-    expect(&s, "alias.other.svc.cluster.local", "A", "
+    expect(
+        &s,
+        "alias.other.svc.cluster.local",
+        "A",
+        "
         NOERROR aa
         alias.other.svc.cluster.local. 30 IN CNAME kubernetes.default.svc.cluster.local.
-        kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1");
-    expect(&s, "alias.other.svc.cluster.local", "AAAA", "
+        kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1",
+    );
+    expect(
+        &s,
+        "alias.other.svc.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
         alias.other.svc.cluster.local. 30 IN CNAME kubernetes.default.svc.cluster.local.
-        {SOA}");
+        {SOA}",
+    );
 }
 
 #[test]
@@ -274,22 +423,52 @@ fn zone_structure_soa_ns_version_and_empty_non_terminals() {
     expect(&s, "cluster.local", "SOA", "
         NOERROR aa
         cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1700000000 28800 7200 604800 30");
-    expect(&s, "cluster.local", "NS", "
+    expect(
+        &s,
+        "cluster.local",
+        "NS",
+        "
         NOERROR aa
-        cluster.local. 30 IN NS ns.dns.cluster.local.");
+        cluster.local. 30 IN NS ns.dns.cluster.local.",
+    );
     expect(&s, "cluster.local", "A", "NOERROR aa\n{SOA}");
-    expect(&s, "dns-version.cluster.local", "TXT", "
+    expect(
+        &s,
+        "dns-version.cluster.local",
+        "TXT",
+        "
         NOERROR aa
-        dns-version.cluster.local. 28800 IN TXT 1.1.0");
+        dns-version.cluster.local. 28800 IN TXT 1.1.0",
+    );
     expect(&s, "svc.cluster.local", "A", "NOERROR aa\n{SOA}");
     expect(&s, "default.svc.cluster.local", "A", "NOERROR aa\n{SOA}");
     expect(&s, "nons.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
-    expect(&s, "_tcp.kubernetes.default.svc.cluster.local", "A", "NOERROR aa\n{SOA}");
-    expect(&s, "_sctp.kubernetes.default.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+    expect(
+        &s,
+        "_tcp.kubernetes.default.svc.cluster.local",
+        "A",
+        "NOERROR aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "_sctp.kubernetes.default.svc.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
     expect(&s, "pod.cluster.local", "A", "NOERROR aa\n{SOA}");
-    expect(&s, "nope.default.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+    expect(
+        &s,
+        "nope.default.svc.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
     expect(&s, "nothing.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
-    expect(&s, "a.b.kubernetes.default.svc.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+    expect(
+        &s,
+        "a.b.kubernetes.default.svc.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
     assert_eq!(ask(&s, "www.example.com", "A"), "FORWARD");
     expect(&s, "cluster.local", "AXFR", "REFUSED");
 }
@@ -297,17 +476,42 @@ fn zone_structure_soa_ns_version_and_empty_non_terminals() {
 #[test]
 fn pod_records_follow_the_pods_mode() {
     let s = snapshot();
-    expect(&s, "10-244-1-7.anything.pod.cluster.local", "A", "
+    expect(
+        &s,
+        "10-244-1-7.anything.pod.cluster.local",
+        "A",
+        "
         NOERROR aa
-        10-244-1-7.anything.pod.cluster.local. 30 IN A 10.244.1.7");
-    expect(&s, "2001-db8--7.ns.pod.cluster.local", "AAAA", "
+        10-244-1-7.anything.pod.cluster.local. 30 IN A 10.244.1.7",
+    );
+    expect(
+        &s,
+        "2001-db8--7.ns.pod.cluster.local",
+        "AAAA",
+        "
         NOERROR aa
-        2001-db8--7.ns.pod.cluster.local. 30 IN AAAA 2001:db8::7");
-    expect(&s, "10-244-1-7.anything.pod.cluster.local", "AAAA", "NOERROR aa\n{SOA}");
-    expect(&s, "10-244-1.anything.pod.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+        2001-db8--7.ns.pod.cluster.local. 30 IN AAAA 2001:db8::7",
+    );
+    expect(
+        &s,
+        "10-244-1-7.anything.pod.cluster.local",
+        "AAAA",
+        "NOERROR aa\n{SOA}",
+    );
+    expect(
+        &s,
+        "10-244-1.anything.pod.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
 
     let disabled = builder_from_fixture(PodsMode::Disabled).snapshot(1700000000, true);
-    expect(&disabled, "10-244-1-7.anything.pod.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+    expect(
+        &disabled,
+        "10-244-1-7.anything.pod.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
 
     let mut verified = builder_from_fixture(PodsMode::Verified);
     verified.apply_pod(kube_dns_core::model::PodModel {
@@ -316,11 +520,26 @@ fn pod_records_follow_the_pods_mode() {
         ips: vec!["10.244.1.7".parse().expect("ip")],
     });
     let verified = verified.snapshot(1700000000, true);
-    expect(&verified, "10-244-1-7.web.pod.cluster.local", "A", "
+    expect(
+        &verified,
+        "10-244-1-7.web.pod.cluster.local",
+        "A",
+        "
         NOERROR aa
-        10-244-1-7.web.pod.cluster.local. 30 IN A 10.244.1.7");
-    expect(&verified, "10-244-1-7.other.pod.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
-    expect(&verified, "10-244-1-8.web.pod.cluster.local", "A", "NXDOMAIN aa\n{SOA}");
+        10-244-1-7.web.pod.cluster.local. 30 IN A 10.244.1.7",
+    );
+    expect(
+        &verified,
+        "10-244-1-7.other.pod.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
+    expect(
+        &verified,
+        "10-244-1-8.web.pod.cluster.local",
+        "A",
+        "NXDOMAIN aa\n{SOA}",
+    );
 }
 
 #[test]
@@ -337,7 +556,11 @@ fn letter_case_of_the_query_is_kept() {
         panic!("local answer expected")
     };
     let mut out = Vec::new();
-    wire::encode_response(&ResponseContext::for_query(&query, false), &answer, &mut out);
+    wire::encode_response(
+        &ResponseContext::for_query(&query, false),
+        &answer,
+        &mut out,
+    );
     let message = Message::from_vec(&out).expect("decodes");
     assert_eq!(
         message.queries[0].name().to_ascii(),
@@ -353,8 +576,16 @@ fn letter_case_of_the_query_is_kept() {
 fn any_gets_a_minimal_rfc8482_answer() {
     let s = snapshot();
     let got = ask(&s, "kubernetes.default.svc.cluster.local", "ANY");
-    assert!(got.starts_with("NOERROR aa\nkubernetes.default.svc.cluster.local. 30 IN HINFO"), "{got}");
-    expect(&s, "nope.default.svc.cluster.local", "ANY", "NXDOMAIN aa\n{SOA}");
+    assert!(
+        got.starts_with("NOERROR aa\nkubernetes.default.svc.cluster.local. 30 IN HINFO"),
+        "{got}"
+    );
+    expect(
+        &s,
+        "nope.default.svc.cluster.local",
+        "ANY",
+        "NXDOMAIN aa\n{SOA}",
+    );
 }
 
 #[test]
@@ -384,7 +615,10 @@ fn large_answers_truncate_over_udp_and_fit_edns_buffers() {
     let udp = ask(&s, "big.default.svc.cluster.local", "A");
     assert!(udp.starts_with("NOERROR aa tc"), "{udp}");
     let lines = udp.lines().count() - 1;
-    assert!(lines > 0 && lines < 40, "partial answer expected, got {lines}");
+    assert!(
+        lines > 0 && lines < 40,
+        "partial answer expected, got {lines}"
+    );
     let edns = ask_with(&s, "big.default.svc.cluster.local", "A", Some(4096));
     assert!(edns.starts_with("NOERROR aa\n"), "{edns}");
     assert_eq!(edns.lines().count() - 1, 40);
@@ -393,6 +627,11 @@ fn large_answers_truncate_over_udp_and_fit_edns_buffers() {
 #[test]
 fn unsynced_snapshot_answers_servfail_in_zone_only() {
     let unsynced = builder_from_fixture(PodsMode::Insecure).snapshot(1, false);
-    expect(&unsynced, "kubernetes.default.svc.cluster.local", "A", "SERVFAIL");
+    expect(
+        &unsynced,
+        "kubernetes.default.svc.cluster.local",
+        "A",
+        "SERVFAIL",
+    );
     assert_eq!(ask(&unsynced, "www.example.com", "A"), "FORWARD");
 }

@@ -107,6 +107,9 @@ pub struct Cli {
     /// UDP sockets (SO_REUSEPORT), each served by its own thread; 0 = one per CPU.
     #[arg(long, default_value_t = 0)]
     pub dns_workers: usize,
+    /// Resolver configuration whose nameservers are the upstreams when none are configured.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
 }
 
 /// Settings from the environment (legacy `PROMETHEUS_*`).
@@ -151,14 +154,19 @@ impl Cli {
     {
         let cli = Cli::try_parse_from(normalize_args(args))?;
         cli.check().map_err(|message| {
-            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{message}\n"))
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{message}\n"),
+            )
         })?;
         Ok(cli)
     }
 
     fn check(&self) -> Result<(), String> {
         if !self.config_dir.is_empty() && !self.config_map.is_empty() {
-            return Err("Cannot use both ConfigMap and ConfigDir (--config-map and --config-dir)".into());
+            return Err(
+                "Cannot use both ConfigMap and ConfigDir (--config-map and --config-dir)".into(),
+            );
         }
         for server in self.nameservers.split(',').filter(|s| !s.trim().is_empty()) {
             if kube_dns_core::config_map::parse_ip_nameserver(server.trim()).is_none() {
@@ -353,7 +361,13 @@ mod tests {
         assert_eq!(cli.dns_port, 10053);
         assert_eq!(cli.config_dir, "/kube-dns-config");
         assert_eq!(cli.v, 2);
-        let old = parse(&["--domain=cluster.local", "--dns-port=10053", "--config-map=kube-dns", "--v=2", "--logtostderr"]);
+        let old = parse(&[
+            "--domain=cluster.local",
+            "--dns-port=10053",
+            "--config-map=kube-dns",
+            "--v=2",
+            "--logtostderr",
+        ]);
         assert!(old.is_ok());
     }
 
@@ -413,8 +427,14 @@ mod tests {
 
     #[test]
     fn version_flag_forms() {
-        assert_eq!(parse(&["--version"]).expect("ok").version.as_deref(), Some("true"));
-        assert_eq!(parse(&["--version=raw"]).expect("ok").version.as_deref(), Some("raw"));
+        assert_eq!(
+            parse(&["--version"]).expect("ok").version.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            parse(&["--version=raw"]).expect("ok").version.as_deref(),
+            Some("raw")
+        );
     }
 
     #[test]
@@ -429,7 +449,8 @@ mod tests {
 
     #[test]
     fn prometheus_env() {
-        let env = MetricsEnv::from_env(|k| (k == ENV_PROMETHEUS_PORT).then(|| "10055".into())).expect("ok");
+        let env = MetricsEnv::from_env(|k| (k == ENV_PROMETHEUS_PORT).then(|| "10055".into()))
+            .expect("ok");
         assert_eq!(env.port, Some(10055));
         assert_eq!(env.path, "/metrics");
         assert_eq!(env.namespace, "skydns");

@@ -21,8 +21,6 @@ use crate::forward::{ForwardPolicy, resolv_conf_nameservers};
 use crate::state::ServerState;
 use crate::watch::{ConfigMapUpdate, config_from_update};
 
-/// The resolver configuration used when no upstreams are configured.
-pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Wait after an inotify event before reading, so one kubelet update is read once.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -80,7 +78,11 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
         }
         stubs.push((domain.to_ascii_lowercase(), addrs));
     }
-    tracing::info!(?upstreams, stubs = stubs.len(), "forwarding configuration applied");
+    tracing::info!(
+        ?upstreams,
+        stubs = stubs.len(),
+        "forwarding configuration applied"
+    );
     state
         .forwarding
         .store(Arc::new(ForwardPolicy::new(upstreams, stubs)));

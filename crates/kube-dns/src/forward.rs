@@ -160,7 +160,9 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         .filter_map(|ip| {
             // Drop an IPv6 zone index (fe80::1%eth0): std cannot parse it.
@@ -181,7 +183,10 @@ mod tests {
         let up: SocketAddr = "8.8.8.8:53".parse().expect("addr");
         let policy = ForwardPolicy::new(
             vec![up],
-            vec![("acme.local".into(), vec![a]), ("x.acme.local".into(), vec![b])],
+            vec![
+                ("acme.local".into(), vec![a]),
+                ("x.acme.local".into(), vec![b]),
+            ],
         );
         assert_eq!(policy.servers_for("www.x.acme.local"), &[b]);
         assert_eq!(policy.servers_for("acme.local"), &[a]);
@@ -191,7 +196,8 @@ mod tests {
 
     #[test]
     fn resolv_conf_parsing() {
-        let text = "# c\nsearch a b\nnameserver 10.0.0.10\nnameserver fe80::1%eth0\noptions ndots:5\n";
+        let text =
+            "# c\nsearch a b\nnameserver 10.0.0.10\nnameserver fe80::1%eth0\noptions ndots:5\n";
         let servers = resolv_conf_nameservers(text);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0], "10.0.0.10:53".parse().expect("addr"));

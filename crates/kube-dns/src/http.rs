@@ -45,10 +45,16 @@ async fn healthz() -> &'static str {
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     let snapshot = state.snapshot.load();
     state.metrics.services.set(snapshot.service_count() as i64);
-    state.metrics.endpoints.set(snapshot.endpoint_count() as i64);
+    state
+        .metrics
+        .endpoints
+        .set(snapshot.endpoint_count() as i64);
     state.metrics.ready.set(i64::from(state.is_ready()));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -147,9 +147,9 @@ pub async fn client_from_cli(cli: &Cli) -> Result<kube::Client, RunError> {
             .map_err(|e| RunError::Client(format!("--kubecfg-file {}: {e}", cli.kubecfg_file)))?
     } else if !cli.kube_master_url.is_empty() {
         let url = cli.master_url();
-        let uri = url
-            .parse()
-            .map_err(|e| RunError::Client(format!("failed to parse kube-master-url {url:?}: {e}")))?;
+        let uri = url.parse().map_err(|e| {
+            RunError::Client(format!("failed to parse kube-master-url {url:?}: {e}"))
+        })?;
         kube::Config::new(uri)
     } else {
         kube::Config::infer()
@@ -178,7 +178,7 @@ pub async fn run(
         ForwardPolicy::default(),
         metrics,
     ));
-    let resolv_conf = PathBuf::from(config_source::RESOLV_CONF);
+    let resolv_conf = cli.resolv_conf.clone();
     if cli.config_dir.is_empty() && cli.config_map.is_empty() {
         let config = config_source::static_config(&cli.nameservers, &cli.federations)
             .map_err(RunError::Config)?;
@@ -189,7 +189,11 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    let endpoints_kind = if cli.watch_endpoints { "endpoints" } else { "endpointslices" };
+    let endpoints_kind = if cli.watch_endpoints {
+        "endpoints"
+    } else {
+        "endpointslices"
+    };
     let mut kinds = vec!["services", endpoints_kind];
     if cli.pods == kube_dns_core::PodsMode::Verified {
         kinds.push("pods");
@@ -268,11 +272,17 @@ pub async fn run(
         if index == 0 {
             tracing::info!(
                 "listening on udp {} ({} sockets)",
-                socket.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+                socket
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string()),
                 threads.capacity().max(1)
             );
         }
-        let (state, runtime, stop) = (state.clone(), tokio::runtime::Handle::current(), udp_stop.clone());
+        let (state, runtime, stop) = (
+            state.clone(),
+            tokio::runtime::Handle::current(),
+            udp_stop.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("dns-udp-{index}"))
             .spawn(move || server::serve_udp_blocking(socket, state, runtime, stop))

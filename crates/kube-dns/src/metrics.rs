@@ -80,7 +80,11 @@ impl Metrics {
     pub fn new(env: &MetricsEnv) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            legacy_opts(env, "dns_request_count_total", "Counter of DNS requests made."),
+            legacy_opts(
+                env,
+                "dns_request_count_total",
+                "Counter of DNS requests made.",
+            ),
             &["system"],
         )?;
         let duration = HistogramVec::new(
@@ -125,14 +129,20 @@ impl Metrics {
             &["cache"],
         )?;
         let rcodes = IntCounterVec::new(
-            Opts::new("kubedns_dns_responses_total", "DNS responses sent, by response code."),
+            Opts::new(
+                "kubedns_dns_responses_total",
+                "DNS responses sent, by response code.",
+            ),
             &["rcode"],
         )?;
         let dropped = IntCounter::new(
             "kubedns_dns_dropped_total",
             "Packets dropped without a reply (responses, packets shorter than a header).",
         )?;
-        let services = IntGauge::new("kubedns_snapshot_services", "Services in the published snapshot.")?;
+        let services = IntGauge::new(
+            "kubedns_snapshot_services",
+            "Services in the published snapshot.",
+        )?;
         let endpoints = IntGauge::new(
             "kubedns_snapshot_endpoints",
             "Ready headless endpoints in the published snapshot.",
@@ -145,7 +155,10 @@ impl Metrics {
             &["resource"],
         )?;
         let watch_events = IntCounterVec::new(
-            Opts::new("kubedns_watch_events_total", "Watch events applied, by resource."),
+            Opts::new(
+                "kubedns_watch_events_total",
+                "Watch events applied, by resource.",
+            ),
             &["resource"],
         )?;
         let objects_skipped = IntCounterVec::new(
@@ -170,7 +183,10 @@ impl Metrics {
             "kubedns_config_errors_total",
             "ConfigMap versions rejected as invalid (the last good one stays).",
         )?;
-        let ready = IntGauge::new("kubedns_ready", "1 once every watch has synced, 0 otherwise.")?;
+        let ready = IntGauge::new(
+            "kubedns_ready",
+            "1 once every watch has synced, 0 otherwise.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(size.clone()))?;

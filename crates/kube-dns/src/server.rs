@@ -170,7 +170,9 @@ async fn chase(
         }
     };
     answer.rcode = Rcode::from_low_bits(u16::from(reply.metadata.response_code) as u8);
-    answer.answers.extend(wire::upstream_records(&reply.answers));
+    answer
+        .answers
+        .extend(wire::upstream_records(&reply.answers));
     reply.metadata.truncation
 }
 
@@ -191,7 +193,12 @@ pub fn serve_udp_blocking(
     while !stop.load(Ordering::Relaxed) {
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(error) => {
@@ -206,7 +213,9 @@ pub fn serve_udp_blocking(
                 send_udp(&socket, &out, peer);
                 let truncated = out.len() > 2 && out[2] & 0x02 != 0;
                 let elapsed = started.elapsed().as_secs_f64();
-                state.metrics.record(system, rcode, truncated, out.len(), elapsed);
+                state
+                    .metrics
+                    .record(system, rcode, truncated, out.len(), elapsed);
             }
             Action::Drop => state.metrics.record_dropped(),
             Action::Slow => {
@@ -228,7 +237,9 @@ pub fn serve_udp_blocking(
                     }
                     let truncated = reply.len() > 2 && reply[2] & 0x02 != 0;
                     let elapsed = started.elapsed().as_secs_f64();
-                    state.metrics.record(system, rcode, truncated, reply.len(), elapsed);
+                    state
+                        .metrics
+                        .record(system, rcode, truncated, reply.len(), elapsed);
                     drop(permit);
                 });
             }
@@ -243,7 +254,11 @@ fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
 }
 
 /// Accepts TCP connections until `shutdown` is cancelled.
-pub async fn serve_tcp(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -309,6 +324,8 @@ async fn serve_tcp_connection(mut stream: TcpStream, state: &ServerState) -> io:
         stream.write_all(&frame_len.to_be_bytes()).await?;
         stream.write_all(&out[..usize::from(frame_len)]).await?;
         let elapsed = started.elapsed().as_secs_f64();
-        state.metrics.record(system, rcode, false, out.len(), elapsed);
+        state
+            .metrics
+            .record(system, rcode, false, out.len(), elapsed);
     }
 }

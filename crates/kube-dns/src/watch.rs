@@ -14,8 +14,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use kube_dns_core::SnapshotBuilder;
 use kube_dns_core::config_map::DnsConfig;
@@ -48,7 +48,9 @@ impl SyncTracker {
     }
 
     pub fn all_synced(&self) -> bool {
-        self.kinds.iter().all(|(_, flag)| flag.load(Ordering::Relaxed))
+        self.kinds
+            .iter()
+            .all(|(_, flag)| flag.load(Ordering::Relaxed))
     }
 
     /// The resources still waiting for their first list.
@@ -85,8 +87,14 @@ impl Watches {
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_secs() as u32);
         let snapshot = builder.snapshot(serial, self.sync.all_synced());
-        self.state.metrics.services.set(snapshot.service_count() as i64);
-        self.state.metrics.endpoints.set(snapshot.endpoint_count() as i64);
+        self.state
+            .metrics
+            .services
+            .set(snapshot.service_count() as i64);
+        self.state
+            .metrics
+            .endpoints
+            .set(snapshot.endpoint_count() as i64);
         self.state.snapshot.store(Arc::new(snapshot));
     }
 
@@ -114,7 +122,11 @@ impl Watches {
                 Ok(Event::Init) => {
                     relists += 1;
                     if relists > 1 {
-                        self.state.metrics.watch_restarts.with_label_values(&[resource]).inc();
+                        self.state
+                            .metrics
+                            .watch_restarts
+                            .with_label_values(&[resource])
+                            .inc();
                         tracing::info!(resource, "relisting");
                     }
                     Change::Relist
@@ -124,7 +136,11 @@ impl Watches {
                     Ok(Some(model)) => Change::Upsert(model),
                     Ok(None) => continue,
                     Err(error) => {
-                        self.state.metrics.objects_skipped.with_label_values(&[resource]).inc();
+                        self.state
+                            .metrics
+                            .objects_skipped
+                            .with_label_values(&[resource])
+                            .inc();
                         tracing::warn!(resource, object = %object_name(&object), %error, "skipping object");
                         continue;
                     }
@@ -134,12 +150,17 @@ impl Watches {
                     name: object.name_any().to_ascii_lowercase(),
                 },
                 Err(error) => {
-                    self.state.metrics.watch_restarts.with_label_values(&[resource]).inc();
+                    self.state
+                        .metrics
+                        .watch_restarts
+                        .with_label_values(&[resource])
+                        .inc();
                     tracing::warn!(resource, %error, "watch error; retrying with backoff, serving last-known data");
                     continue;
                 }
             };
-            let publish = !matches!(change, Change::Relist | Change::Upsert(_)) || self.sync.all_synced();
+            let publish =
+                !matches!(change, Change::Relist | Change::Upsert(_)) || self.sync.all_synced();
             let done = matches!(change, Change::RelistDone);
             let Ok(mut builder) = self.builder.lock() else {
                 tracing::error!("snapshot builder lock poisoned");
@@ -153,7 +174,11 @@ impl Watches {
                     tracing::info!("Initialized services and endpoints from apiserver");
                 }
             }
-            self.state.metrics.watch_events.with_label_values(&[resource]).inc();
+            self.state
+                .metrics
+                .watch_events
+                .with_label_values(&[resource])
+                .inc();
             if publish {
                 self.publish(&builder);
                 self.state
@@ -165,7 +190,10 @@ impl Watches {
     }
 
     pub async fn services(self, shutdown: CancellationToken) {
-        let stream = watcher(Api::<Service>::all(self.client.clone()), watcher::Config::default());
+        let stream = watcher(
+            Api::<Service>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
         self.run(
             "services",
             stream,
@@ -206,7 +234,10 @@ impl Watches {
     }
 
     pub async fn endpoints(self, shutdown: CancellationToken) {
-        let stream = watcher(Api::<Endpoints>::all(self.client.clone()), watcher::Config::default());
+        let stream = watcher(
+            Api::<Endpoints>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
         self.run(
             "endpoints",
             stream,
@@ -232,7 +263,10 @@ impl Watches {
     }
 
     pub async fn pods(self, shutdown: CancellationToken) {
-        let stream = watcher(Api::<Pod>::all(self.client.clone()), watcher::Config::default());
+        let stream = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
         self.run(
             "pods",
             stream,
@@ -327,7 +361,9 @@ pub async fn watch_config_map(
 }
 
 /// Validates ConfigMap data the way every source does.
-pub fn config_from_update(update: &ConfigMapUpdate) -> Result<DnsConfig, kube_dns_core::config_map::ConfigError> {
+pub fn config_from_update(
+    update: &ConfigMapUpdate,
+) -> Result<DnsConfig, kube_dns_core::config_map::ConfigError> {
     match &update.data {
         Some(data) => DnsConfig::from_data(data),
         None => Ok(DnsConfig::default()),

@@ -30,7 +30,11 @@ async fn start_api() -> anyhow::Result<(FakeApiServer, SocketAddr)> {
     Ok((api, addr))
 }
 
-async fn start_kube_dns(api: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<KubeDns> {
+async fn start_kube_dns(
+    api: SocketAddr,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<KubeDns> {
     let mut args = vec![
         format!("--kube-master-url=http://{api}"),
         "--domain=cluster.local.".into(),
@@ -90,7 +94,9 @@ async fn eventually(
 }
 
 fn has_a(reply: &Message, ip: &str) -> bool {
-    answer_lines(reply).iter().any(|l| l.ends_with(&format!(" A {ip}")))
+    answer_lines(reply)
+        .iter()
+        .any(|l| l.ends_with(&format!(" A {ip}")))
 }
 
 #[tokio::test]
@@ -99,31 +105,77 @@ async fn serves_the_zone_over_udp_and_tcp_to_rust_client_and_dig() -> anyhow::Re
     let kd = start_kube_dns(api_addr, &["--v=2"], &[]).await?;
     wait_ready(kd.http).await?;
     let readiness = http_client::get(kd.http, "/readiness").await?;
-    assert_eq!((readiness.status, readiness.text()), (200, "ok\n".to_owned()));
-
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
-    assert_eq!(answer_lines(&reply), vec!["kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1"]);
-    assert!(reply.metadata.authoritative);
-    let reply = query_tcp(kd.tcp, "_https._tcp.kubernetes.default.svc.cluster.local.", RecordType::SRV).await?;
     assert_eq!(
-        answer_lines(&reply),
-        vec!["_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 10 100 443 kubernetes.default.svc.cluster.local."]
+        (readiness.status, readiness.text()),
+        (200, "ok\n".to_owned())
     );
 
-    let udp = dig(kd.udp, &["+notcp", "+short", "headless.default.svc.cluster.local", "A"]).await?;
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["kubernetes.default.svc.cluster.local. 30 IN A 10.0.0.1"]
+    );
+    assert!(reply.metadata.authoritative);
+    let reply = query_tcp(
+        kd.tcp,
+        "_https._tcp.kubernetes.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec![
+            "_https._tcp.kubernetes.default.svc.cluster.local. 30 IN SRV 10 100 443 kubernetes.default.svc.cluster.local."
+        ]
+    );
+
+    let udp = dig(
+        kd.udp,
+        &[
+            "+notcp",
+            "+short",
+            "headless.default.svc.cluster.local",
+            "A",
+        ],
+    )
+    .await?;
     let mut ips: Vec<&str> = udp.lines().collect();
     ips.sort();
     assert_eq!(ips, vec!["10.3.0.100", "10.3.0.101", "10.3.0.2"]);
     let tcp = dig(kd.udp, &["+tcp", "+short", "-x", "10.0.0.1"]).await?;
     assert_eq!(tcp.trim(), "kubernetes.default.svc.cluster.local.");
     let nx = dig(kd.udp, &["nope.default.svc.cluster.local", "A"]).await?;
-    assert!(nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa rd ra"), "{nx}");
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa rd ra"),
+        "{nx}"
+    );
     // EDNS echoed; a large answer truncated over UDP and complete over TCP.
-    let big_udp = dig(kd.udp, &["+noedns", "+ignore", "big.default.svc.cluster.local", "A"]).await?;
+    let big_udp = dig(
+        kd.udp,
+        &["+noedns", "+ignore", "big.default.svc.cluster.local", "A"],
+    )
+    .await?;
     assert!(big_udp.contains(" tc "), "{big_udp}");
-    let big_tcp = dig(kd.udp, &["+tcp", "+short", "big.default.svc.cluster.local", "A"]).await?;
+    let big_tcp = dig(
+        kd.udp,
+        &["+tcp", "+short", "big.default.svc.cluster.local", "A"],
+    )
+    .await?;
     assert_eq!(big_tcp.lines().count(), 40);
-    let edns = dig(kd.udp, &["+edns=0", "+bufsize=1232", "kubernetes.default.svc.cluster.local"]).await?;
+    let edns = dig(
+        kd.udp,
+        &[
+            "+edns=0",
+            "+bufsize=1232",
+            "kubernetes.default.svc.cluster.local",
+        ],
+    )
+    .await?;
     assert!(edns.contains("OPT PSEUDOSECTION"), "{edns}");
     drop(kd);
     Ok(())
@@ -138,15 +190,36 @@ async fn watch_events_reach_answers_quickly() -> anyhow::Result<()> {
     let reply = query_udp(kd.udp, name, RecordType::A).await?;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
 
-    api.apply(service("default", "fresh").cluster_ip("10.9.0.1").port(Some("http"), 80, "TCP").build());
-    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| has_a(r, "10.9.0.1")).await?;
-    api.apply(service("default", "fresh").cluster_ip("10.9.0.2").port(Some("http"), 80, "TCP").build());
-    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| has_a(r, "10.9.0.2")).await?;
+    api.apply(
+        service("default", "fresh")
+            .cluster_ip("10.9.0.1")
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| {
+        has_a(r, "10.9.0.1")
+    })
+    .await?;
+    api.apply(
+        service("default", "fresh")
+            .cluster_ip("10.9.0.2")
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| {
+        has_a(r, "10.9.0.2")
+    })
+    .await?;
     let ptr = query_udp(kd.udp, "1.0.9.10.in-addr.arpa.", RecordType::PTR).await?;
     assert!(ptr.answers.is_empty(), "old PTR must be gone: {ptr:?}");
 
     // A headless service programmed from its EndpointSlice; then the slice goes away.
-    api.apply(service("default", "hl").headless().port(Some("http"), 80, "TCP").build());
+    api.apply(
+        service("default", "hl")
+            .headless()
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
     api.apply(
         endpoint_slice("default", "hl-1", "hl")
             .address_type("IPv4")
@@ -154,14 +227,22 @@ async fn watch_events_reach_answers_quickly() -> anyhow::Result<()> {
             .port(Some("http"), 80, "TCP")
             .build(),
     );
-    eventually(kd.udp, "a.hl.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
-        has_a(r, "10.9.1.1")
-    })
+    eventually(
+        kd.udp,
+        "a.hl.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |r| has_a(r, "10.9.1.1"),
+    )
     .await?;
     api.delete("endpointslices", "default", "hl-1");
-    eventually(kd.udp, "hl.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
-        r.metadata.response_code == ResponseCode::NXDomain
-    })
+    eventually(
+        kd.udp,
+        "hl.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |r| r.metadata.response_code == ResponseCode::NXDomain,
+    )
     .await?;
     api.delete("services", "default", "fresh");
     eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| {
@@ -177,9 +258,13 @@ async fn relist_after_410_removes_what_vanished_and_keeps_the_rest() -> anyhow::
     let kd = start_kube_dns(api_addr, &[], &[]).await?;
     wait_ready(kd.http).await?;
     api.apply(service("default", "gone").cluster_ip("10.9.2.1").build());
-    eventually(kd.udp, "gone.default.svc.cluster.local.", RecordType::A, Duration::from_secs(2), |r| {
-        has_a(r, "10.9.2.1")
-    })
+    eventually(
+        kd.udp,
+        "gone.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |r| has_a(r, "10.9.2.1"),
+    )
     .await?;
     // The API goes away, the object is deleted meanwhile and history is compacted: only a
     // relist (after the in-stream 410) can reveal the deletion.
@@ -189,19 +274,36 @@ async fn relist_after_410_removes_what_vanished_and_keeps_the_rest() -> anyhow::
     api.compact();
     // Last-known data keeps answering while the API is down.
     for _ in 0..5 {
-        let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+        let reply = query_udp(
+            kd.udp,
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+        )
+        .await?;
         assert!(has_a(&reply, "10.0.0.1"));
         assert_eq!(http_client::get(kd.http, "/readiness").await?.status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     api.set_unavailable(false);
     api.expire_watches();
-    eventually(kd.udp, "gone.default.svc.cluster.local.", RecordType::A, Duration::from_secs(10), |r| {
-        r.metadata.response_code == ResponseCode::NXDomain
-    })
+    eventually(
+        kd.udp,
+        "gone.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(10),
+        |r| r.metadata.response_code == ResponseCode::NXDomain,
+    )
     .await?;
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
-    assert!(has_a(&reply, "10.0.0.1"), "untouched services keep answering: {reply:?}");
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    assert!(
+        has_a(&reply, "10.0.0.1"),
+        "untouched services keep answering: {reply:?}"
+    );
     Ok(())
 }
 
@@ -212,19 +314,34 @@ async fn before_the_first_sync_answers_servfail_and_readiness_fails() -> anyhow:
     api.set_unavailable(true);
     let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
     let kd = start_kube_dns(api_addr, &[], &[]).await?;
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(http_client::get(kd.http, "/readiness").await?.status, 503);
     api.set_unavailable(false);
     wait_ready(kd.http).await?;
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
     assert!(has_a(&reply, "10.0.0.1"));
     Ok(())
 }
 
 fn write_config(dir: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     // Like kubelet: write a new timestamped directory, then swap ..data atomically.
-    let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
     let data = dir.join(&stamp);
     std::fs::create_dir_all(&data)?;
     std::fs::write(data.join(key), value)?;
@@ -251,13 +368,21 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
     let (_api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
     let dir = tempdir("config")?;
-    write_config(&dir, "upstreamNameservers", &format!("[\"{}\"]", upstream.addr))?;
+    write_config(
+        &dir,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
     let config_arg = format!("--config-dir={}", dir.display());
     let kd = start_kube_dns(api_addr, &[&config_arg, "--config-period=1h"], &[]).await?;
     wait_ready(kd.http).await?;
-    let reply = eventually(kd.udp, "www.example.com.", RecordType::A, Duration::from_secs(5), |r| {
-        has_a(r, &UPSTREAM_ANSWER.to_string())
-    })
+    let reply = eventually(
+        kd.udp,
+        "www.example.com.",
+        RecordType::A,
+        Duration::from_secs(5),
+        |r| has_a(r, &UPSTREAM_ANSWER.to_string()),
+    )
     .await?;
     assert!(!reply.metadata.authoritative);
     // ExternalName: CNAME plus the chased target.
@@ -270,7 +395,11 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
         ]
     );
     // Invalid (four upstreams): rejected through inotify, the last good config stays.
-    write_config(&dir, "upstreamNameservers", r#"["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4"]"#)?;
+    write_config(
+        &dir,
+        "upstreamNameservers",
+        r#"["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4"]"#,
+    )?;
     let deadline = Instant::now() + Duration::from_secs(3);
     while metric(kd.http, "kubedns_config_errors_total").await? < 1.0 {
         if Instant::now() > deadline {
@@ -279,7 +408,10 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reply = query_udp(kd.udp, "www.example.com.", RecordType::A).await?;
-    assert!(has_a(&reply, &UPSTREAM_ANSWER.to_string()), "last good config must stay");
+    assert!(
+        has_a(&reply, &UPSTREAM_ANSWER.to_string()),
+        "last good config must stay"
+    );
     Ok(())
 }
 
@@ -287,22 +419,43 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
 async fn external_name_keeps_its_cname_when_the_target_fails() -> anyhow::Result<()> {
     let (api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
-    api.apply(service("default", "broken").external_name("drop.example.com").build());
-    api.apply(service("default", "missing").external_name("nx.example.com").build());
+    api.apply(
+        service("default", "broken")
+            .external_name("drop.example.com")
+            .build(),
+    );
+    api.apply(
+        service("default", "missing")
+            .external_name("nx.example.com")
+            .build(),
+    );
     let ns = format!("--nameservers={}", upstream.addr);
     let kd = start_kube_dns(api_addr, &[&ns], &[]).await?;
     wait_ready(kd.http).await?;
     let reply = query_udp(kd.udp, "missing.default.svc.cluster.local.", RecordType::A).await?;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(answer_lines(&reply), vec!["missing.default.svc.cluster.local. 30 IN CNAME nx.example.com."]);
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["missing.default.svc.cluster.local. 30 IN CNAME nx.example.com."]
+    );
     let started = Instant::now();
-    let query = kube_dns_test_support::dns_client::query_message("broken.default.svc.cluster.local.", RecordType::A)?;
-    let bytes = kube_dns_test_support::dns_client::raw_udp_timeout(kd.udp, &query.to_vec()?, Duration::from_secs(8))
-        .await?
-        .context("a reply must come even when the target never resolves")?;
+    let query = kube_dns_test_support::dns_client::query_message(
+        "broken.default.svc.cluster.local.",
+        RecordType::A,
+    )?;
+    let bytes = kube_dns_test_support::dns_client::raw_udp_timeout(
+        kd.udp,
+        &query.to_vec()?,
+        Duration::from_secs(8),
+    )
+    .await?
+    .context("a reply must come even when the target never resolves")?;
     let reply = Message::from_vec(&bytes)?;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
-    assert_eq!(answer_lines(&reply), vec!["broken.default.svc.cluster.local. 30 IN CNAME drop.example.com."]);
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["broken.default.svc.cluster.local. 30 IN CNAME drop.example.com."]
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     Ok(())
 }
@@ -321,7 +474,12 @@ async fn malformed_packets_get_formerr_or_silence_and_never_a_crash() -> anyhow:
     // Two questions: FORMERR.
     let reply = raw_udp(kd.udp, &[0, 7, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]).await?;
     assert_eq!(reply.context("reply")?[3] & 0x0F, 1);
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
     assert!(has_a(&reply, "10.0.0.1"), "still serving");
     Ok(())
 }
@@ -333,7 +491,12 @@ async fn metrics_keep_the_legacy_names_on_prometheus_port() -> anyhow::Result<()
     let metrics_addr = kd.process.listening_addr("metrics", WAIT).await?;
     wait_ready(kd.http).await?;
     query_udp(kd.udp, "nope.default.svc.cluster.local.", RecordType::A).await?;
-    query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
+    query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
     let text = http_client::get(metrics_addr, "/metrics").await?.text();
     for needle in [
         "# TYPE skydns_skydns_dns_request_count_total counter",
@@ -365,8 +528,16 @@ async fn sigterm_fails_readiness_keeps_answering_then_exits_zero() -> anyhow::Re
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let reply = query_udp(kd.udp, "kubernetes.default.svc.cluster.local.", RecordType::A).await?;
-    assert!(has_a(&reply, "10.0.0.1"), "DNS keeps answering during lameduck");
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    assert!(
+        has_a(&reply, "10.0.0.1"),
+        "DNS keeps answering during lameduck"
+    );
     let status = kd.process.wait_exit(Duration::from_secs(10)).await?;
     assert!(status.success(), "exit status {status:?}");
     Ok(())
@@ -382,7 +553,11 @@ async fn bad_flags_exit_64_naming_the_flag() -> anyhow::Result<()> {
     let status = process.wait_exit(WAIT).await?;
     assert_eq!(status.code(), Some(64));
     assert!(process.output_text().contains("--dns-port"));
-    let mut version = ChildProcess::spawn(env!("CARGO_BIN_EXE_kube-dns"), ["--version"], std::iter::empty::<(&str, &str)>())?;
+    let mut version = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_kube-dns"),
+        ["--version"],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
     assert!(version.wait_exit(WAIT).await?.success());
     assert!(version.output_text().contains("Kube-DNS "));
     Ok(())
@@ -392,8 +567,196 @@ fn tempdir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "kube-dns-test-{tag}-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A resolv.conf naming `server` (port 53: resolv.conf has no port syntax), as a flag.
+fn resolv_conf_for(dir: &Path, server: std::net::IpAddr) -> anyhow::Result<String> {
+    let path = dir.join("resolv.conf");
+    std::fs::write(&path, format!("nameserver {server}\n"))?;
+    Ok(format!("--resolv-conf={}", path.display()))
+}
+
+#[tokio::test]
+async fn config_map_through_the_api_valid_invalid_deleted() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let upstream = FakeUpstream::start().await?;
+    let dir = tempdir("cm")?;
+    // The default upstream (resolv.conf) is a closed port on 127.0.0.2: forwarding fails fast.
+    let resolv = resolv_conf_for(&dir, "127.0.0.2".parse()?)?;
+    api.apply(kube_dns_test_support::objects::config_map(
+        "kube-system",
+        "kube-dns",
+        &[("upstreamNameservers", &format!("[\"{}\"]", upstream.addr))],
+    ));
+    // Another ConfigMap in the namespace must be ignored (legacy watched them all).
+    api.apply(kube_dns_test_support::objects::config_map(
+        "kube-system",
+        "unrelated",
+        &[("upstreamNameservers", "[\"127.0.0.3\"]")],
+    ));
+    let kd = start_kube_dns(api_addr, &["--config-map=kube-dns", &resolv], &[]).await?;
+    wait_ready(kd.http).await?;
+    eventually(
+        kd.udp,
+        "www.example.com.",
+        RecordType::A,
+        Duration::from_secs(5),
+        |r| has_a(r, &UPSTREAM_ANSWER.to_string()),
+    )
+    .await?;
+    let before = upstream.queries();
+    api.apply(kube_dns_test_support::objects::config_map(
+        "kube-system",
+        "kube-dns",
+        &[("upstreamNameservers", "[\"1.1.1.1:abc\"]")],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(kd.http, "kubedns_config_errors_total").await? < 1.0 {
+        if Instant::now() > deadline {
+            bail!("invalid ConfigMap update not noticed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = query_udp(kd.udp, "www.example.com.", RecordType::A).await?;
+    assert!(
+        has_a(&reply, &UPSTREAM_ANSWER.to_string()),
+        "invalid update must be ignored"
+    );
+    assert!(upstream.queries() > before);
+    // Deleted: defaults, i.e. resolv.conf's (dead) nameserver, so the name now fails.
+    api.delete("configmaps", "kube-system", "kube-dns");
+    eventually(
+        kd.udp,
+        "www.example.com.",
+        RecordType::A,
+        Duration::from_secs(8),
+        |r| r.metadata.response_code == ResponseCode::ServFail,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_dir_emptied_means_defaults() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let upstream = FakeUpstream::start().await?;
+    let dir = tempdir("cfgdel")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    write_config(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+    let resolv = resolv_conf_for(&dir, "127.0.0.2".parse()?)?;
+    let config_arg = format!("--config-dir={}", config.display());
+    let kd = start_kube_dns(
+        api_addr,
+        &[&config_arg, &resolv, "--config-period=200ms"],
+        &[],
+    )
+    .await?;
+    wait_ready(kd.http).await?;
+    eventually(
+        kd.udp,
+        "www.example.com.",
+        RecordType::A,
+        Duration::from_secs(5),
+        |r| has_a(r, &UPSTREAM_ANSWER.to_string()),
+    )
+    .await?;
+    std::fs::remove_dir_all(&config)?;
+    eventually(
+        kd.udp,
+        "www.example.com.",
+        RecordType::A,
+        Duration::from_secs(8),
+        |r| r.metadata.response_code == ResponseCode::ServFail,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_endpoints_mode_and_verified_pods() -> anyhow::Result<()> {
+    let api = FakeApiServer::new();
+    api.apply(
+        service("default", "old")
+            .headless()
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    api.apply(
+        kube_dns_test_support::objects::endpoints("default", "old")
+            .address("10.8.0.1", Some("a"))
+            .not_ready_address("10.8.0.2", None)
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    api.apply(kube_dns_test_support::objects::pod(
+        "web",
+        "p1",
+        "10.244.9.9",
+        &["10.244.9.9"],
+    ));
+    let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let kd = start_kube_dns(api_addr, &["--watch-endpoints", "--pods=verified"], &[]).await?;
+    wait_ready(kd.http).await?;
+    let reply = query_udp(kd.udp, "old.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["old.default.svc.cluster.local. 30 IN A 10.8.0.1"]
+    );
+    let reply = query_udp(
+        kd.udp,
+        "_http._tcp.old.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec![
+            "_http._tcp.old.default.svc.cluster.local. 30 IN SRV 10 100 80 a.old.default.svc.cluster.local."
+        ]
+    );
+    let pod = query_udp(kd.udp, "10-244-9-9.web.pod.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&pod, "10.244.9.9"));
+    let wrong_ns = query_udp(kd.udp, "10-244-9-9.other.pod.cluster.local.", RecordType::A).await?;
+    assert_eq!(wrong_ns.metadata.response_code, ResponseCode::NXDomain);
+    api.delete("pods", "web", "p1");
+    eventually(
+        kd.udp,
+        "10-244-9-9.web.pod.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |r| r.metadata.response_code == ResponseCode::NXDomain,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_with_odd_fields_are_skipped_with_a_log_line() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    api.apply(service("default", "weird").cluster_ip("not-an-ip").build());
+    kd.process
+        .wait_for_line("default/weird", Duration::from_secs(3))
+        .await
+        .context("the skipped object must be named in the log")?;
+    let reply = query_udp(
+        kd.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    assert!(has_a(&reply, "10.0.0.1"));
+    Ok(())
 }
