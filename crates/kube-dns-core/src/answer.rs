@@ -209,13 +209,11 @@ pub fn answer<'s>(
     question: Question<'_>,
     rotation: usize,
 ) -> Outcome<'s> {
-    let target = parse_target(question.name, &snapshot.settings.zone);
+    // Only class IN (and ANY) exists here; CHAOS statistics are the cache's business.
     if question.qclass != class::IN && question.qclass != class::ANY {
-        return match target {
-            QueryTarget::Outside | QueryTarget::Reverse(_) => Outcome::Forward,
-            _ => Outcome::Answer(Answer::error(Rcode::Refused)),
-        };
+        return Outcome::Answer(Answer::error(Rcode::Refused));
     }
+    let target = parse_target(question.name, &snapshot.settings.zone);
     match target {
         QueryTarget::Outside => return Outcome::Forward,
         QueryTarget::Reverse(ip) => return reverse(snapshot, ip, question.qtype),

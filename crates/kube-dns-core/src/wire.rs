@@ -141,15 +141,20 @@ pub fn set_packet_id(packet: &mut [u8], id: u16) {
     }
 }
 
-/// Parses a query packet.
+/// Parses a query packet (QR clear).
 pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
+    if packet.len() >= HEADER_LEN && packet[2] & 0x80 != 0 {
+        return Err(WireError::NotAQuery);
+    }
+    parse_message(packet)
+}
+
+/// Parses the header, the single question and the OPT RR of any message.
+fn parse_message(packet: &[u8]) -> Result<Query<'_>, WireError> {
     if packet.len() < HEADER_LEN {
         return Err(WireError::ShortHeader(packet.len()));
     }
     let flags = u16::from_be_bytes([packet[2], packet[3]]);
-    if flags & 0x8000 != 0 {
-        return Err(WireError::NotAQuery);
-    }
     let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
     let ancount = u16::from_be_bytes([packet[6], packet[7]]);
     let nscount = u16::from_be_bytes([packet[8], packet[9]]);
@@ -617,36 +622,10 @@ pub fn build_query(id: u16, name: &str, qtype: u16, edns: Option<EdnsInfo>) -> V
 
 /// Whether `response` answers the question of `query` (same name ignoring case, type, class).
 pub fn same_question(query: &[u8], response: &[u8]) -> bool {
-    let (Ok(q), Some(r)) = (parse_query(query), response.get(..)) else {
-        return false;
-    };
-    let mut copy = r.to_vec();
-    if copy.len() < HEADER_LEN {
-        return false;
+    match (parse_message(query), parse_message(response)) {
+        (Ok(q), Ok(r)) => q.name() == r.name() && q.qtype == r.qtype && q.qclass == r.qclass,
+        _ => false,
     }
-    copy[2] &= 0x7F; // read the response's question with the query parser
-    match parse_query_question_only(&copy) {
-        Some((name, qtype, qclass)) => name == q.name() && qtype == q.qtype && qclass == q.qclass,
-        None => false,
-    }
-}
-
-fn parse_query_question_only(packet: &[u8]) -> Option<(String, u16, u16)> {
-    let mut header = packet.get(..HEADER_LEN)?.to_vec();
-    // Keep only the question so answer records with pointers do not matter.
-    header[6..12].copy_from_slice(&[0; 6]);
-    let mut at = HEADER_LEN;
-    loop {
-        let len = usize::from(*packet.get(at)?);
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        at += len;
-    }
-    header.extend_from_slice(packet.get(HEADER_LEN..at + 4)?);
-    let q = parse_query(&header).ok()?;
-    Some((q.name().to_owned(), q.qtype, q.qclass))
 }
 
 /// Reads the response code (low four bits) and the TC bit of a response.
@@ -737,6 +716,23 @@ mod tests {
             })
         );
         assert_eq!(q.udp_limit(), 4096);
+    }
+
+    #[test]
+    fn same_question_matches_responses_with_compressed_answers() {
+        use hickory_proto::op::{Message, Query as HQuery};
+        use hickory_proto::rr::{Name, RData as HRData, Record, RecordType, rdata::A};
+        let query = query_bytes("www.Example.com", rtype::A);
+        let name: Name = "WWW.example.com.".parse().expect("name");
+        let mut reply = Message::response(0x1234, hickory_proto::op::OpCode::Query);
+        reply.add_query(HQuery::query(name.clone(), RecordType::A));
+        reply.add_answer(Record::from_rdata(name, 60, HRData::A(A::new(192, 0, 2, 1))));
+        let bytes = reply.to_vec().expect("encodes");
+        assert!(same_question(&query, &bytes));
+        let other = query_bytes("www.example.org", rtype::A);
+        assert!(!same_question(&other, &bytes));
+        let aaaa = query_bytes("www.example.com", rtype::AAAA);
+        assert!(!same_question(&aaaa, &bytes));
     }
 
     #[test]
