@@ -726,7 +726,11 @@ mod tests {
         let name: Name = "WWW.example.com.".parse().expect("name");
         let mut reply = Message::response(0x1234, hickory_proto::op::OpCode::Query);
         reply.add_query(HQuery::query(name.clone(), RecordType::A));
-        reply.add_answer(Record::from_rdata(name, 60, HRData::A(A::new(192, 0, 2, 1))));
+        reply.add_answer(Record::from_rdata(
+            name,
+            60,
+            HRData::A(A::new(192, 0, 2, 1)),
+        ));
         let bytes = reply.to_vec().expect("encodes");
         assert!(same_question(&query, &bytes));
         let other = query_bytes("www.example.org", rtype::A);
