@@ -67,32 +67,21 @@ fn ask_with(snapshot: &ClusterSnapshot, name: &str, qtype: &str, payload: Option
         qtype: query.qtype,
         qclass: query.qclass,
     };
-    let outcome = answer(snapshot, question, 0);
-    let answer = match outcome {
-        Outcome::Answer(answer) => answer,
+    let encode = |answer: &kube_dns_core::Answer<'_>| {
+        let mut out = Vec::new();
+        wire::encode_response(&ResponseContext::for_query(&query, false), answer, &mut out);
+        let message = Message::from_vec(&out).expect("reply decodes");
+        assert_eq!(message.metadata.id, 0x4242);
+        message
+    };
+    let message = match answer(snapshot, question, 0) {
+        Outcome::Answer(answer) => encode(&answer),
         Outcome::Forward => return "FORWARD".to_owned(),
         Outcome::Chase { target, answer } => {
-            let mut out = Vec::new();
-            wire::encode_response(
-                &ResponseContext::for_query(&query, false),
-                &answer,
-                &mut out,
-            );
-            let message = Message::from_vec(&out).expect("reply decodes");
-            return format!(
-                "CHASE {target}\n{}",
-                zone_lines(&message.answers).join("\n")
-            );
+            let answers = zone_lines(&encode(&answer).answers).join("\n");
+            return format!("CHASE {target}\n{answers}");
         }
     };
-    let mut out = Vec::new();
-    wire::encode_response(
-        &ResponseContext::for_query(&query, false),
-        &answer,
-        &mut out,
-    );
-    let message = Message::from_vec(&out).expect("reply decodes");
-    assert_eq!(message.metadata.id, 0x4242);
     let rcode = match u16::from(message.metadata.response_code) {
         0 => "NOERROR",
         1 => "FORMERR",

@@ -93,6 +93,19 @@ async fn eventually(
     }
 }
 
+/// Polls until the A query for `name` answers with `rcode`.
+async fn eventually_rcode(
+    server: SocketAddr,
+    name: &str,
+    rcode: ResponseCode,
+    within: Duration,
+) -> anyhow::Result<Message> {
+    eventually(server, name, RecordType::A, within, |r| {
+        r.metadata.response_code == rcode
+    })
+    .await
+}
+
 fn has_a(reply: &Message, ip: &str) -> bool {
     answer_lines(reply)
         .iter()
@@ -236,19 +249,15 @@ async fn watch_events_reach_answers_quickly() -> anyhow::Result<()> {
     )
     .await?;
     api.delete("endpointslices", "default", "hl-1");
-    eventually(
+    eventually_rcode(
         kd.udp,
         "hl.default.svc.cluster.local.",
-        RecordType::A,
+        ResponseCode::NXDomain,
         Duration::from_secs(2),
-        |r| r.metadata.response_code == ResponseCode::NXDomain,
     )
     .await?;
     api.delete("services", "default", "fresh");
-    eventually(kd.udp, name, RecordType::A, Duration::from_secs(2), |r| {
-        r.metadata.response_code == ResponseCode::NXDomain
-    })
-    .await?;
+    eventually_rcode(kd.udp, name, ResponseCode::NXDomain, Duration::from_secs(2)).await?;
     Ok(())
 }
 
@@ -286,12 +295,11 @@ async fn relist_after_410_removes_what_vanished_and_keeps_the_rest() -> anyhow::
     }
     api.set_unavailable(false);
     api.expire_watches();
-    eventually(
+    eventually_rcode(
         kd.udp,
         "gone.default.svc.cluster.local.",
-        RecordType::A,
+        ResponseCode::NXDomain,
         Duration::from_secs(10),
-        |r| r.metadata.response_code == ResponseCode::NXDomain,
     )
     .await?;
     let reply = query_udp(
@@ -631,12 +639,11 @@ async fn config_map_through_the_api_valid_invalid_deleted() -> anyhow::Result<()
     assert!(upstream.queries() > before);
     // Deleted: defaults, i.e. resolv.conf's (dead) nameserver, so the name now fails.
     api.delete("configmaps", "kube-system", "kube-dns");
-    eventually(
+    eventually_rcode(
         kd.udp,
         "www.example.com.",
-        RecordType::A,
+        ResponseCode::ServFail,
         Duration::from_secs(8),
-        |r| r.metadata.response_code == ResponseCode::ServFail,
     )
     .await?;
     Ok(())
@@ -672,12 +679,11 @@ async fn config_dir_emptied_means_defaults() -> anyhow::Result<()> {
     )
     .await?;
     std::fs::remove_dir_all(&config)?;
-    eventually(
+    eventually_rcode(
         kd.udp,
         "www.example.com.",
-        RecordType::A,
+        ResponseCode::ServFail,
         Duration::from_secs(8),
-        |r| r.metadata.response_code == ResponseCode::ServFail,
     )
     .await?;
     Ok(())
@@ -730,12 +736,11 @@ async fn legacy_endpoints_mode_and_verified_pods() -> anyhow::Result<()> {
     let wrong_ns = query_udp(kd.udp, "10-244-9-9.other.pod.cluster.local.", RecordType::A).await?;
     assert_eq!(wrong_ns.metadata.response_code, ResponseCode::NXDomain);
     api.delete("pods", "web", "p1");
-    eventually(
+    eventually_rcode(
         kd.udp,
         "10-244-9-9.web.pod.cluster.local.",
-        RecordType::A,
+        ResponseCode::NXDomain,
         Duration::from_secs(2),
-        |r| r.metadata.response_code == ResponseCode::NXDomain,
     )
     .await?;
     Ok(())

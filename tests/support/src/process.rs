@@ -29,6 +29,8 @@ struct Output {
     lines: Mutex<Vec<String>>,
     /// Bumped on every new line and when a stream closes; waiters watch it.
     changed: watch::Sender<u64>,
+    /// Output streams not yet at end of file.
+    open_streams: std::sync::atomic::AtomicUsize,
 }
 
 impl Output {
@@ -99,6 +101,7 @@ impl ChildProcess {
         let output = Arc::new(Output {
             lines: Mutex::new(Vec::new()),
             changed: watch::channel(0).0,
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
         });
         let prefix = format!("[{name} {}]", child.id());
         if let Some(stdout) = child.stdout.take() {
@@ -225,11 +228,22 @@ impl ChildProcess {
         self.child.try_wait().context("polling child status")
     }
 
-    /// Waits for the process to exit; on timeout the error carries the collected output.
+    /// Waits for the process to exit and for its output to be read to the end (so the last
+    /// lines are in [`Self::output_text`]); on timeout the error carries the collected output.
     pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit_status()? {
+                // A grandchild may still hold the pipes: do not wait past the deadline for it.
+                while self
+                    .output
+                    .open_streams
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 return Ok(status);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -260,6 +274,9 @@ impl Drop for ChildProcess {
 }
 
 fn spawn_reader(stream: impl Read + Send + 'static, prefix: String, output: Arc<Output>) {
+    output
+        .open_streams
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -276,6 +293,9 @@ fn spawn_reader(stream: impl Read + Send + 'static, prefix: String, output: Arc<
                 }
             }
         }
+        output
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         output.changed.send_modify(|n| *n += 1);
     });
 }
