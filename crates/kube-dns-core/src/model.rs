@@ -59,10 +59,12 @@ pub struct ServiceModel {
     pub publish_not_ready: bool,
 }
 
-/// One endpoint of a slice.
+/// One endpoint of a slice. Only the first address is kept: the EndpointSlice API says its
+/// addresses are fungible and consumers may use only the first, and every endpoint the
+/// controllers write has one (this keeps 100,000 endpoints in a few MB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointModel {
-    pub addresses: Vec<IpAddr>,
+    pub ip: IpAddr,
     /// Lower-cased `hostname`.
     pub hostname: Option<Box<str>>,
     /// `conditions.ready`, where an absent value means ready (EndpointSlice API docs).
@@ -230,18 +232,17 @@ impl SliceModel {
         }
         let mut endpoints = Vec::with_capacity(slice.endpoints.len());
         for endpoint in &slice.endpoints {
-            let mut addresses = Vec::with_capacity(endpoint.addresses.len());
-            for address in &endpoint.addresses {
-                let ip: IpAddr = address.parse().map_err(|_| IngestError::Invalid {
-                    kind: "EndpointSlice",
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                    reason: format!("endpoint address {address:?} is not an IP address"),
-                })?;
-                addresses.push(ip);
-            }
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            let ip: IpAddr = address.parse().map_err(|_| IngestError::Invalid {
+                kind: "EndpointSlice",
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                reason: format!("endpoint address {address:?} is not an IP address"),
+            })?;
             endpoints.push(EndpointModel {
-                addresses,
+                ip,
                 hostname: endpoint.hostname.as_deref().map(lower_box),
                 ready: endpoint
                     .conditions
@@ -291,7 +292,7 @@ impl SliceModel {
                         reason: format!("address {:?} is not an IP address", address.ip),
                     })?;
                     models.push(EndpointModel {
-                        addresses: vec![ip],
+                        ip,
                         hostname: address.hostname.as_deref().map(lower_box),
                         ready,
                     });

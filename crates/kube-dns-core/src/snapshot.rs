@@ -550,26 +550,25 @@ impl SnapshotBuilder {
                 if !endpoint.ready && !model.publish_not_ready {
                     continue;
                 }
-                for ip in &endpoint.addresses {
-                    let record = EndpointRecord {
-                        ip: *ip,
-                        label: endpoint
-                            .hostname
-                            .clone()
-                            .unwrap_or_else(|| dashed_ip(*ip).into()),
-                        has_hostname: endpoint.hostname.is_some(),
-                        ports: slice.ports.clone(),
-                    };
-                    match index.get(ip) {
-                        Some(&at) => {
-                            if record.has_hostname && !records[at].has_hostname {
-                                records[at] = record;
-                            }
+                let ip = endpoint.ip;
+                let record = EndpointRecord {
+                    ip,
+                    label: endpoint
+                        .hostname
+                        .clone()
+                        .unwrap_or_else(|| dashed_ip(ip).into()),
+                    has_hostname: endpoint.hostname.is_some(),
+                    ports: slice.ports.clone(),
+                };
+                match index.get(&ip) {
+                    Some(&at) => {
+                        if record.has_hostname && !records[at].has_hostname {
+                            records[at] = record;
                         }
-                        None => {
-                            index.insert(*ip, records.len());
-                            records.push(record);
-                        }
+                    }
+                    None => {
+                        index.insert(ip, records.len());
+                        records.push(record);
                     }
                 }
             }

@@ -455,7 +455,7 @@ impl Encoder<'_> {
                 self.buf.extend_from_slice(&priority.to_be_bytes());
                 self.buf.extend_from_slice(&weight.to_be_bytes());
                 self.buf.extend_from_slice(&port.to_be_bytes());
-                self.write_name(target);
+                self.write_name_with(target, false);
             }
             RData::Txt(text) => write_character_string(self.buf, text.as_bytes()),
             RData::Hinfo { cpu, os } => {
@@ -475,7 +475,14 @@ impl Encoder<'_> {
         self.buf[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     }
 
+    /// Writes a name compressed against earlier names (RFC 1035 §4.1.4).
     fn write_name(&mut self, name: &DnsName<'_>) {
+        self.write_name_with(name, true);
+    }
+
+    /// `compress = false` writes every label and offers none for later compression: SRV targets
+    /// (RFC 2782: "name compression is not to be used for this field"; RFC 3597 §4).
+    fn write_name_with(&mut self, name: &DnsName<'_>, compress: bool) {
         let (first, second) = match name {
             DnsName::Query => {
                 self.buf.extend_from_slice(&0xC00Cu16.to_be_bytes());
@@ -499,14 +506,16 @@ impl Encoder<'_> {
         }
         let labels = &stack[..n];
         for start in 0..labels.len() {
-            if let Some(pointer) = self.find_suffix(&labels[start..]) {
+            if compress && let Some(pointer) = self.find_suffix(&labels[start..]) {
                 self.buf
                     .extend_from_slice(&(0xC000 | pointer).to_be_bytes());
                 return;
             }
             let label = labels[start].as_bytes();
             let label = &label[..label.len().min(63)];
-            self.remember(self.buf.len());
+            if compress {
+                self.remember(self.buf.len());
+            }
             self.buf.push(label.len() as u8);
             self.buf.extend_from_slice(label);
         }
@@ -737,6 +746,32 @@ mod tests {
         assert!(!same_question(&other, &bytes));
         let aaaa = query_bytes("www.example.com", rtype::AAAA);
         assert!(!same_question(&aaaa, &bytes));
+    }
+
+    #[test]
+    fn srv_targets_are_written_uncompressed() {
+        use crate::answer::{Answer, Rcode};
+        let bytes = query_bytes("_http._tcp.web.ns.svc.cluster.local", rtype::SRV);
+        let q = parse_query(&bytes).expect("parses");
+        let mut answer = Answer::error(Rcode::NoError);
+        answer.answers.push(ResourceRecord {
+            owner: DnsName::Query,
+            ttl: 30,
+            data: RData::Srv {
+                priority: 10,
+                weight: 100,
+                port: 80,
+                target: DnsName::Text(Cow::Borrowed("web.ns.svc.cluster.local")),
+            },
+        });
+        let mut out = Vec::new();
+        encode_response(&ResponseContext::for_query(&q, false), &answer, &mut out);
+        let literal = b"\x03web\x02ns\x03svc\x07cluster\x05local\x00";
+        let rdata = &out[out.len() - literal.len()..];
+        assert_eq!(
+            rdata, literal,
+            "the target must not point into the question"
+        );
     }
 
     #[test]

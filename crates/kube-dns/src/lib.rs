@@ -156,8 +156,6 @@ pub async fn client_from_cli(cli: &Cli) -> Result<kube::Client, RunError> {
             .await
             .map_err(|e| RunError::Client(e.to_string()))?
     };
-    let mut config = config;
-    config.read_timeout = None;
     kube::Client::try_from(config).map_err(|e| RunError::Client(e.to_string()))
 }
 

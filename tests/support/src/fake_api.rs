@@ -332,7 +332,13 @@ impl FakeApiServer {
     /// Applies every object of a YAML text: several `---` documents, or `kind: List` documents
     /// with `items:`. Returns how many objects were applied.
     pub fn load_yaml_str(&self, yaml: &str) -> anyhow::Result<usize> {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).context("parsing cluster YAML")?;
+        // JSON is YAML too; parse it directly so large generated clusters load quickly (the
+        // YAML parser has a node budget far below a 100,000-endpoint cluster).
+        let docs: Vec<Value> = if yaml.trim_start().starts_with('{') {
+            vec![serde_json::from_str(yaml).context("parsing cluster JSON")?]
+        } else {
+            serde_saphyr::from_multiple(yaml).context("parsing cluster YAML")?
+        };
         let mut objects = Vec::new();
         for doc in docs {
             match doc {
