@@ -818,8 +818,11 @@ def main():
     mix = os.path.join(args.data, "queries-mix.txt")
     try:
         # 1. fake-apiserver
+        # Bookmarks once a minute, as a real API server sends them (the fake's default of 1 s
+        # would wake kube-dns's watch tasks every second during the latency runs).
         fa, _, fa_err = procs.start("fake-apiserver", [os.path.join(args.bin_dir, "fake-apiserver"),
-                                                       "--listen", "127.0.0.1:0"], {0})
+                                                       "--listen", "127.0.0.1:0",
+                                                       "--bookmark-interval-ms", "60000"], {0})
         api_port = int(wait_log(fa_err, r"listening on http 127\.0\.0\.1:(\d+)", fa, 30).group(1))
         t = time.monotonic()
         n = load_cluster(api_port, os.path.join(args.data, "cluster.json"))

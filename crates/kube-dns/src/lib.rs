@@ -15,11 +15,9 @@ pub mod watch;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use kube_dns_core::{ClusterSnapshot, SnapshotBuilder, ZoneSettings};
-use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -60,46 +58,25 @@ impl Listeners {
     /// Binds the DNS port (UDP with SO_REUSEPORT, `workers` sockets, and TCP), the HTTP port,
     /// and the metrics port when `PROMETHEUS_PORT` is set.
     pub fn bind(cli: &Cli, env: &MetricsEnv) -> Result<Self, RunError> {
-        let workers = if cli.dns_workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            cli.dns_workers
+        let addr = SocketAddr::new(cli.dns_bind_address, cli.dns_port);
+        let bind_error = |what: &'static str, addr: SocketAddr| {
+            move |source: io::Error| RunError::Bind { what, addr, source }
         };
-        let mut addr = SocketAddr::new(cli.dns_bind_address, cli.dns_port);
-        let mut udp = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let socket = bind_udp(addr).map_err(|source| RunError::Bind {
-                what: "DNS over UDP",
-                addr,
-                source,
-            })?;
-            // Later sockets join the port the first one got (it may have been 0).
-            addr = socket.local_addr().map_err(|source| RunError::Bind {
-                what: "DNS over UDP",
-                addr,
-                source,
-            })?;
-            udp.push(socket);
-        }
-        let tcp = bind_tcp(addr).map_err(|source| RunError::Bind {
-            what: "DNS over TCP",
-            addr,
-            source,
-        })?;
+        let workers = dns_transport::default_workers(cli.dns_workers);
+        let udp = dns_transport::bind_udp_group(addr, workers)
+            .map_err(bind_error("DNS over UDP", addr))?;
+        // TCP joins the port UDP got (it may have been 0).
+        let addr = udp
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(addr);
+        let tcp = dns_transport::bind_tcp(addr).map_err(bind_error("DNS over TCP", addr))?;
         let http_addr = SocketAddr::new(cli.healthz_bind_address, cli.healthz_port);
-        let http = bind_tcp(http_addr).map_err(|source| RunError::Bind {
-            what: "HTTP",
-            addr: http_addr,
-            source,
-        })?;
+        let http = dns_transport::bind_tcp(http_addr).map_err(bind_error("HTTP", http_addr))?;
         let metrics = match env.port {
             Some(port) => {
                 let addr = SocketAddr::new(cli.healthz_bind_address, port);
-                Some(bind_tcp(addr).map_err(|source| RunError::Bind {
-                    what: "metrics",
-                    addr,
-                    source,
-                })?)
+                Some(dns_transport::bind_tcp(addr).map_err(bind_error("metrics", addr))?)
             }
             None => None,
         };
@@ -110,30 +87,6 @@ impl Listeners {
             metrics,
         })
     }
-}
-
-fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_port(true)?;
-    // Room for bursts while a worker is busy; the kernel caps it at rmem_max.
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// Builds the API client from `--kubecfg-file`, `--kube-master-url`, else the environment
@@ -260,43 +213,36 @@ pub async fn run(
         tasks.spawn(http::serve(listener, router, stop.clone()));
     }
 
+    let handler = Arc::new(server::DnsHandler {
+        state: state.clone(),
+    });
     let tcp = to_tokio(listeners.tcp)?;
     tracing::info!("listening on tcp {}", local(&tcp));
-    tasks.spawn(server::serve_tcp(tcp, state.clone(), stop.clone()));
-
-    let udp_stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for (index, socket) in listeners.udp.into_iter().enumerate() {
-        if index == 0 {
-            tracing::info!(
-                "listening on udp {} ({} sockets)",
-                socket
-                    .local_addr()
-                    .map_or_else(|e| e.to_string(), |a| a.to_string()),
-                threads.capacity().max(1)
-            );
-        }
-        let (state, runtime, stop) = (
-            state.clone(),
-            tokio::runtime::Handle::current(),
-            udp_stop.clone(),
+    tasks.spawn(dns_transport::serve_tcp(tcp, handler.clone(), stop.clone()));
+    if let Some(first) = listeners.udp.first() {
+        tracing::info!(
+            "listening on udp {} ({} sockets)",
+            first
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string()),
+            listeners.udp.len()
         );
-        let thread = std::thread::Builder::new()
-            .name(format!("dns-udp-{index}"))
-            .spawn(move || server::serve_udp_blocking(socket, state, runtime, stop))
-            .map_err(|e| RunError::Config(format!("cannot start a UDP thread: {e}")))?;
-        threads.push(thread);
     }
+    let udp = dns_transport::UdpWorkers::start(
+        listeners.udp,
+        handler,
+        tokio::runtime::Handle::current(),
+        server::MAX_SLOW_QUERIES,
+        "dns",
+    )
+    .map_err(|e| RunError::Config(format!("cannot start a UDP thread: {e}")))?;
 
     shutdown.cancelled().await;
     state.enter_lameduck();
     tracing::info!(lameduck = ?cli.lameduck, "shutting down: readiness fails now, DNS keeps answering");
     tokio::time::sleep(cli.lameduck).await;
     stop.cancel();
-    udp_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for thread in threads {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    }
+    udp.stop().await;
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())

@@ -1,19 +1,13 @@
-//! The DNS listeners. Each UDP socket (SO_REUSEPORT) is served by its own OS thread doing
-//! blocking `recv_from` -> `answer()` -> encode -> `send_to` with reused buffers and no lock;
-//! only queries that need the network (forwarding, ExternalName chasing) go to the tokio
-//! runtime, bounded by a semaphore. TCP (RFC 7766) runs on tokio, one task per connection.
+//! The DNS handler of kube-dns: the synchronous path (`answer()` from the published snapshot,
+//! encoded into the listener's reused buffer, no lock) and the async path for queries that need
+//! upstreams (forwarding, ExternalName chasing). Listeners come from `dns-transport`.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use kube_dns_core::answer::{Answer, Outcome, Question, Rcode, answer};
 use kube_dns_core::wire::{self, ResponseContext, WireError};
@@ -22,12 +16,8 @@ use crate::forward;
 use crate::metrics::System;
 use crate::state::ServerState;
 
-/// Queries waiting on upstreams at once; beyond this we answer SERVFAIL at once.
-const MAX_SLOW_QUERIES: usize = 1024;
-/// How long an idle TCP connection stays open (RFC 7766 §6.2.3 suggests seconds).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often blocking UDP threads look at the stop flag.
-const UDP_POLL: Duration = Duration::from_millis(200);
+/// Queries waiting on upstreams at once per UDP socket; beyond this we answer SERVFAIL at once.
+pub const MAX_SLOW_QUERIES: usize = 1024;
 
 /// What the fast path decided.
 enum Action {
@@ -176,156 +166,70 @@ async fn chase(
     reply.metadata.truncation
 }
 
-/// Serves one UDP socket on the calling thread until `stop` is set.
-pub fn serve_udp_blocking(
-    socket: UdpSocket,
-    state: Arc<ServerState>,
-    runtime: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
-) {
-    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
-        tracing::error!(%error, "cannot set a read timeout on the UDP socket");
-    }
-    let socket = Arc::new(socket);
-    let slow = Arc::new(Semaphore::new(MAX_SLOW_QUERIES));
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    while !stop.load(Ordering::Relaxed) {
-        let (len, peer) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "UDP receive failed");
-                continue;
-            }
-        };
+/// kube-dns's [`PacketHandler`]: answers, and counts every reply once (UDP and TCP alike).
+#[derive(Debug)]
+pub struct DnsHandler {
+    pub state: Arc<ServerState>,
+}
+
+fn truncated(reply: &[u8]) -> bool {
+    reply.len() > 2 && reply[2] & 0x02 != 0
+}
+
+impl PacketHandler for DnsHandler {
+    fn fast(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        _peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast {
         let started = Instant::now();
-        let packet = &buf[..len];
-        match fast_path(&state, packet, false, &mut out) {
+        match fast_path(&self.state, packet, transport == Transport::Tcp, out) {
             Action::Reply { rcode, system } => {
-                send_udp(&socket, &out, peer);
-                let truncated = out.len() > 2 && out[2] & 0x02 != 0;
-                let elapsed = started.elapsed().as_secs_f64();
-                state
+                let seconds = started.elapsed().as_secs_f64();
+                let tc = transport == Transport::Udp && truncated(out);
+                self.state
                     .metrics
-                    .record(system, rcode, truncated, out.len(), elapsed);
+                    .record(system, rcode, tc, out.len(), seconds);
+                Fast::Reply
             }
-            Action::Drop => state.metrics.record_dropped(),
-            Action::Slow => {
-                let Ok(permit) = slow.clone().try_acquire_owned() else {
-                    tracing::warn!("too many queries waiting on upstreams; answering SERVFAIL");
-                    if let Ok(query) = wire::parse_query(packet) {
-                        let ctx = ResponseContext::for_query(&query, false);
-                        wire::encode_response(&ctx, &Answer::error(Rcode::ServFail), &mut out);
-                        send_udp(&socket, &out, peer);
-                    }
-                    continue;
-                };
-                let packet = packet.to_vec();
-                let (socket, state) = (socket.clone(), state.clone());
-                runtime.spawn(async move {
-                    let (reply, rcode, system) = slow_path(&state, &packet, false).await;
-                    if !reply.is_empty() {
-                        send_udp(&socket, &reply, peer);
-                    }
-                    let truncated = reply.len() > 2 && reply[2] & 0x02 != 0;
-                    let elapsed = started.elapsed().as_secs_f64();
-                    state
-                        .metrics
-                        .record(system, rcode, truncated, reply.len(), elapsed);
-                    drop(permit);
-                });
-            }
-        }
-    }
-}
-
-fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
-    if let Err(error) = socket.send_to(reply, peer) {
-        tracing::debug!(%error, %peer, "UDP send failed");
-    }
-}
-
-/// Accepts TCP connections until `shutdown` is cancelled.
-pub async fn serve_tcp(
-    listener: TcpListener,
-    state: Arc<ServerState>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let state = state.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        result = serve_tcp_connection(stream, &state) => {
-                            if let Err(error) = result {
-                                tracing::debug!(%peer, %error, "TCP connection ended");
-                            }
-                        }
-                    }
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Reads length-prefixed queries and answers each in order until the peer closes or idles.
-async fn serve_tcp_connection(mut stream: TcpStream, state: &ServerState) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(result) => {
-                result?;
-            }
-        }
-        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
-        let started = Instant::now();
-        let (rcode, system) = match fast_path(state, &packet, true, &mut out) {
-            Action::Reply { rcode, system } => (rcode, system),
             Action::Drop => {
-                state.metrics.record_dropped();
-                return Ok(());
+                self.state.metrics.record_dropped();
+                Fast::Drop
             }
-            Action::Slow => {
-                let (reply, rcode, system) = slow_path(state, &packet, true).await;
-                out = reply;
-                (rcode, system)
-            }
-        };
-        if out.is_empty() {
-            return Ok(());
+            Action::Slow => Fast::Slow,
         }
-        let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
-        stream.write_all(&frame_len.to_be_bytes()).await?;
-        stream.write_all(&out[..usize::from(frame_len)]).await?;
-        let elapsed = started.elapsed().as_secs_f64();
-        state
+    }
+
+    async fn slow(
+        self: Arc<Self>,
+        packet: Vec<u8>,
+        transport: Transport,
+        _peer: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let (reply, rcode, system) =
+            slow_path(&self.state, &packet, transport == Transport::Tcp).await;
+        if reply.is_empty() {
+            self.state.metrics.record_dropped();
+            return None;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let tc = transport == Transport::Udp && truncated(&reply);
+        self.state
             .metrics
-            .record(system, rcode, false, out.len(), elapsed);
+            .record(system, rcode, tc, reply.len(), seconds);
+        Some(reply)
+    }
+
+    fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
+        tracing::warn!("too many queries waiting on upstreams; answering SERVFAIL");
+        let Ok(query) = wire::parse_query(packet) else {
+            return false;
+        };
+        let ctx = ResponseContext::for_query(&query, false);
+        wire::encode_response(&ctx, &Answer::error(Rcode::ServFail), out);
+        true
     }
 }

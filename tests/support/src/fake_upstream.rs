@@ -1,83 +1,349 @@
-//! A fake upstream nameserver on loopback UDP: answers `A` for any name with 192.0.2.53,
-//! NXDOMAIN for names starting with `nx.`, and nothing at all for names starting with `drop.`.
-//! It counts the queries it received.
+//! A fake upstream nameserver on loopback, UDP and TCP on one port. By default it answers `A`
+//! for any name with 192.0.2.53 (TTL 300), NXDOMAIN for names starting with `nx.`, and nothing
+//! at all for names starting with `drop.`; [`FakeUpstream::set_rule`] gives a name other
+//! behaviour (answers from a table with chosen TTLs, NXDOMAIN/NODATA with an SOA, SERVFAIL,
+//! truncation over UDP, delays, spoofed replies). It counts the queries it receives.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
-use tokio::net::UdpSocket;
+use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
-/// The address every `A` answer carries.
+/// The address every default `A` answer carries.
 pub const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
+/// How the fake answers one name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// A/AAAA records for the addresses of the asked family (NODATA for the other family).
+    Answer {
+        ips: Vec<IpAddr>,
+        ttl: u32,
+    },
+    /// TXT records.
+    Txt {
+        strings: Vec<String>,
+        ttl: u32,
+    },
+    /// NXDOMAIN with an SOA in authority (`soa_ttl`, MINIMUM `minimum`).
+    NxDomain {
+        soa_ttl: u32,
+        minimum: u32,
+    },
+    /// NOERROR, no answer, SOA in authority.
+    NoData {
+        soa_ttl: u32,
+        minimum: u32,
+    },
+    ServFail,
+    Refused,
+    /// No reply at all.
+    Drop,
+    /// Over UDP: TC set and no records; over TCP: the inner rule.
+    Truncate(Box<Rule>),
+    /// The inner rule after a delay.
+    Delay(Duration, Box<Rule>),
+    /// First a forged reply with the right ID from another port and one with a wrong ID from
+    /// the right port (both answering 203.0.113.66), then the inner rule 50 ms later.
+    Spoofed(Box<Rule>),
+}
+
+/// The address spoofed replies carry.
+pub const SPOOFED_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+
+/// One datagram or frame to send.
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// Sent from another port than the one queried (a forgery).
+    forged_port: bool,
+    /// Wait this long before sending it.
+    delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: HashMap<String, Rule>,
+    default: Option<Rule>,
+    queries: HashMap<String, usize>,
+    total: usize,
+    tcp: usize,
+}
 
 /// A running fake upstream; stops when dropped.
 #[derive(Debug)]
 pub struct FakeUpstream {
     pub addr: SocketAddr,
-    queries: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    state: Arc<Mutex<State>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl FakeUpstream {
+    /// Starts on 127.0.0.1 with a random port (UDP and TCP).
     pub async fn start() -> anyhow::Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts on `addr` (port 0 picks one port for both transports).
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
         let addr = socket.local_addr()?;
-        let queries = Arc::new(AtomicUsize::new(0));
-        let counter = queries.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
-                    continue;
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                let Ok(query) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let Some(question) = query.queries.first().cloned() else {
-                    continue;
-                };
-                let name = question.name().to_ascii().to_ascii_lowercase();
-                if name.starts_with("drop.") {
-                    continue;
+        let listener = TcpListener::bind(addr).await?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let udp_task = {
+            let (socket, state) = (socket.clone(), state.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    let packet = buf[..len].to_vec();
+                    let (socket, state) = (socket.clone(), state.clone());
+                    tokio::spawn(async move {
+                        for reply in respond(&state, &packet, false).await {
+                            tokio::time::sleep(reply.delay).await;
+                            if reply.forged_port {
+                                if let Ok(other) = UdpSocket::bind("127.0.0.1:0").await {
+                                    let _ = other.send_to(&reply.bytes, peer).await;
+                                }
+                            } else {
+                                let _ = socket.send_to(&reply.bytes, peer).await;
+                            }
+                        }
+                    });
                 }
-                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-                reply.metadata.recursion_desired = query.metadata.recursion_desired;
-                reply.metadata.recursion_available = true;
-                reply.add_query(question.clone());
-                if name.starts_with("nx.") {
-                    reply.metadata.response_code = ResponseCode::NXDomain;
-                } else if question.query_type() == RecordType::A {
-                    reply.add_answer(Record::from_rdata(
-                        question.name().clone(),
-                        300,
-                        RData::A(A(UPSTREAM_ANSWER)),
-                    ));
+            })
+        };
+        let tcp_task = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let mut len = [0u8; 2];
+                            if stream.read_exact(&mut len).await.is_err() {
+                                return;
+                            }
+                            let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if stream.read_exact(&mut packet).await.is_err() {
+                                return;
+                            }
+                            lock(&state).tcp += 1;
+                            for reply in respond(&state, &packet, true).await {
+                                if reply.forged_port {
+                                    continue;
+                                }
+                                tokio::time::sleep(reply.delay).await;
+                                let mut frame = (reply.bytes.len() as u16).to_be_bytes().to_vec();
+                                frame.extend_from_slice(&reply.bytes);
+                                if stream.write_all(&frame).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
                 }
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = socket.send_to(&bytes, peer).await;
-                }
-            }
-        });
+            })
+        };
         Ok(FakeUpstream {
             addr,
-            queries,
-            task,
+            state,
+            tasks: vec![udp_task, tcp_task],
         })
     }
 
-    /// Queries received so far.
+    /// Gives `name` a behaviour (case-insensitive, trailing dot optional).
+    pub fn set_rule(&self, name: &str, rule: Rule) {
+        lock(&self.state).rules.insert(key(name), rule);
+    }
+
+    /// The behaviour for names without a rule (instead of the built-in conventions).
+    pub fn set_default(&self, rule: Rule) {
+        lock(&self.state).default = Some(rule);
+    }
+
+    /// Queries received so far (UDP and TCP).
     pub fn queries(&self) -> usize {
-        self.queries.load(Ordering::Relaxed)
+        lock(&self.state).total
+    }
+
+    /// Queries received for one name.
+    pub fn queries_for(&self, name: &str) -> usize {
+        lock(&self.state)
+            .queries
+            .get(&key(name))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Queries received over TCP.
+    pub fn tcp_queries(&self) -> usize {
+        lock(&self.state).tcp
     }
 }
 
 impl Drop for FakeUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
+}
+
+fn default_rule(name: &str) -> Rule {
+    if name.starts_with("nx.") {
+        Rule::NxDomain {
+            soa_ttl: 300,
+            minimum: 300,
+        }
+    } else if name.starts_with("drop.") {
+        Rule::Drop
+    } else {
+        Rule::Answer {
+            ips: vec![IpAddr::V4(UPSTREAM_ANSWER)],
+            ttl: 300,
+        }
+    }
+}
+
+/// The replies to send for `packet`, in order.
+async fn respond(state: &Mutex<State>, packet: &[u8], tcp: bool) -> Vec<Outgoing> {
+    let Ok(query) = Message::from_vec(packet) else {
+        return Vec::new();
+    };
+    let Some(question) = query.queries.first().cloned() else {
+        return Vec::new();
+    };
+    let name = key(&question.name().to_ascii());
+    let mut rule = {
+        let mut state = lock(state);
+        state.total += 1;
+        *state.queries.entry(name.clone()).or_insert(0) += 1;
+        state
+            .rules
+            .get(&name)
+            .cloned()
+            .or_else(|| state.default.clone())
+            .unwrap_or_else(|| default_rule(&name))
+    };
+    let mut out = Vec::new();
+    let mut delay = Duration::ZERO;
+    loop {
+        match rule {
+            Rule::Delay(d, inner) => {
+                delay += d;
+                rule = *inner;
+            }
+            Rule::Truncate(inner) if tcp => rule = *inner,
+            Rule::Spoofed(inner) => {
+                let forged_rule = Rule::Answer {
+                    ips: vec![IpAddr::V4(SPOOFED_ANSWER)],
+                    ttl: 3600,
+                };
+                if let Some(bytes) = build(&query, &forged_rule) {
+                    let mut wrong_id = bytes.clone();
+                    wrong_id[0] ^= 0xFF;
+                    out.push(Outgoing {
+                        bytes,
+                        forged_port: true,
+                        delay,
+                    });
+                    out.push(Outgoing {
+                        bytes: wrong_id,
+                        forged_port: false,
+                        delay: Duration::ZERO,
+                    });
+                }
+                delay = Duration::from_millis(50);
+                rule = *inner;
+            }
+            other => {
+                if let Some(bytes) = build(&query, &other) {
+                    out.push(Outgoing {
+                        bytes,
+                        forged_port: false,
+                        delay,
+                    });
+                }
+                return out;
+            }
+        }
+    }
+}
+
+fn build(query: &Message, rule: &Rule) -> Option<Vec<u8>> {
+    let question = query.queries.first()?.clone();
+    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.add_query(question.clone());
+    if let Some(edns) = &query.edns {
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(edns.max_payload().max(512));
+        reply.set_edns(ours);
+    }
+    let owner = question.name().clone();
+    let soa = |ttl: u32, minimum: u32| {
+        let zone = Name::from_ascii("example.").unwrap_or_else(|_| Name::root());
+        let mname = Name::from_ascii("ns.example.").unwrap_or_else(|_| Name::root());
+        let rname = Name::from_ascii("hostmaster.example.").unwrap_or_else(|_| Name::root());
+        Record::from_rdata(
+            zone,
+            ttl,
+            RData::SOA(SOA::new(mname, rname, 1, 3600, 600, 86400, minimum)),
+        )
+    };
+    match rule {
+        Rule::Answer { ips, ttl } => {
+            for ip in ips {
+                let data = match (ip, question.query_type()) {
+                    (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
+                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
+                    _ => continue,
+                };
+                reply.add_answer(Record::from_rdata(owner.clone(), *ttl, data));
+            }
+        }
+        Rule::Txt { strings, ttl } => {
+            reply.add_answer(Record::from_rdata(
+                owner,
+                *ttl,
+                RData::TXT(TXT::new(strings.clone())),
+            ));
+        }
+        Rule::NxDomain { soa_ttl, minimum } => {
+            reply.metadata.response_code = ResponseCode::NXDomain;
+            reply.add_authority(soa(*soa_ttl, *minimum));
+        }
+        Rule::NoData { soa_ttl, minimum } => {
+            reply.add_authority(soa(*soa_ttl, *minimum));
+        }
+        Rule::ServFail => reply.metadata.response_code = ResponseCode::ServFail,
+        Rule::Refused => reply.metadata.response_code = ResponseCode::Refused,
+        Rule::Drop => return None,
+        Rule::Truncate(_) => reply.metadata.truncation = true,
+        Rule::Delay(..) | Rule::Spoofed(_) => return None,
+    }
+    reply.to_vec().ok()
 }

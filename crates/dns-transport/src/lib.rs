@@ -1,0 +1,285 @@
+//! DNS listeners shared by `kube-dns` and `dns-cache`.
+//!
+//! Each UDP socket (SO_REUSEPORT, several bound to one port) is served by its own OS thread:
+//! blocking `recv_from`, a synchronous [`PacketHandler::fast`] path writing into a reused buffer,
+//! `send_to`. Queries that need the network go to [`PacketHandler::slow`] on the tokio runtime,
+//! at most `max_slow` at a time per socket, so memory stays bounded under load. TCP follows
+//! RFC 7766: one task per connection, length-prefixed messages answered in order.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long an idle TCP connection stays open (RFC 7766 §6.2.3).
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often blocking UDP threads look at the stop flag.
+const UDP_POLL: Duration = Duration::from_millis(200);
+/// The largest UDP datagram.
+const MAX_DATAGRAM: usize = 65535;
+
+/// How a query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the synchronous path decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// `out` holds the reply.
+    Reply,
+    /// Send nothing (responses, garbage shorter than a header).
+    Drop,
+    /// Needs the network: run [`PacketHandler::slow`].
+    Slow,
+}
+
+/// Answers DNS packets.
+pub trait PacketHandler: Send + Sync + 'static {
+    /// Answers without I/O (or decides to drop, or to go slow), writing the reply to `out`.
+    fn fast(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast;
+
+    /// Answers a packet that needs the network. `None` sends nothing.
+    fn slow(
+        self: Arc<Self>,
+        packet: Vec<u8>,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send;
+
+    /// The reply when too many slow queries are pending (e.g. SERVFAIL or REFUSED); `false`
+    /// sends nothing.
+    fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool;
+}
+
+/// Binds one UDP socket with SO_REUSEPORT.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // Room for bursts while a worker is busy; the kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Binds `count` UDP sockets to one port (the first may ask for port 0; the rest join it).
+pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        let socket = bind_udp(addr)?;
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// Binds a listening TCP socket (non-blocking, ready for tokio).
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The number of UDP sockets to use when the operator says 0: one per CPU.
+pub fn default_workers(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// UDP worker threads; stopping sets the flag and joins them.
+#[derive(Debug)]
+pub struct UdpWorkers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    /// Starts one thread per socket.
+    pub fn start<H: PacketHandler>(
+        sockets: Vec<UdpSocket>,
+        handler: Arc<H>,
+        runtime: tokio::runtime::Handle,
+        max_slow: usize,
+        name: &str,
+    ) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let (handler, runtime, stop) = (handler.clone(), runtime.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("{name}-udp-{index}"))
+                    .spawn(move || serve_udp_blocking(socket, handler, runtime, stop, max_slow))?,
+            );
+        }
+        Ok(UdpWorkers { stop, threads })
+    }
+
+    /// Stops the threads (within one poll interval) and waits for them.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn serve_udp_blocking<H: PacketHandler>(
+    socket: UdpSocket,
+    handler: Arc<H>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+    max_slow: usize,
+) {
+    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
+        tracing::error!(%error, "cannot set a read timeout on the UDP socket");
+    }
+    let socket = Arc::new(socket);
+    let slow = Arc::new(Semaphore::new(max_slow.max(1)));
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        let packet = &buf[..len];
+        match handler.fast(packet, Transport::Udp, peer, &mut out) {
+            Fast::Reply => send_udp(&socket, &out, peer),
+            Fast::Drop => {}
+            Fast::Slow => {
+                let Ok(permit) = slow.clone().try_acquire_owned() else {
+                    if handler.overloaded(packet, &mut out) {
+                        send_udp(&socket, &out, peer);
+                    }
+                    continue;
+                };
+                let packet = packet.to_vec();
+                let (socket, handler) = (socket.clone(), handler.clone());
+                runtime.spawn(async move {
+                    if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {
+                        send_udp(&socket, &reply, peer);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
+    if let Err(error) = socket.send_to(reply, peer) {
+        tracing::debug!(%error, %peer, "UDP send failed");
+    }
+}
+
+/// Accepts TCP connections until `shutdown` is cancelled.
+pub async fn serve_tcp<H: PacketHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let handler = handler.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        result = serve_tcp_connection(stream, peer, handler) => {
+                            if let Err(error) = result {
+                                tracing::debug!(%peer, %error, "TCP connection ended");
+                            }
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads length-prefixed queries and answers each in order until the peer closes or idles.
+async fn serve_tcp_connection<H: PacketHandler>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(result) => {
+                result?;
+            }
+        }
+        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
+        match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
+            Fast::Reply => {}
+            Fast::Drop => return Ok(()),
+            Fast::Slow => match handler.clone().slow(packet, Transport::Tcp, peer).await {
+                Some(reply) => out = reply,
+                None => return Ok(()),
+            },
+        }
+        let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
+        let mut frame = Vec::with_capacity(out.len() + 2);
+        frame.extend_from_slice(&frame_len.to_be_bytes());
+        frame.extend_from_slice(&out[..usize::from(frame_len)]);
+        stream.write_all(&frame).await?;
+    }
+}
