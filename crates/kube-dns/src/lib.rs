@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config_source;
 pub mod forward;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod state;

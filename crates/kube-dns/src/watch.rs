@@ -172,6 +172,7 @@ impl Watches {
                 self.sync.mark(resource);
                 if first && self.sync.all_synced() {
                     tracing::info!("Initialized services and endpoints from apiserver");
+                    crate::memory::release_free_memory();
                 }
             }
             self.state
