@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kube_dns_core::wire;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -282,4 +283,70 @@ async fn serve_tcp_connection<H: PacketHandler>(
         frame.extend_from_slice(&out[..usize::from(frame_len)]);
         stream.write_all(&frame).await?;
     }
+}
+
+/// One UDP exchange with an upstream from a fresh socket (a random source port); the reply is
+/// accepted only from that server (connected socket) with the query's ID and question
+/// (RFC 5452). Stray datagrams are ignored until `timeout`.
+pub async fn exchange_udp(
+    server: SocketAddr,
+    packet: &[u8],
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    socket.send(packet).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))??;
+        let reply = &buf[..n];
+        if wire::packet_id(reply) == wire::packet_id(packet) && wire::same_question(packet, reply) {
+            return Ok(reply.to_vec());
+        }
+    }
+}
+
+/// One TCP exchange with an upstream (RFC 7766 framing), checked like [`exchange_udp`].
+pub async fn exchange_tcp(
+    server: SocketAddr,
+    packet: &[u8],
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "timed out");
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(server))
+        .await
+        .map_err(|_| timed_out())??;
+    let len = u16::try_from(packet.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too large"))?;
+    let mut framed = Vec::with_capacity(packet.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(packet);
+    tokio::time::timeout_at(deadline, stream.write_all(&framed))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut len = [0u8; 2];
+    tokio::time::timeout_at(deadline, stream.read_exact(&mut len))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tokio::time::timeout_at(deadline, stream.read_exact(&mut reply))
+        .await
+        .map_err(|_| timed_out())??;
+    if wire::packet_id(&reply) != wire::packet_id(packet) || !wire::same_question(packet, &reply) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "reply does not match the query",
+        ));
+    }
+    Ok(reply)
 }

@@ -4,21 +4,15 @@
 //! Each exchange uses a fresh socket (random source port) and a fresh random ID, and accepts a
 //! reply only from the server asked, with that ID and the same question (RFC 5452).
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::time::{Instant, timeout_at};
 
 use kube_dns_core::wire;
 
 /// Per-try timeout (legacy kube-dns used 2 s).
 pub const TRY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest UDP reply we read from an upstream.
-const MAX_UDP_REPLY: usize = 65535;
 
 /// Where names go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,9 +74,9 @@ pub async fn exchange(
         let mut packet = query.to_vec();
         wire::set_packet_id(&mut packet, rand::random());
         let result = if tcp {
-            exchange_tcp(server, &packet).await
+            dns_transport::exchange_tcp(server, &packet, TRY_TIMEOUT).await
         } else {
-            exchange_udp(server, &packet).await
+            dns_transport::exchange_udp(server, &packet, TRY_TIMEOUT).await
         };
         match result {
             Ok(mut reply) => {
@@ -99,60 +93,6 @@ pub async fn exchange(
         name: name.to_owned(),
         last,
     })
-}
-
-async fn exchange_udp(server: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>> {
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    socket.send(packet).await?;
-    let deadline = Instant::now() + TRY_TIMEOUT;
-    let mut buf = vec![0u8; MAX_UDP_REPLY];
-    loop {
-        let n = timeout_at(deadline, socket.recv(&mut buf))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))??;
-        let reply = &buf[..n];
-        if wire::packet_id(reply) == wire::packet_id(packet) && wire::same_question(packet, reply) {
-            return Ok(reply.to_vec());
-        }
-        // A stray or spoofed datagram: keep waiting for the real answer.
-    }
-}
-
-async fn exchange_tcp(server: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>> {
-    let deadline = Instant::now() + TRY_TIMEOUT;
-    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "timed out");
-    let mut stream = timeout_at(deadline, TcpStream::connect(server))
-        .await
-        .map_err(|_| timed_out())??;
-    let len = u16::try_from(packet.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too large"))?;
-    let mut framed = Vec::with_capacity(packet.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(packet);
-    timeout_at(deadline, stream.write_all(&framed))
-        .await
-        .map_err(|_| timed_out())??;
-    let mut len = [0u8; 2];
-    timeout_at(deadline, stream.read_exact(&mut len))
-        .await
-        .map_err(|_| timed_out())??;
-    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    timeout_at(deadline, stream.read_exact(&mut reply))
-        .await
-        .map_err(|_| timed_out())??;
-    if wire::packet_id(&reply) != wire::packet_id(packet) || !wire::same_question(packet, &reply) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "reply does not match the query",
-        ));
-    }
-    Ok(reply)
 }
 
 /// Reads `nameserver` lines of a resolv.conf file.

@@ -1,0 +1,76 @@
+//! The `dns-cache` binary: dnsmasq-compatible flags (exit 64 on bad usage), bind, serve;
+//! SIGHUP reloads, SIGUSR1 logs statistics, SIGTERM/SIGINT stop.
+
+use std::process::ExitCode;
+
+use dns_cache::cli::CacheConfig;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match CacheConfig::parse_args(std::env::args().skip(1)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("dns-cache: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listeners = dns_cache::Listeners::bind(&config)?;
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(handle_signals(shutdown.clone(), ready_rx));
+        dns_cache::run(config, listeners, shutdown, ready_tx).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "dns-cache failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn handle_signals(
+    shutdown: CancellationToken,
+    ready: tokio::sync::oneshot::Receiver<dns_cache::Reloader>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let Ok(reloader) = ready.await else { return };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reloader.reload(),
+            _ = usr1.recv() => reloader.log_statistics(),
+        }
+    }
+    shutdown.cancel();
+}
