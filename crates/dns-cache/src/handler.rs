@@ -226,8 +226,9 @@ impl CacheHandler {
             ),
             _ => None,
         };
+        // dnsmasq 2.90 answers unknown `.bind` names NOTIMP.
         let rcode = match (&strings, query.qtype) {
-            (None, _) => ResponseCode::Refused,
+            (None, _) => ResponseCode::NotImp,
             (Some(_), rtype::TXT | rtype::ANY) => ResponseCode::NoError,
             (Some(_), _) => ResponseCode::NotImp,
         };
@@ -305,7 +306,8 @@ impl PacketHandler for CacheHandler {
             wire::encode_header_only(&ctx, Rcode::NotImp, false, out);
             return Fast::Reply;
         }
-        if query.qclass == class::CH {
+        // Like dnsmasq, `*.bind` is answered here and other CHAOS names are forwarded.
+        if query.qclass == class::CH && query.name().ends_with(".bind") {
             return self.chaos(&query, transport, out);
         }
         if query.name().ends_with(LOOP_PROBE_SUFFIX) {

@@ -2,7 +2,6 @@
 //! rendering of answer sections as zone-file lines for table tests.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -16,7 +15,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A recursive-desired query (random ID, class IN) for `name` and `rtype`.
 pub fn query_message(name: &str, rtype: RecordType) -> anyhow::Result<Message> {
-    let name = Name::from_str(name).with_context(|| format!("invalid query name {name:?}"))?;
+    // from_ascii keeps the letter case (from_str would lower-case it through IDNA).
+    let name = Name::from_ascii(name).with_context(|| format!("invalid query name {name:?}"))?;
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(name, rtype));
@@ -218,10 +218,10 @@ mod tests {
 
     #[test]
     fn zone_lines_are_lowercase_and_sorted() {
-        let name = Name::from_str("Web.Default.svc.Cluster.Local.").expect("name");
+        let name = Name::from_ascii("Web.Default.svc.Cluster.Local.").expect("name");
         let a = Record::from_rdata(name.clone(), 30, RData::A(A::new(10, 0, 0, 2)));
         let b = Record::from_rdata(name.clone(), 30, RData::A(A::new(10, 0, 0, 1)));
-        let target = Name::from_str("Web-0.Web.default.svc.cluster.local.").expect("name");
+        let target = Name::from_ascii("Web-0.Web.default.svc.cluster.local.").expect("name");
         let srv = Record::from_rdata(name, 30, RData::SRV(SRV::new(0, 100, 80, target)));
         assert_eq!(
             zone_lines([&a, &b, &srv]),

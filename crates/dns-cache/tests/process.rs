@@ -1,0 +1,536 @@
+//! Process tests: the real `dns-cache` binary in front of the fake upstream (and a real dnsmasq
+//! 2.90 where byte compatibility is the point), queried with a Rust client over UDP and TCP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+use kube_dns_test_support::dns_client::{
+    answer_lines, query_message, query_tcp, query_udp, query_udp_with,
+};
+use kube_dns_test_support::fake_upstream::{FakeUpstream, Rule, SPOOFED_ANSWER, UPSTREAM_ANSWER};
+use kube_dns_test_support::process::ChildProcess;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Cache {
+    process: ChildProcess,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+async fn start_cache(args: &[String]) -> anyhow::Result<Cache> {
+    let mut all = vec![
+        "-k".to_owned(),
+        "-p".to_owned(),
+        "0".to_owned(),
+        "-a".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--no-hosts".to_owned(),
+        "--workers=1".to_owned(),
+    ];
+    all.extend(args.iter().cloned());
+    let process = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_dns-cache"),
+        &all,
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let udp = process.listening_addr("udp", WAIT).await?;
+    let tcp = process.listening_addr("tcp", WAIT).await?;
+    Ok(Cache { process, udp, tcp })
+}
+
+fn server_arg(upstream: &FakeUpstream) -> String {
+    format!("--server={}#{}", upstream.addr.ip(), upstream.addr.port())
+}
+
+fn ttl_of(reply: &Message) -> u32 {
+    reply.answers.first().map_or(0, |r| r.ttl)
+}
+
+fn has_a(reply: &Message, ip: impl std::fmt::Display) -> bool {
+    answer_lines(reply)
+        .iter()
+        .any(|l| l.ends_with(&format!(" A {ip}")))
+}
+
+#[tokio::test]
+async fn hits_are_served_without_upstream_and_ttls_count_down() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule(
+        "www.example.com",
+        Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 1])],
+            ttl: 100,
+        },
+    );
+    let cache = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    let first = query_udp(cache.udp, "www.example.com.", RecordType::A).await?;
+    assert!(has_a(&first, "192.0.2.1"));
+    assert_eq!(ttl_of(&first), 100);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = query_udp(cache.udp, "WWW.Example.com.", RecordType::A).await?;
+    assert_eq!(
+        upstream.queries_for("www.example.com"),
+        1,
+        "the second query is a hit"
+    );
+    assert!(
+        ttl_of(&second) < 100 && ttl_of(&second) >= 98,
+        "ttl {}",
+        ttl_of(&second)
+    );
+    assert_eq!(second.queries[0].name().to_ascii(), "WWW.Example.com.");
+    let tcp = query_tcp(cache.tcp, "www.example.com.", RecordType::A).await?;
+    assert!(has_a(&tcp, "192.0.2.1"));
+    assert_eq!(upstream.queries_for("www.example.com"), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn negative_caching_follows_the_soa_and_no_negcache() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule(
+        "nx.example.com",
+        Rule::NxDomain {
+            soa_ttl: 300,
+            minimum: 60,
+        },
+    );
+    let with = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    for _ in 0..3 {
+        let reply = query_udp(with.udp, "nx.example.com.", RecordType::A).await?;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    }
+    assert_eq!(upstream.queries_for("nx.example.com"), 1);
+    let without = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--no-negcache".into(),
+    ])
+    .await?;
+    for _ in 0..3 {
+        query_udp(without.udp, "nx.example.com.", RecordType::A).await?;
+    }
+    assert_eq!(upstream.queries_for("nx.example.com"), 4);
+    // SERVFAIL is never cached.
+    upstream.set_rule("sf.example.com", Rule::ServFail);
+    for _ in 0..2 {
+        let reply = query_udp(with.udp, "sf.example.com.", RecordType::A).await?;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    }
+    assert_eq!(upstream.queries_for("sf.example.com"), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn identical_concurrent_queries_are_coalesced() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule(
+        "slow.example.com",
+        Rule::Delay(
+            Duration::from_millis(300),
+            Box::new(Rule::Answer {
+                ips: vec![IpAddr::from([192, 0, 2, 9])],
+                ttl: 60,
+            }),
+        ),
+    );
+    let cache = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let addr = cache.udp;
+        tasks.spawn(async move { query_udp(addr, "slow.example.com.", RecordType::A).await });
+    }
+    let mut ok = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if has_a(&joined??, "192.0.2.9") {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(
+        upstream.queries_for("slow.example.com"),
+        1,
+        "one upstream query for 100 clients"
+    );
+    Ok(())
+}
+
+async fn spread(
+    policy: &str,
+    weights: &[(usize, u32)],
+    names: usize,
+) -> anyhow::Result<Vec<usize>> {
+    let a = FakeUpstream::start().await?;
+    let b = FakeUpstream::start().await?;
+    let mut args = vec![
+        server_arg(&a),
+        server_arg(&b),
+        "--no-resolv".into(),
+        format!("--upstream-policy={policy}"),
+    ];
+    let servers = [&a, &b];
+    for (index, weight) in weights {
+        let s = servers[*index].addr;
+        args.push(format!(
+            "--upstream-weight={}#{}={weight}",
+            s.ip(),
+            s.port()
+        ));
+    }
+    let cache = start_cache(&args).await?;
+    for i in 0..names {
+        query_udp(cache.udp, &format!("n{i}.example.com."), RecordType::A).await?;
+    }
+    Ok(vec![a.queries(), b.queries()])
+}
+
+#[tokio::test]
+async fn upstream_policies_choose_as_configured() -> anyhow::Result<()> {
+    assert_eq!(spread("rr", &[], 40).await?, vec![20, 20]);
+    assert_eq!(spread("wrr", &[(0, 3), (1, 1)], 40).await?, vec![30, 10]);
+    let dh = spread("dh", &[], 40).await?;
+    assert_eq!(dh.iter().sum::<usize>(), 40);
+    assert!(dh[0] > 5 && dh[1] > 5, "names spread by hash: {dh:?}");
+    // One client: source hashing keeps it on one server.
+    let sh = spread("sh", &[], 20).await?;
+    assert!(sh.contains(&20) && sh.contains(&0), "{sh:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_upstream_costs_one_short_timeout() -> anyhow::Result<()> {
+    let live = FakeUpstream::start().await?;
+    let dead = FakeUpstream::start().await?;
+    dead.set_default(Rule::Drop);
+    let cache = start_cache(&[
+        server_arg(&dead),
+        server_arg(&live),
+        "--no-resolv".into(),
+        "--strict-order".into(),
+        "--upstream-timeout=300".into(),
+    ])
+    .await?;
+    let started = Instant::now();
+    let reply = query_udp(cache.udp, "a.example.com.", RecordType::A).await?;
+    assert!(has_a(&reply, UPSTREAM_ANSWER));
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "took {:?}",
+        started.elapsed()
+    );
+    // After three failures the dead server is skipped.
+    for i in 0..3 {
+        query_udp(cache.udp, &format!("b{i}.example.com."), RecordType::A).await?;
+    }
+    let before = dead.queries();
+    let started = Instant::now();
+    query_udp(cache.udp, "c.example.com.", RecordType::A).await?;
+    assert_eq!(dead.queries(), before, "marked down");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    Ok(())
+}
+
+#[tokio::test]
+async fn spoofed_replies_are_ignored_and_truncation_goes_to_tcp() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule(
+        "spoof.example.com",
+        Rule::Spoofed(Box::new(Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 7])],
+            ttl: 60,
+        })),
+    );
+    upstream.set_rule(
+        "big.example.com",
+        Rule::Truncate(Box::new(Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 8])],
+            ttl: 60,
+        })),
+    );
+    let cache = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    let reply = query_udp(cache.udp, "spoof.example.com.", RecordType::A).await?;
+    assert!(has_a(&reply, "192.0.2.7"), "{reply:?}");
+    assert!(!has_a(&reply, SPOOFED_ANSWER));
+    let reply = query_udp(cache.udp, "big.example.com.", RecordType::A).await?;
+    assert!(has_a(&reply, "192.0.2.8"));
+    assert!(upstream.tcp_queries() >= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn forward_limit_refuses_instead_of_queueing() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_default(Rule::Delay(
+        Duration::from_millis(500),
+        Box::new(Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 1])],
+            ttl: 60,
+        }),
+    ));
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--dns-forward-max=2".into(),
+    ])
+    .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let addr = cache.udp;
+        tasks.spawn(
+            async move { query_udp(addr, &format!("q{i}.example.com."), RecordType::A).await },
+        );
+    }
+    let (mut refused, mut answered) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined??.metadata.response_code {
+            ResponseCode::Refused => refused += 1,
+            ResponseCode::NoError => answered += 1,
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, 2);
+    assert_eq!(refused, 8);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sighup_reloads_servers_and_keeps_unaffected_cache() -> anyhow::Result<()> {
+    let a = FakeUpstream::start().await?;
+    let b = FakeUpstream::start().await?;
+    let dir = std::env::temp_dir().join(format!("dns-cache-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let servers = dir.join("servers");
+    std::fs::write(
+        &servers,
+        format!("server=/corp.example/{}#{}\n", a.addr.ip(), a.addr.port()),
+    )?;
+    let cache = start_cache(&[
+        server_arg(&b),
+        "--no-resolv".into(),
+        format!("--servers-file={}", servers.display()),
+    ])
+    .await?;
+    query_udp(cache.udp, "x.corp.example.", RecordType::A).await?;
+    query_udp(cache.udp, "www.example.com.", RecordType::A).await?;
+    assert_eq!((a.queries(), b.queries()), (1, 1));
+    // Move corp.example to b: its entry goes, the default route's entry stays.
+    std::fs::write(
+        &servers,
+        format!("server=/corp.example/{}#{}\n", b.addr.ip(), b.addr.port()),
+    )?;
+    cache.process.signal(1)?;
+    cache
+        .process
+        .wait_for_line("reloaded servers", WAIT)
+        .await?;
+    query_udp(cache.udp, "www.example.com.", RecordType::A).await?;
+    assert_eq!(b.queries(), 1, "cache kept across SIGHUP");
+    query_udp(cache.udp, "x.corp.example.", RecordType::A).await?;
+    assert_eq!(
+        (a.queries(), b.queries()),
+        (1, 2),
+        "changed route re-asked on its new server"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_flags_and_unknown_options() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let cache = start_cache(&[
+        "--cache-size=1000".into(),
+        "--no-negcache".into(),
+        "--dns-loop-detect".into(),
+        "--log-facility=-".into(),
+        format!(
+            "--server=/cluster.local/{}#{}",
+            upstream.addr.ip(),
+            upstream.addr.port()
+        ),
+        format!(
+            "--server=/in-addr.arpa/{}#{}",
+            upstream.addr.ip(),
+            upstream.addr.port()
+        ),
+        "--user=root".into(),
+    ])
+    .await?;
+    let reply = query_udp(
+        cache.udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    assert!(has_a(&reply, UPSTREAM_ANSWER));
+    cache
+        .process
+        .wait_for_line("--user", WAIT)
+        .await
+        .context("ignored option warned about")?;
+    let mut bad = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_dns-cache"),
+        ["--frobnicate"],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    assert_eq!(bad.wait_exit(WAIT).await?.code(), Some(64));
+    assert!(bad.output_text().contains("--frobnicate"));
+    Ok(())
+}
+
+/// One CHAOS TXT query; returns (rcode, flags, class and TTL of the answer, strings).
+async fn chaos(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> anyhow::Result<(ResponseCode, String, Vec<String>)> {
+    let mut msg = query_message(name, rtype)?;
+    msg.queries[0].set_query_class(DNSClass::CH);
+    let reply = query_udp_with(server, msg).await?;
+    let m = &reply.metadata;
+    let flags = format!(
+        "aa={} rd={} ra={}",
+        m.authoritative, m.recursion_desired, m.recursion_available
+    );
+    let mut strings = Vec::new();
+    for record in &reply.answers {
+        strings.push(format!(
+            "{} {} {}",
+            record.dns_class, record.ttl, record.data
+        ));
+    }
+    Ok((m.response_code, flags, strings))
+}
+
+/// The shape of a CHAOS value: digits become `9`.
+fn shape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !out.ends_with('9') {
+                out.push('9');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn chaos_statistics_match_a_real_dnsmasq() -> anyhow::Result<()> {
+    if std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!("dnsmasq is not installed (scripts/test installs dnsmasq-base)");
+    }
+    let upstream = FakeUpstream::start().await?;
+    let server = format!("--server={}#{}", upstream.addr.ip(), upstream.addr.port());
+    let ours = start_cache(&[
+        server.clone(),
+        "--no-resolv".into(),
+        "--cache-size=100".into(),
+    ])
+    .await?;
+    // dnsmasq takes -p 0 as "no DNS": give it a port that was free a moment ago.
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port().to_string()
+    };
+    let dnsmasq = ChildProcess::spawn(
+        "dnsmasq",
+        [
+            "-k",
+            "-p",
+            &port,
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--cache-size=100",
+            "--user=root",
+            "--log-facility=-",
+            "--pid-file=",
+            &server,
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let their = dnsmasq_port(dnsmasq.pid()).await?;
+    for target in [ours.udp, their] {
+        for name in ["a.example.com.", "b.example.com.", "a.example.com."] {
+            let reply = query_udp(target, name, RecordType::A).await?;
+            assert!(has_a(&reply, UPSTREAM_ANSWER));
+        }
+    }
+    for (name, rtype) in [
+        ("cachesize.bind.", RecordType::TXT),
+        ("insertions.bind.", RecordType::TXT),
+        ("evictions.bind.", RecordType::TXT),
+        ("misses.bind.", RecordType::TXT),
+        ("hits.bind.", RecordType::TXT),
+        ("auth.bind.", RecordType::TXT),
+        ("servers.bind.", RecordType::TXT),
+        ("cachesize.bind.", RecordType::A),
+        ("nonsense.bind.", RecordType::TXT),
+        ("example.com.", RecordType::TXT),
+    ] {
+        let (our_rcode, our_flags, our_strings) = chaos(ours.udp, name, rtype).await?;
+        let (their_rcode, their_flags, their_strings) = chaos(their, name, rtype).await?;
+        assert_eq!(our_rcode, their_rcode, "{name} {rtype} rcode");
+        assert_eq!(our_flags, their_flags, "{name} {rtype} flags");
+        let ours_shape: Vec<String> = our_strings.iter().map(|s| shape(s)).collect();
+        let theirs_shape: Vec<String> = their_strings.iter().map(|s| shape(s)).collect();
+        assert_eq!(
+            ours_shape, theirs_shape,
+            "{name} {rtype}: ours {our_strings:?} theirs {their_strings:?}"
+        );
+    }
+    // The values that mean the same thing agree after the same traffic.
+    for name in [
+        "cachesize.bind.",
+        "misses.bind.",
+        "insertions.bind.",
+        "servers.bind.",
+    ] {
+        let (_, _, our_strings) = chaos(ours.udp, name, RecordType::TXT).await?;
+        let (_, _, their_strings) = chaos(their, name, RecordType::TXT).await?;
+        assert_eq!(our_strings, their_strings, "{name}");
+    }
+    Ok(())
+}
+
+/// The UDP port a process listens on, from /proc/net/udp and its socket inodes.
+async fn dnsmasq_port(pid: u32) -> anyhow::Result<SocketAddr> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                l.to_string_lossy()
+                    .strip_prefix("socket:[")
+                    .map(|s| s.trim_end_matches(']').to_owned())
+            })
+            .collect();
+        let table = std::fs::read_to_string("/proc/net/udp")?;
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9
+                && inodes.iter().any(|i| i == fields[9])
+                && fields[1].starts_with("0100007F:")
+            {
+                let port = u16::from_str_radix(&fields[1][9..], 16)?;
+                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("dnsmasq (pid {pid}) is not listening on 127.0.0.1");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
