@@ -190,8 +190,19 @@ impl Route {
             };
         }
         let up: Vec<usize> = (0..n).filter(|&i| servers[i].is_up(now_ms)).collect();
-        // With every server down, try them anyway: better than failing without asking.
-        let candidates: Vec<usize> = if up.is_empty() { (0..n).collect() } else { up };
+        // With every server down, try them anyway (better than failing without asking), except
+        // those that loop back to us.
+        let candidates: Vec<usize> = if up.is_empty() {
+            (0..n).filter(|&i| !servers[i].is_looping()).collect()
+        } else {
+            up
+        };
+        if candidates.is_empty() {
+            return Plan {
+                order: Vec::new(),
+                parallel: false,
+            };
+        }
         let count = self.counter.fetch_add(1, Ordering::Relaxed);
         if mode.all_servers {
             return Plan {

@@ -534,3 +534,185 @@ async fn dnsmasq_port(pid: u32) -> anyhow::Result<SocketAddr> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn hosts_files_and_local_only_domains_answer_locally() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let dir = std::env::temp_dir().join(format!("dns-cache-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "10.9.9.9 myhost.example myalias\n")?;
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        format!("--addn-hosts={}", hosts.display()),
+        "--server=/local.test/".into(),
+    ])
+    .await?;
+    let reply = query_udp(cache.udp, "MyHost.example.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.9.9.9"));
+    let reply = query_udp(cache.udp, "9.9.9.10.in-addr.arpa.", RecordType::PTR).await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["9.9.9.10.in-addr.arpa. 0 IN PTR myhost.example."]
+    );
+    let reply = query_udp(cache.udp, "anything.local.test.", RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(upstream.queries(), 0, "nothing went upstream");
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_entries_are_served_while_upstream_fails() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule(
+        "s.example.com",
+        Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 5])],
+            ttl: 1,
+        },
+    );
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--use-stale-cache".into(),
+    ])
+    .await?;
+    query_udp(cache.udp, "s.example.com.", RecordType::A).await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    upstream.set_rule("s.example.com", Rule::Drop);
+    let started = Instant::now();
+    let reply = query_udp(cache.udp, "s.example.com.", RecordType::A).await?;
+    assert!(
+        has_a(&reply, "192.0.2.5"),
+        "stale answer expected: {reply:?}"
+    );
+    assert_eq!(ttl_of(&reply), 0);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "served at once, refreshed behind"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn all_servers_fans_out_and_fastest_sticks_with_the_winner() -> anyhow::Result<()> {
+    let a = FakeUpstream::start().await?;
+    let b = FakeUpstream::start().await?;
+    let all = start_cache(&[
+        server_arg(&a),
+        server_arg(&b),
+        "--no-resolv".into(),
+        "--all-servers".into(),
+    ])
+    .await?;
+    for i in 0..5 {
+        query_udp(all.udp, &format!("all{i}.example.com."), RecordType::A).await?;
+    }
+    assert_eq!((a.queries(), b.queries()), (5, 5));
+    let fast = FakeUpstream::start().await?;
+    let slow = FakeUpstream::start().await?;
+    slow.set_default(Rule::Delay(
+        Duration::from_millis(150),
+        Box::new(Rule::Answer {
+            ips: vec![IpAddr::from([192, 0, 2, 2])],
+            ttl: 60,
+        }),
+    ));
+    let cache = start_cache(&[server_arg(&slow), server_arg(&fast), "--no-resolv".into()]).await?;
+    for i in 0..40 {
+        let reply = query_udp(cache.udp, &format!("f{i}.example.com."), RecordType::A).await?;
+        assert!(
+            has_a(&reply, UPSTREAM_ANSWER),
+            "the fast server's answer wins"
+        );
+    }
+    assert_eq!(fast.queries(), 40);
+    assert!(
+        slow.queries() <= 2,
+        "only races reach the slow server: {}",
+        slow.queries()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_looping_upstream_is_detected_and_disabled() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    // A relay that forwards every query back to the cache: a forwarding loop.
+    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let relay_addr = relay.local_addr()?;
+    let target = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let target_for_relay = target.clone();
+    let relay_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = relay.recv_from(&mut buf).await {
+            // The probe may arrive before the test knows the cache's port: wait for it.
+            let cache = loop {
+                if let Some(cache) = *target_for_relay
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    break cache;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            if let Ok(Some(reply)) =
+                kube_dns_test_support::dns_client::raw_udp(cache, &buf[..n]).await
+            {
+                let _ = relay.send_to(&reply, peer).await;
+            }
+        }
+    });
+    // The relay is asked first (strict order), so a loop would hit every query.
+    let args = vec![
+        format!("--server={}#{}", relay_addr.ip(), relay_addr.port()),
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--strict-order".into(),
+        "--dns-loop-detect".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ];
+    let all: Vec<String> = [
+        "-k",
+        "-p",
+        "0",
+        "-a",
+        "127.0.0.1",
+        "--no-hosts",
+        "--workers=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(args)
+    .collect();
+    let process = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_dns-cache"),
+        &all,
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let udp = process.listening_addr("udp", WAIT).await?;
+    *target
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(udp);
+    process
+        .wait_for_line("forwarding loop detected", WAIT)
+        .await?;
+    let reply = query_udp(udp, "www.example.com.", RecordType::A).await?;
+    assert!(has_a(&reply, UPSTREAM_ANSWER));
+    let metrics_addr = process.listening_addr("metrics", WAIT).await?;
+    let text = kube_dns_test_support::http_client::get(metrics_addr, "/metrics")
+        .await?
+        .text();
+    assert!(
+        text.contains(&format!(
+            "dnscache_upstream_up{{server=\"{relay_addr}\"}} 0"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("dnscache_misses_total 1"), "{text}");
+    process.signal(10)?;
+    process.wait_for_line("cache statistics", WAIT).await?;
+    relay_task.abort();
+    Ok(())
+}
