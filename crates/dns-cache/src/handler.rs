@@ -364,7 +364,6 @@ impl PacketHandler for CacheHandler {
         peer: SocketAddr,
     ) -> Option<Vec<u8>> {
         let query = wire::parse_query(&packet).ok()?;
-        let _ = peer;
         let mut out = Vec::with_capacity(512);
         let how = serve_as(&query, transport, !self.state.config.no_round_robin);
         let ctx = ResponseContext::for_query(&query, transport == Transport::Tcp);

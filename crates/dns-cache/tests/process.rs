@@ -716,3 +716,27 @@ async fn a_looping_upstream_is_detected_and_disabled() -> anyhow::Result<()> {
     relay_task.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn large_answers_truncate_over_udp_and_arrive_whole_over_tcp() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let ips: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([10, 7, 0, i])).collect();
+    upstream.set_rule("many.example.com", Rule::Answer { ips, ttl: 60 });
+    let cache = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    // A client without EDNS takes 512 bytes: 40 A records (about 700 bytes) set TC.
+    let udp = query_udp(cache.udp, "many.example.com.", RecordType::A).await?;
+    assert!(udp.metadata.truncation, "{udp:?}");
+    let tcp = query_tcp(cache.tcp, "many.example.com.", RecordType::A).await?;
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 40);
+    // A client with a 4096-byte EDNS buffer gets everything over UDP, from the cache.
+    let mut msg = query_message("many.example.com.", RecordType::A)?;
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(4096);
+    msg.set_edns(edns);
+    let big = query_udp_with(cache.udp, msg).await?;
+    assert_eq!(big.answers.len(), 40);
+    assert!(big.edns.is_some(), "EDNS echoed");
+    assert_eq!(upstream.queries_for("many.example.com"), 1);
+    Ok(())
+}
