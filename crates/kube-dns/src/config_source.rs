@@ -1,53 +1,22 @@
 //! Where the `kube-dns` ConfigMap comes from (`--config-dir`, `--config-map`, or the static
 //! `--nameservers` flag) and how a validated version becomes the forwarding policy.
 //!
-//! A mounted ConfigMap is watched with inotify on the directory (kubelet swaps `..data`
-//! atomically, so watching a file stops working after one update) with the `--config-period`
-//! poll as a backstop; the version is a content hash, so only real changes count.
+//! A mounted ConfigMap is watched by `config-volume` (inotify on the directory plus the
+//! `--config-period` poll); the version is a content hash, so only real changes count.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_dns_core::config_map::{DnsConfig, config_version};
-use notify::{RecursiveMode, Watcher};
+use kube_dns_core::config_map::DnsConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{ForwardPolicy, resolv_conf_nameservers};
 use crate::state::ServerState;
 use crate::watch::{ConfigMapUpdate, config_from_update};
-
-/// Wait after an inotify event before reading, so one kubelet update is read once.
-const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// Reads the top-level files of a mounted ConfigMap directory, skipping dot-names (`..data`)
-/// and subdirectories. A missing directory reads as empty (defaults).
-pub fn read_config_dir(dir: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        // Follows the key -> ..data/key symlinks.
-        if std::fs::metadata(&path)?.is_dir() {
-            continue;
-        }
-        files.insert(name, std::fs::read(&path)?);
-    }
-    Ok(files)
-}
 
 /// Applies a validated config: builds the forwarding policy (resolving stub nameserver
 /// hostnames now, on every reload) and publishes it.
@@ -115,7 +84,8 @@ impl ConfigApplier<'_> {
     }
 }
 
-/// Polls and watches `--config-dir` until shutdown.
+/// Applies every version of `--config-dir` (inotify plus `--config-period` polling) until
+/// shutdown.
 pub async fn watch_config_dir(
     state: Arc<ServerState>,
     dir: PathBuf,
@@ -128,52 +98,11 @@ pub async fn watch_config_dir(
         resolv_conf,
         version: None,
     };
-    let (tx, mut events) = mpsc::unbounded_channel::<()>();
-    let mut watcher: Option<notify::RecommendedWatcher> = None;
-    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(100)));
-    loop {
-        if watcher.is_none() {
-            watcher = watch_dir(&dir, tx.clone());
-        }
-        let read = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || read_config_dir(&dir)).await
-        };
-        match read {
-            Ok(Ok(files)) => {
-                let version = config_version(&files);
-                let parsed = DnsConfig::from_files(&files).map_err(|e| e.to_string());
-                applier.offer(version, parsed).await;
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(dir = %dir.display(), %error, "cannot read config directory; keeping the current configuration")
-            }
-            Err(error) => tracing::error!(%error, "config reader task failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-            Some(()) = events.recv() => {
-                tokio::time::sleep(DEBOUNCE).await;
-                while events.try_recv().is_ok() {}
-            }
-        }
-    }
-}
-
-fn watch_dir(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })
-    .ok()?;
-    match watcher.watch(dir, RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(error) => {
-            tracing::debug!(dir = %dir.display(), %error, "cannot watch config directory yet; polling");
-            None
-        }
+    let (tx, mut versions) = mpsc::channel(4);
+    tokio::spawn(config_volume::watch(dir, period, tx, shutdown.clone()));
+    while let Some(files) = versions.recv().await {
+        let parsed = DnsConfig::from_files(&files.files).map_err(|e| e.to_string());
+        applier.offer(files.version, parsed).await;
     }
 }
 
