@@ -342,28 +342,6 @@ async fn before_the_first_sync_answers_servfail_and_readiness_fails() -> anyhow:
     Ok(())
 }
 
-fn write_config(dir: &Path, key: &str, value: &str) -> anyhow::Result<()> {
-    // Like kubelet: write a new timestamped directory, then swap ..data atomically.
-    let stamp = format!(
-        "..{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    );
-    let data = dir.join(&stamp);
-    std::fs::create_dir_all(&data)?;
-    std::fs::write(data.join(key), value)?;
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&stamp, &tmp)?;
-    std::fs::rename(&tmp, dir.join("..data"))?;
-    let link = dir.join(key);
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(format!("..data/{key}"), &link)?;
-    }
-    Ok(())
-}
-
 async fn metric(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
     let text = http_client::get(http, "/metrics").await?.text();
     text.lines()
@@ -376,7 +354,7 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
     let (_api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
     let dir = tempdir("config")?;
-    write_config(
+    kube_dns_test_support::write_configmap_key(
         &dir,
         "upstreamNameservers",
         &format!("[\"{}\"]", upstream.addr),
@@ -403,7 +381,7 @@ async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> an
         ]
     );
     // Invalid (four upstreams): rejected through inotify, the last good config stays.
-    write_config(
+    kube_dns_test_support::write_configmap_key(
         &dir,
         "upstreamNameservers",
         r#"["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4"]"#,
@@ -657,7 +635,7 @@ async fn config_dir_emptied_means_defaults() -> anyhow::Result<()> {
     let dir = tempdir("cfgdel")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
-    write_config(
+    kube_dns_test_support::write_configmap_key(
         &config,
         "upstreamNameservers",
         &format!("[\"{}\"]", upstream.addr),

@@ -19,3 +19,31 @@ pub fn fixtures_dir() -> PathBuf {
         .expect("tests/support has a parent directory")
         .join("fixtures")
 }
+
+/// Writes one key of a mounted ConfigMap the way kubelet does: a new `..<timestamp>` directory
+/// holding every key, an atomic rename of `..data_tmp` over `..data`, and `key -> ..data/key`.
+pub fn write_configmap_key(dir: &std::path::Path, key: &str, value: &str) -> anyhow::Result<()> {
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    );
+    let data = dir.join(&stamp);
+    std::fs::create_dir_all(&data)?;
+    if let Ok(current) = std::fs::read_dir(dir.join("..data")) {
+        for entry in current.flatten() {
+            std::fs::copy(entry.path(), data.join(entry.file_name()))?;
+        }
+    }
+    std::fs::write(data.join(key), value)?;
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    std::fs::rename(&tmp, dir.join("..data"))?;
+    let link = dir.join(key);
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(format!("..data/{key}"), &link)?;
+    }
+    Ok(())
+}

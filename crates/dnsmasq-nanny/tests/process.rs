@@ -1,0 +1,291 @@
+//! Process tests: the real `dnsmasq-nanny` supervising a fake child (a shell script that records
+//! its argv and signals), the real `dns-cache`, and a real dnsmasq 2.90.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, RecordType};
+use kube_dns_test_support::dns_client::{answer_lines, query_message, query_udp, query_udp_with};
+use kube_dns_test_support::fake_upstream::{FakeUpstream, UPSTREAM_ANSWER};
+use kube_dns_test_support::http_client;
+use kube_dns_test_support::process::ChildProcess;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tempdir(tag: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "nanny-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A fake child: logs its argv and the signals it gets to `log`, exits 0 on SIGTERM.
+fn fake_child(dir: &Path, log: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("fake-dnsmasq");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"start $$ $*\" >> {log}\ntrap 'echo \"HUP $$\" >> {log}' HUP\ntrap 'echo \"USR1 $$\" >> {log}' USR1\ntrap 'echo \"TERM $$\" >> {log}; exit 0' TERM\nwhile true; do sleep 0.05; done\n",
+            log = log.display()
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(path)
+}
+
+async fn wait_for_log(log: &Path, needle: &str, count: usize) -> anyhow::Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{needle:?} x{count} not in child log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn spawn_nanny(args: &[String]) -> anyhow::Result<(ChildProcess, SocketAddr)> {
+    let mut all = vec![
+        "-healthAddress=127.0.0.1:0".to_owned(),
+        "-syncInterval=1s".to_owned(),
+        "-restartBackoff=50ms".to_owned(),
+    ];
+    all.extend(args.iter().cloned());
+    let nanny = ChildProcess::spawn(
+        env!("CARGO_BIN_EXE_dnsmasq-nanny"),
+        &all,
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let health = nanny.listening_addr("http", WAIT).await?;
+    Ok((nanny, health))
+}
+
+#[tokio::test]
+async fn real_dnsmasq_child_gets_legacy_argv_and_is_restarted_without_overlap() -> anyhow::Result<()>
+{
+    let dir = tempdir("argv")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        r#"["1.2.3.4:5353"]"#,
+    )?;
+    let log = dir.join("child.log");
+    let child = fake_child(&dir, &log)?;
+    let (mut nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", config.display()),
+        "-restartDnsmasq=true".into(),
+        "--".into(),
+        "-k".into(),
+        "--cache-size=1000".into(),
+    ])
+    .await?;
+    let text = wait_for_log(&log, "start", 1).await?;
+    assert!(
+        text.contains("-k --cache-size=1000 --server 1.2.3.4#5353 --no-resolv"),
+        "{text}"
+    );
+    assert_eq!(http_client::get(health, "/healthz").await?.status, 200);
+    // A stub domain appears: the old child is stopped (TERM logged) before the new one starts.
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        r#"{"acme.local": ["10.0.0.5"]}"#,
+    )?;
+    let text = wait_for_log(&log, "start", 2).await?;
+    let lines: Vec<&str> = text.lines().collect();
+    let term = lines
+        .iter()
+        .position(|l| l.starts_with("TERM"))
+        .context("old child got SIGTERM")?;
+    let second = lines
+        .iter()
+        .rposition(|l| l.starts_with("start"))
+        .context("second start")?;
+    assert!(
+        term < second,
+        "stopped before the new one started: {lines:?}"
+    );
+    assert!(
+        lines[second].ends_with("--server /acme.local/10.0.0.5 --server 1.2.3.4#5353 --no-resolv"),
+        "{}",
+        lines[second]
+    );
+    // An invalid update is ignored: no restart, the error is reported.
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        r#"["a", "b", "c", "d"]"#,
+    )?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_client::get(health, "/healthz").await?.json()?;
+        if body["lastConfigError"].is_string() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("invalid update not reported: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&log)?.matches("start").count(), 2);
+    // SIGTERM: the child is stopped and the nanny exits 0.
+    nanny.signal(15)?;
+    assert!(nanny.wait_exit(WAIT).await?.success());
+    wait_for_log(&log, "TERM", 2).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crashing_child_is_restarted_with_backoff() -> anyhow::Result<()> {
+    let dir = tempdir("crash")?;
+    let script = dir.join("crash");
+    let log = dir.join("crash.log");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {}\nexit 3\n", log.display()),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let (_nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", script.display()),
+        format!("-configDir={}", dir.join("none").display()),
+    ])
+    .await?;
+    wait_for_log(&log, "run", 4).await?;
+    let metrics = http_client::get(health, "/metrics").await?.text();
+    assert!(
+        metrics.contains("dnsmasq_nanny_child_restarts_total"),
+        "{metrics}"
+    );
+    let restarts: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dnsmasq_nanny_child_restarts_total "))
+        .and_then(|v| v.parse().ok())
+        .context("restart counter")?;
+    assert!(restarts >= 3.0);
+    // Backoff doubles: 50, 100, 200, 400 ms... so five runs take well over 300 ms.
+    let started = Instant::now();
+    let before = std::fs::read_to_string(&log)?.matches("run").count();
+    wait_for_log(&log, "run", before + 2).await?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "backoff grows: {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+async fn chaos_hits(server: SocketAddr) -> anyhow::Result<u64> {
+    let mut msg = query_message("hits.bind.", RecordType::TXT)?;
+    msg.queries[0].set_query_class(DNSClass::CH);
+    let reply = query_udp_with(server, msg).await?;
+    let text = reply
+        .answers
+        .first()
+        .context("hits.bind answer")?
+        .data
+        .to_string();
+    Ok(text.trim_matches('"').parse()?)
+}
+
+#[tokio::test]
+async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let stub = FakeUpstream::start().await?;
+    stub.set_default(kube_dns_test_support::fake_upstream::Rule::Answer {
+        ips: vec!["10.9.8.7".parse()?],
+        ttl: 60,
+    });
+    let dir = tempdir("cache")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+    let dns_cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        })
+        .join("dns-cache");
+    if !dns_cache.exists() {
+        bail!(
+            "{} is missing: build the workspace first (scripts/test does)",
+            dns_cache.display()
+        );
+    }
+    let (nanny, _health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", dns_cache.display()),
+        format!("-configDir={}", config.display()),
+        format!("-serversFile={}", dir.join("servers").display()),
+        "-restartDnsmasq=true".into(),
+        "--".into(),
+        "-k".into(),
+        "-p".into(),
+        "0".into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "--no-hosts".into(),
+        "--workers=1".into(),
+    ])
+    .await?;
+    let cache = nanny.listening_addr("udp", WAIT).await?;
+    let reply = query_udp(cache, "www.example.com.", RecordType::A).await?;
+    assert!(
+        answer_lines(&reply)
+            .iter()
+            .any(|l| l.ends_with(&format!(" A {UPSTREAM_ANSWER}")))
+    );
+    query_udp(cache, "www.example.com.", RecordType::A).await?;
+    let hits_before = chaos_hits(cache).await?;
+    assert!(hits_before >= 2);
+    // A stub domain is added: served within two seconds, through SIGHUP (same process).
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        &format!("{{\"acme.local\": [\"{}\"]}}", stub.addr),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let reply = query_udp(cache, "db.acme.local.", RecordType::A).await?;
+        if answer_lines(&reply)
+            .iter()
+            .any(|l| l.ends_with(" A 10.9.8.7"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("stub domain not served within 2 s: {reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        chaos_hits(cache).await? > hits_before,
+        "the cache's counters survive the change"
+    );
+    let reply = query_udp(cache, "www.example.com.", RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        upstream.queries_for("www.example.com"),
+        1,
+        "the cached entry survived the reload"
+    );
+    Ok(())
+}
