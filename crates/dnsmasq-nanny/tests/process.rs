@@ -289,3 +289,149 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn hostnames_resolve_deleted_config_means_defaults_and_log_interval_signals()
+-> anyhow::Result<()> {
+    let kubedns = FakeUpstream::start().await?;
+    let dir = tempdir("resolve")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        r#"{"acme.local": ["ns.dns.cluster.local"]}"#,
+    )?;
+    let log = dir.join("child.log");
+    let child = fake_child(&dir, &log)?;
+    let (_nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", config.display()),
+        format!("-kubednsServer={}", kubedns.addr),
+        "-restartDnsmasq=true".into(),
+        "-logInterval=200ms".into(),
+        "--".into(),
+        "-k".into(),
+    ])
+    .await?;
+    let text = wait_for_log(&log, "start", 1).await?;
+    assert!(
+        text.contains(&format!("-k --server /acme.local/{UPSTREAM_ANSWER}")),
+        "resolved through kube-dns: {text}"
+    );
+    wait_for_log(&log, "USR1", 2).await?;
+    // A name that does not resolve rejects the update (no restart, error reported).
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        r#"{"acme.local": ["nx.cluster.local"]}"#,
+    )?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_client::get(health, "/healthz").await?.json()?;
+        if body["lastConfigError"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not resolve"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("unresolvable stub nameserver not reported: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The ConfigMap goes away: defaults, i.e. no --server at all.
+    std::fs::remove_dir_all(&config)?;
+    let text = wait_for_log(&log, "start", 2).await?;
+    let last = text
+        .lines()
+        .filter(|l| l.starts_with("start"))
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.ends_with(" -k"), "defaults: {last}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_real_dnsmasq_is_restarted_on_config_change_and_binds_again() -> anyhow::Result<()> {
+    let first = FakeUpstream::start().await?;
+    let second = FakeUpstream::start().await?;
+    second.set_default(kube_dns_test_support::fake_upstream::Rule::Answer {
+        ips: vec!["10.2.2.2".parse()?],
+        ttl: 60,
+    });
+    let dir = tempdir("dnsmasq")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", first.addr),
+    )?;
+    // dnsmasq takes -p 0 as "no DNS": a port that was free a moment ago.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("dnsmasq is not installed (scripts/test installs dnsmasq-base)")?;
+    let (_nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={dnsmasq}"),
+        format!("-configDir={}", config.display()),
+        "-restartDnsmasq=true".into(),
+        "--".into(),
+        "-k".into(),
+        format!("--port={port}"),
+        "--listen-address=127.0.0.1".into(),
+        "--bind-interfaces".into(),
+        "--no-hosts".into(),
+        "--user=root".into(),
+        "--pid-file=".into(),
+        "--log-facility=-".into(),
+        "--cache-size=0".into(),
+    ])
+    .await?;
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let answered_by = |ip: &'static str| async move {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(reply) = query_udp(
+                server,
+                &format!("n{}.example.com.", rand_suffix()),
+                RecordType::A,
+            )
+            .await
+                && answer_lines(&reply)
+                    .iter()
+                    .any(|l| l.ends_with(&format!(" A {ip}")))
+            {
+                return Ok::<(), anyhow::Error>(());
+            }
+            if Instant::now() > deadline {
+                bail!("dnsmasq did not answer from {ip}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    answered_by("192.0.2.53").await?;
+    let pid_before = http_client::get(health, "/healthz").await?.json()?["pid"].clone();
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", second.addr),
+    )?;
+    answered_by("10.2.2.2").await?;
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    assert_ne!(body["pid"], pid_before, "a new dnsmasq runs");
+    assert_eq!(body["childRunning"], true);
+    assert_eq!(body["restarts"], 0, "a planned restart is not a crash");
+    Ok(())
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
