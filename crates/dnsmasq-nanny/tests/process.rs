@@ -345,8 +345,7 @@ async fn hostnames_resolve_deleted_config_means_defaults_and_log_interval_signal
     let text = wait_for_log(&log, "start", 2).await?;
     let last = text
         .lines()
-        .filter(|l| l.starts_with("start"))
-        .last()
+        .rfind(|l| l.starts_with("start"))
         .unwrap_or_default()
         .to_owned();
     assert!(last.ends_with(" -k"), "defaults: {last}");
