@@ -376,7 +376,7 @@ async fn a_real_dnsmasq_is_restarted_on_config_change_and_binds_again() -> anyho
         .into_iter()
         .find(|p| Path::new(p).exists())
         .context("dnsmasq is not installed (scripts/test installs dnsmasq-base)")?;
-    let (_nanny, health) = spawn_nanny(&[
+    let (mut nanny, health) = spawn_nanny(&[
         format!("-dnsmasqExec={dnsmasq}"),
         format!("-configDir={}", config.display()),
         "-restartDnsmasq=true".into(),
@@ -426,6 +426,11 @@ async fn a_real_dnsmasq_is_restarted_on_config_change_and_binds_again() -> anyho
     assert_ne!(body["pid"], pid_before, "a new dnsmasq runs");
     assert_eq!(body["childRunning"], true);
     assert_eq!(body["restarts"], 0, "a planned restart is not a crash");
+    // dnsmasq changes credentials, which clears the parent-death signal: stop it properly.
+    nanny.signal(15)?;
+    assert!(nanny.wait_exit(WAIT).await?.success());
+    let probe = std::net::UdpSocket::bind(server);
+    assert!(probe.is_ok(), "dnsmasq is gone and its port is free again");
     Ok(())
 }
 
