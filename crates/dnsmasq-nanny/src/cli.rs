@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kube_dns_core::go_flags::{parse_go_bool as parse_bool, parse_go_duration as parse_duration};
 use thiserror::Error;
 
 /// Legacy defaults.
@@ -235,49 +236,6 @@ impl NannyConfig {
         };
         Ok(config)
     }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err("not a boolean".into()),
-    }
-}
-
-/// Go's `time.ParseDuration` for the forms flags use (`10s`, `500ms`, `1m30s`, `0`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or("missing unit")?;
-        let value: f64 = rest[..n].parse().map_err(|_| "not a duration".to_owned())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        total += value
-            * match &rest[..u] {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err("unknown unit".into()),
-            };
-        rest = &rest[u..];
-    }
-    if s.is_empty() {
-        return Err("empty".into());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

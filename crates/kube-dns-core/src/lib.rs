@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod config_map;
+pub mod go_flags;
 pub mod model;
 pub mod snapshot;
 pub mod target;

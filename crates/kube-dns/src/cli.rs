@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube_dns_core::PodsMode;
+pub use kube_dns_core::go_flags::{parse_go_bool, parse_go_duration};
 
 /// Legacy default of `--domain`.
 pub const DEFAULT_DOMAIN: &str = "cluster.local.";
@@ -236,53 +237,6 @@ fn parse_domain(s: &str) -> Result<String, String> {
     Ok(format!("{trimmed}."))
 }
 
-/// Go's `strconv.ParseBool`.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean")),
-    }
-}
-
-/// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`, `0`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration such as 10s, 500ms or 1m30s");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if number_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * seconds;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 fn expand_env(s: &str, get: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.char_indices().peekable();
@@ -435,16 +389,6 @@ mod tests {
             parse(&["--version=raw"]).expect("ok").version.as_deref(),
             Some("raw")
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("2h45m"), Ok(Duration::from_secs(9900)));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("s").is_err());
-        assert!(parse_go_duration("").is_err());
     }
 
     #[test]
