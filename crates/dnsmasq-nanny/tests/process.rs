@@ -439,3 +439,45 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+#[tokio::test]
+async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> anyhow::Result<()> {
+    let dir = tempdir("stubborn")?;
+    let script = dir.join("stubborn");
+    let log = dir.join("stubborn.log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntrap 'echo ignored >> {}' TERM\necho up >> {}\nwhile true; do sleep 0.05; done\n",
+            log.display(),
+            log.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let (mut nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", script.display()),
+        format!("-configDir={}", dir.join("none").display()),
+        "-stopGrace=300ms".into(),
+    ])
+    .await?;
+    wait_for_log(&log, "up", 1).await?;
+    let pid = http_client::get(health, "/healthz").await?.json()?["pid"]
+        .as_u64()
+        .context("child pid")?;
+    let started = Instant::now();
+    nanny.signal(15)?;
+    assert!(nanny.wait_exit(WAIT).await?.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited for the grace period"
+    );
+    wait_for_log(&log, "ignored", 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            bail!("the child {pid} survived SIGKILL");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
