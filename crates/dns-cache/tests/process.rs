@@ -230,7 +230,10 @@ async fn a_dead_upstream_costs_one_short_timeout() -> anyhow::Result<()> {
     let started = Instant::now();
     query_udp(cache.udp, "c.example.com.", RecordType::A).await?;
     assert_eq!(dead.queries(), before, "marked down");
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "no wait on the dead server"
+    );
     Ok(())
 }
 
