@@ -591,8 +591,9 @@ async fn stale_entries_are_served_while_upstream_fails() -> anyhow::Result<()> {
         "stale answer expected: {reply:?}"
     );
     assert_eq!(ttl_of(&reply), 0);
+    // The upstream drops the refresh (a 1.5 s timeout): the answer must not wait for it.
     assert!(
-        started.elapsed() < Duration::from_millis(200),
+        started.elapsed() < Duration::from_millis(1000),
         "served at once, refreshed behind"
     );
     Ok(())
