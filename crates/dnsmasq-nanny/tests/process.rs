@@ -15,18 +15,6 @@ use kube_dns_test_support::process::ChildProcess;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn tempdir(tag: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "nanny-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// A fake child: logs its argv and the signals it gets to `log`, exits 0 on SIGTERM.
 fn fake_child(dir: &Path, log: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("fake-dnsmasq");
@@ -74,7 +62,7 @@ async fn spawn_nanny(args: &[String]) -> anyhow::Result<(ChildProcess, SocketAdd
 #[tokio::test]
 async fn real_dnsmasq_child_gets_legacy_argv_and_is_restarted_without_overlap() -> anyhow::Result<()>
 {
-    let dir = tempdir("argv")?;
+    let dir = kube_dns_test_support::tempdir("argv")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(
@@ -151,7 +139,7 @@ async fn real_dnsmasq_child_gets_legacy_argv_and_is_restarted_without_overlap() 
 
 #[tokio::test]
 async fn a_crashing_child_is_restarted_with_backoff() -> anyhow::Result<()> {
-    let dir = tempdir("crash")?;
+    let dir = kube_dns_test_support::tempdir("crash")?;
     let script = dir.join("crash");
     let log = dir.join("crash.log");
     std::fs::write(
@@ -209,7 +197,7 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
         ips: vec!["10.9.8.7".parse()?],
         ttl: 60,
     });
-    let dir = tempdir("cache")?;
+    let dir = kube_dns_test_support::tempdir("cache")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(
@@ -294,7 +282,7 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
 async fn hostnames_resolve_deleted_config_means_defaults_and_log_interval_signals()
 -> anyhow::Result<()> {
     let kubedns = FakeUpstream::start().await?;
-    let dir = tempdir("resolve")?;
+    let dir = kube_dns_test_support::tempdir("resolve")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(
@@ -360,7 +348,7 @@ async fn a_real_dnsmasq_is_restarted_on_config_change_and_binds_again() -> anyho
         ips: vec!["10.2.2.2".parse()?],
         ttl: 60,
     });
-    let dir = tempdir("dnsmasq")?;
+    let dir = kube_dns_test_support::tempdir("dnsmasq")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(
@@ -442,7 +430,7 @@ fn rand_suffix() -> u64 {
 
 #[tokio::test]
 async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> anyhow::Result<()> {
-    let dir = tempdir("stubborn")?;
+    let dir = kube_dns_test_support::tempdir("stubborn")?;
     let script = dir.join("stubborn");
     let log = dir.join("stubborn.log");
     std::fs::write(

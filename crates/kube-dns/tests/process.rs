@@ -353,7 +353,7 @@ async fn metric(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
 async fn config_dir_upstreams_apply_live_and_invalid_updates_are_ignored() -> anyhow::Result<()> {
     let (_api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
-    let dir = tempdir("config")?;
+    let dir = kube_dns_test_support::tempdir("config")?;
     kube_dns_test_support::write_configmap_key(
         &dir,
         "upstreamNameservers",
@@ -550,18 +550,6 @@ async fn bad_flags_exit_64_naming_the_flag() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tempdir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "kube-dns-test-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// A resolv.conf naming `server` (port 53: resolv.conf has no port syntax), as a flag.
 fn resolv_conf_for(dir: &Path, server: std::net::IpAddr) -> anyhow::Result<String> {
     let path = dir.join("resolv.conf");
@@ -573,7 +561,7 @@ fn resolv_conf_for(dir: &Path, server: std::net::IpAddr) -> anyhow::Result<Strin
 async fn config_map_through_the_api_valid_invalid_deleted() -> anyhow::Result<()> {
     let (api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
-    let dir = tempdir("cm")?;
+    let dir = kube_dns_test_support::tempdir("cm")?;
     // The default upstream (resolv.conf) is a closed port on 127.0.0.2: forwarding fails fast.
     let resolv = resolv_conf_for(&dir, "127.0.0.2".parse()?)?;
     api.apply(kube_dns_test_support::objects::config_map(
@@ -632,7 +620,7 @@ async fn config_map_through_the_api_valid_invalid_deleted() -> anyhow::Result<()
 async fn config_dir_emptied_means_defaults() -> anyhow::Result<()> {
     let (_api, api_addr) = start_api().await?;
     let upstream = FakeUpstream::start().await?;
-    let dir = tempdir("cfgdel")?;
+    let dir = kube_dns_test_support::tempdir("cfgdel")?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(

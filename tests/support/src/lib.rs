@@ -47,3 +47,16 @@ pub fn write_configmap_key(dir: &std::path::Path, key: &str, value: &str) -> any
     }
     Ok(())
 }
+
+/// A fresh directory under the system temp dir, unique per process, tag and call.
+pub fn tempdir(tag: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "kube-dns-rs-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
