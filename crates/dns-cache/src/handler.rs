@@ -595,12 +595,17 @@ fn usable(reply: &[u8]) -> bool {
     wire::response_rcode_tc(reply).is_some_and(|(rcode, _)| !matches!(rcode, 2 | 5))
 }
 
-/// A lost UDP packet should cost milliseconds: a few round trips, within the configured cap.
+/// The shortest per-try timeout. A lost UDP packet should cost a fraction of a second, not the
+/// client's 5 s; but 50 ms proved too short on a loaded node: one scheduler stall timed out every
+/// query in flight at once and marked a healthy sole upstream down.
+const MIN_TRY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Four smoothed round trips, at least [`MIN_TRY_TIMEOUT`], within the configured cap.
 fn try_timeout(state: &CacheState, upstream: &Upstream) -> Duration {
     let cap = state.config.upstream_timeout;
     match upstream.srtt_us() {
         0 => cap,
-        srtt => Duration::from_micros(u64::from(srtt) * 4).clamp(Duration::from_millis(50), cap),
+        srtt => Duration::from_micros(u64::from(srtt) * 4).clamp(MIN_TRY_TIMEOUT.min(cap), cap),
     }
 }
 
