@@ -179,8 +179,6 @@ impl CacheHandler {
 
     /// CHAOS TXT statistics, in dnsmasq 2.90's formats.
     fn chaos(&self, query: &Query<'_>, transport: Transport, out: &mut Vec<u8>) -> Fast {
-        // dnsmasq counts these queries as hits, before answering (hits.bind includes itself).
-        self.state.stats.hits.fetch_add(1, Ordering::Relaxed);
         let strings: Option<Vec<String>> = match query.name() {
             "cachesize.bind" => Some(vec![self.state.cache.capacity.to_string()]),
             "insertions.bind" => Some(vec![
@@ -226,6 +224,9 @@ impl CacheHandler {
             ),
             _ => None,
         };
+        // dnsmasq counts these queries as hits once answered: hits.bind does not include itself
+        // (checked against dnsmasq 2.90 by the sidecar's process tests).
+        self.state.stats.hits.fetch_add(1, Ordering::Relaxed);
         // dnsmasq 2.90 answers unknown `.bind` names NOTIMP.
         let rcode = match (&strings, query.qtype) {
             (None, _) => ResponseCode::NotImp,

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use dns_cache::cli::CacheConfig;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-const EXIT_USAGE: u8 = 64;
+use daemon_support::EXIT_USAGE;
 
 fn main() -> ExitCode {
     let config = match CacheConfig::parse_args(std::env::args().skip(1)) {
@@ -17,16 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    daemon_support::init_tracing("info");
+    let runtime = match daemon_support::runtime(None) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");

@@ -10,6 +10,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 use kube_dns_test_support::dns_client::{
     answer_lines, query_message, query_tcp, query_udp, query_udp_with,
 };
+use kube_dns_test_support::dnsmasq::start_dnsmasq;
 use kube_dns_test_support::fake_upstream::{FakeUpstream, Rule, SPOOFED_ANSWER, UPSTREAM_ANSWER};
 use kube_dns_test_support::process::ChildProcess;
 
@@ -425,13 +426,6 @@ fn shape(text: &str) -> String {
 
 #[tokio::test]
 async fn chaos_statistics_match_a_real_dnsmasq() -> anyhow::Result<()> {
-    if std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        bail!("dnsmasq is not installed (scripts/test installs dnsmasq-base)");
-    }
     let upstream = FakeUpstream::start().await?;
     let server = format!("--server={}#{}", upstream.addr.ip(), upstream.addr.port());
     let ours = start_cache(&[
@@ -440,30 +434,8 @@ async fn chaos_statistics_match_a_real_dnsmasq() -> anyhow::Result<()> {
         "--cache-size=100".into(),
     ])
     .await?;
-    // dnsmasq takes -p 0 as "no DNS": give it a port that was free a moment ago.
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port().to_string()
-    };
-    let dnsmasq = ChildProcess::spawn(
-        "dnsmasq",
-        [
-            "-k",
-            "-p",
-            &port,
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--cache-size=100",
-            "--user=root",
-            "--log-facility=-",
-            "--pid-file=",
-            &server,
-        ],
-        std::iter::empty::<(&str, &str)>(),
-    )?;
-    let their = dnsmasq_port(dnsmasq.pid()).await?;
+    let dnsmasq = start_dnsmasq(&[server.as_str(), "--cache-size=100"]).await?;
+    let their = dnsmasq.addr;
     for target in [ours.udp, their] {
         for name in ["a.example.com.", "b.example.com.", "a.example.com."] {
             let reply = query_udp(target, name, RecordType::A).await?;
@@ -496,6 +468,7 @@ async fn chaos_statistics_match_a_real_dnsmasq() -> anyhow::Result<()> {
     // The values that mean the same thing agree after the same traffic.
     for name in [
         "cachesize.bind.",
+        "hits.bind.",
         "misses.bind.",
         "insertions.bind.",
         "servers.bind.",
@@ -505,37 +478,6 @@ async fn chaos_statistics_match_a_real_dnsmasq() -> anyhow::Result<()> {
         assert_eq!(our_strings, their_strings, "{name}");
     }
     Ok(())
-}
-
-/// The UDP port a process listens on, from /proc/net/udp and its socket inodes.
-async fn dnsmasq_port(pid: u32) -> anyhow::Result<SocketAddr> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter_map(|l| {
-                l.to_string_lossy()
-                    .strip_prefix("socket:[")
-                    .map(|s| s.trim_end_matches(']').to_owned())
-            })
-            .collect();
-        let table = std::fs::read_to_string("/proc/net/udp")?;
-        for line in table.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 9
-                && inodes.iter().any(|i| i == fields[9])
-                && fields[1].starts_with("0100007F:")
-            {
-                let port = u16::from_str_radix(&fields[1][9..], 16)?;
-                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("dnsmasq (pid {pid}) is not listening on 127.0.0.1");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use dnsmasq_nanny::cli::{CliError, NannyConfig};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-const EXIT_USAGE: u8 = 64;
+use daemon_support::EXIT_USAGE;
 const USAGE: &str = "Manages the DNS cache (dns-cache or dnsmasq), handles configuration given by the ConfigMap. Any arguments given after \"--\" will be passed directly to the cache itself.";
 
 fn main() -> ExitCode {
@@ -22,22 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let level = match config.verbosity {
-        0..=2 => "info",
-        3..=4 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    daemon_support::init_tracing(daemon_support::klog_level(config.verbosity));
+    let runtime = match daemon_support::runtime(Some(1)) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
@@ -58,24 +43,11 @@ fn main() -> ExitCode {
             None => None,
         };
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tokio::spawn(daemon_support::cancel_on_signal(
+            shutdown.clone(),
+            "stopping the child",
+        ));
         dnsmasq_nanny::run(config, Arc::default(), health, shutdown).await
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; stopping the child"),
-        _ = int.recv() => tracing::info!("SIGINT received; stopping the child"),
-    }
-    shutdown.cancel();
 }

@@ -205,20 +205,7 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
         "upstreamNameservers",
         &format!("[\"{}\"]", upstream.addr),
     )?;
-    let dns_cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target")
-        .join(if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        })
-        .join("dns-cache");
-    if !dns_cache.exists() {
-        bail!(
-            "{} is missing: build the workspace first (scripts/test does)",
-            dns_cache.display()
-        );
-    }
+    let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
     let (nanny, _health) = spawn_nanny(&[
         format!("-dnsmasqExec={}", dns_cache.display()),
         format!("-configDir={}", config.display()),
@@ -243,7 +230,8 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
     );
     query_udp(cache, "www.example.com.", RecordType::A).await?;
     let hits_before = chaos_hits(cache).await?;
-    assert!(hits_before >= 2);
+    // The second query was a hit (hits.bind does not count itself, as in dnsmasq).
+    assert!(hits_before >= 1);
     // A stub domain is added: served within two seconds, through SIGHUP (same process).
     kube_dns_test_support::write_configmap_key(
         &config,

@@ -3,6 +3,35 @@
 
 use std::time::Duration;
 
+/// pflag's normalisation, as the legacy kube-dns and sidecar binaries apply it: `--dns_port` is
+/// `--dns-port`. Single-dash long flags (`-v=2`) are accepted too. argv\[0\], `--` and values
+/// are left alone.
+pub fn normalize_pflag_args<I, S>(args: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    args.into_iter()
+        .map(Into::into)
+        .enumerate()
+        .map(|(index, arg)| {
+            if index == 0 || arg == "--" || !arg.starts_with('-') {
+                return arg;
+            }
+            let body = arg.trim_start_matches('-');
+            let (name, value) = match body.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (body, None),
+            };
+            let name = name.replace('_', "-");
+            match value {
+                Some(value) => format!("--{name}={value}"),
+                None => format!("--{name}"),
+            }
+        })
+        .collect()
+}
+
 /// Go's `strconv.ParseBool`.
 pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {

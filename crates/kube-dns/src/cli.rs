@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube_dns_core::PodsMode;
-pub use kube_dns_core::go_flags::{parse_go_bool, parse_go_duration};
+pub use kube_dns_core::go_flags::{normalize_pflag_args, parse_go_bool, parse_go_duration};
 
 /// Legacy default of `--domain`.
 pub const DEFAULT_DOMAIN: &str = "cluster.local.";
@@ -74,22 +74,8 @@ pub struct Cli {
     /// Print `Kube-DNS <version>` (or the quoted version with --version=raw) and exit.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub version: Option<String>,
-    /// klog verbosity: 0-2 info, 3-4 debug, 5+ trace (RUST_LOG overrides).
-    #[arg(long, default_value_t = 0)]
-    pub v: u8,
-    /// klog per-file verbosity; accepted and ignored.
-    #[arg(long, default_value = "")]
-    pub vmodule: String,
-    /// Accepted for compatibility; logs are written unbuffered.
-    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
-    pub log_flush_frequency: Duration,
-    /// klog flags of the 1.14.13 manifests: accepted, logs always go to stderr.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "true", value_parser = parse_go_bool, hide = true)]
-    pub logtostderr: bool,
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "false", value_parser = parse_go_bool, hide = true)]
-    pub alsologtostderr: bool,
+    #[command(flatten)]
+    pub klog: daemon_support::KlogFlags,
 
     // ---- ours ----
     /// TTL of cluster records.
@@ -153,7 +139,7 @@ impl Cli {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let cli = Cli::try_parse_from(normalize_args(args))?;
+        let cli = Cli::try_parse_from(normalize_pflag_args(args))?;
         cli.check().map_err(|message| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
@@ -198,33 +184,6 @@ impl Cli {
     pub fn master_url(&self) -> String {
         expand_env(&self.kube_master_url, |name| std::env::var(name).ok())
     }
-}
-
-/// pflag accepts `--dns_port` for `--dns-port`; single-dash long flags are accepted too.
-pub fn normalize_args<I, S>(args: I) -> Vec<String>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    args.into_iter()
-        .map(Into::into)
-        .enumerate()
-        .map(|(index, arg)| {
-            if index == 0 || arg == "--" || !arg.starts_with('-') {
-                return arg;
-            }
-            let body = arg.trim_start_matches('-');
-            let (name, value) = match body.split_once('=') {
-                Some((name, value)) => (name, Some(value)),
-                None => (body, None),
-            };
-            let name = name.replace('_', "-");
-            match value {
-                Some(value) => format!("--{name}={value}"),
-                None => format!("--{name}"),
-            }
-        })
-        .collect()
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
@@ -295,8 +254,8 @@ mod tests {
         assert_eq!(cli.kube_master_url, "");
         assert!(!cli.profiling);
         assert_eq!(cli.version, None);
-        assert_eq!(cli.v, 0);
-        assert_eq!(cli.log_flush_frequency, Duration::from_secs(5));
+        assert_eq!(cli.klog.v, 0);
+        assert_eq!(cli.klog.log_flush_frequency, Duration::from_secs(5));
         assert_eq!(cli.ttl, 30);
         assert_eq!(cli.pods, PodsMode::Insecure);
         assert_eq!(cli.lameduck, Duration::from_secs(5));
@@ -314,7 +273,7 @@ mod tests {
         assert_eq!(cli.zone(), "cluster.local");
         assert_eq!(cli.dns_port, 10053);
         assert_eq!(cli.config_dir, "/kube-dns-config");
-        assert_eq!(cli.v, 2);
+        assert_eq!(cli.klog.v, 2);
         let old = parse(&[
             "--domain=cluster.local",
             "--dns-port=10053",

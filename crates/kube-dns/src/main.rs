@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use kube_dns::cli::{Cli, MetricsEnv};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-const EXIT_USAGE: u8 = 64;
+use daemon_support::EXIT_USAGE;
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args()) {
@@ -38,7 +37,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_tracing(cli.v);
+    daemon_support::init_tracing(&format!(
+        "{},kube_client=warn,hyper=warn,tower=warn",
+        daemon_support::klog_level(cli.klog.v)
+    ));
     tracing::info!(?cli, "starting kube-dns {}", env!("CARGO_PKG_VERSION"));
     let listeners = match kube_dns::Listeners::bind(&cli, &env) {
         Ok(listeners) => listeners,
@@ -47,10 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match daemon_support::runtime(None) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
@@ -60,7 +59,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let client = kube_dns::client_from_cli(&cli).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tokio::spawn(daemon_support::cancel_on_signal(
+            shutdown.clone(),
+            "stopping",
+        ));
         kube_dns::run(cli, env, listeners, client, shutdown).await
     });
     match result {
@@ -70,37 +72,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
-}
-
-/// Maps klog `--v` onto tracing levels; `RUST_LOG` overrides.
-fn init_tracing(verbosity: u8) {
-    let level = match verbosity {
-        0..=2 => "info",
-        3..=4 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},kube_client=warn,hyper=warn,tower=warn"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -2,6 +2,7 @@
 //! a DNS test client, a minimal HTTP client and a harness for spawned processes.
 
 pub mod dns_client;
+pub mod dnsmasq;
 pub mod fake_api;
 pub mod fake_upstream;
 pub mod http_client;
@@ -59,4 +60,22 @@ pub fn tempdir(tag: &str) -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A binary of another workspace package, from the target directory the running test binary
+/// lives in (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`). Cargo builds every
+/// workspace binary for `cargo test --workspace`, which `scripts/test` runs.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", exe.display()))?;
+    let path = profile_dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the workspace first (scripts/test does)",
+        path.display()
+    );
+    Ok(path)
 }

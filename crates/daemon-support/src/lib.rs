@@ -1,0 +1,80 @@
+//! What every binary of the pod does alike around its own work: the klog flags the legacy
+//! command lines carry, logging to stderr through `tracing`, the async runtime, and stopping on
+//! SIGTERM or SIGINT.
+
+use std::time::Duration;
+
+use kube_dns_core::go_flags::{parse_go_bool, parse_go_duration};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of a bad command line (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The logging flags of the legacy pflag binaries (kube-dns, sidecar): `--v` maps onto tracing
+/// levels, the rest are accepted and ignored (logs always go to stderr, unbuffered).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KlogFlags {
+    /// klog verbosity: 0-2 info, 3-4 debug, 5+ trace (RUST_LOG overrides).
+    #[arg(long, default_value_t = 0)]
+    pub v: u8,
+    /// klog per-file verbosity; accepted and ignored.
+    #[arg(long, default_value = "")]
+    pub vmodule: String,
+    /// Accepted for compatibility; logs are written unbuffered.
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    pub log_flush_frequency: Duration,
+    /// klog flags of the 1.14.13 manifests: accepted, logs always go to stderr.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", value_parser = parse_go_bool, hide = true)]
+    pub logtostderr: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool, hide = true)]
+    pub alsologtostderr: bool,
+}
+
+/// The tracing level of a klog verbosity.
+pub fn klog_level(verbosity: u8) -> &'static str {
+    match verbosity {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    }
+}
+
+/// Logs to stderr without colours, filtered by `RUST_LOG` or else `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A multi-threaded tokio runtime with `workers` threads (`None`: one per CPU).
+pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; `then` says what happens next, for the log.
+pub async fn cancel_on_signal(shutdown: CancellationToken, then: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; {then}"),
+        _ = int.recv() => tracing::info!("SIGINT received; {then}"),
+    }
+    shutdown.cancel();
+}
