@@ -93,6 +93,8 @@ pub enum ServerTarget {
 /// Everything the command line says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
+    /// `-v`/`--version`: print the version and exit.
+    pub version: bool,
     pub keep_in_foreground: bool,
     pub port: u16,
     pub listen_addresses: Vec<IpAddr>,
@@ -130,6 +132,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
+            version: false,
             keep_in_foreground: false,
             port: DEFAULT_PORT,
             listen_addresses: Vec::new(),
@@ -206,6 +209,7 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("upstream-timeout", None, Arg::Required),
     ("metrics-address", None, Arg::Required),
     ("workers", None, Arg::Required),
+    ("version", Some('v'), Arg::None),
 ];
 
 /// dnsmasq options accepted with a warning (their effect does not apply to this cache).
@@ -395,6 +399,7 @@ impl CacheConfig {
                 )
             }
             "workers" => self.workers = number(need()?)? as usize,
+            "version" => self.version = true,
             other => return Err(CliError::Unknown(format!("--{other}"))),
         }
         Ok(())

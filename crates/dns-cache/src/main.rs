@@ -16,6 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if config.version {
+        println!(
+            "dns-cache version {} (kube-dns-rs; dnsmasq 2.90-compatible command line and statistics)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
     daemon_support::init_tracing("info");
     let runtime = match daemon_support::runtime(None) {
         Ok(runtime) => runtime,

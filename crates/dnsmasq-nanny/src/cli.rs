@@ -9,6 +9,24 @@ use std::time::Duration;
 use kube_dns_core::go_flags::{parse_go_bool as parse_bool, parse_go_duration as parse_duration};
 use thiserror::Error;
 
+/// The child when `-dnsmasqExec` is not given: the legacy `/usr/sbin/dnsmasq` when it exists,
+/// else the `dns-cache` beside the nanny's own executable (the nanny image ships the two side by
+/// side, so a legacy manifest that swaps only the image runs dns-cache).
+pub fn default_exec() -> PathBuf {
+    let legacy = PathBuf::from(DEFAULT_DNSMASQ_EXEC);
+    if legacy.exists() {
+        return legacy;
+    }
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(DNS_CACHE_EXEC_NAME))
+        .filter(|candidate| candidate.exists())
+        .unwrap_or(legacy)
+}
+
+/// The file name of dns-cache, which also selects the dns-cache child mode under `auto`.
+pub const DNS_CACHE_EXEC_NAME: &str = "dns-cache";
+
 /// Legacy defaults.
 pub const DEFAULT_DNSMASQ_EXEC: &str = "/usr/sbin/dnsmasq";
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/k8s/dns/dnsmasq-nanny";
@@ -156,7 +174,7 @@ impl NannyConfig {
             values.push((name.to_owned(), value));
         }
         let mut config = NannyConfig {
-            dnsmasq_exec: PathBuf::from(DEFAULT_DNSMASQ_EXEC),
+            dnsmasq_exec: default_exec(),
             restart_dnsmasq: false,
             config_dir: PathBuf::from(DEFAULT_CONFIG_DIR),
             sync_interval: Duration::from_secs(10),
@@ -218,7 +236,7 @@ impl NannyConfig {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if name.contains("dns-cache") {
+                if name.contains(DNS_CACHE_EXEC_NAME) {
                     ChildKind::DnsCache
                 } else {
                     ChildKind::Dnsmasq

@@ -1,0 +1,348 @@
+//! The whole pod, run as the kubelet would run `kube-dns.yaml`: the three containers' binaries
+//! with the manifest's own args (only addresses, ports and paths moved to this machine, and the
+//! probe interval shortened), the ConfigMap directory mounted into two of them, against the fake
+//! API server loaded with the demo cluster. Every probe of the manifest is called on the
+//! container that declares its port.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use hickory_proto::rr::RecordType;
+use kube_dns_pod_tests::{container_ports, containers, expanded_args, http_probes, repo_root};
+use kube_dns_test_support::dns_client::{answer_lines, dig, query_udp};
+use kube_dns_test_support::fake_upstream::{FakeUpstream, UPSTREAM_ANSWER};
+use kube_dns_test_support::objects::service;
+use kube_dns_test_support::process::{ChildProcess, SIGKILL, SIGTERM};
+use kube_dns_test_support::{FakeApiServer, http_client, write_configmap_key, write_kubeconfig};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Replaces `name=...` in `args` (or appends it): `name` includes its dashes.
+fn set_flag(args: &mut Vec<String>, name: &str, value: &str) {
+    let prefix = format!("{name}=");
+    let flag = format!("{name}={value}");
+    match args.iter_mut().find(|a| a.starts_with(&prefix)) {
+        Some(arg) => *arg = flag,
+        None => args.push(flag),
+    }
+}
+
+fn replace_in_args(args: &mut [String], from: &str, to: &str) {
+    for arg in args.iter_mut() {
+        *arg = arg.replace(from, to);
+    }
+}
+
+fn env_of(container: &serde_json::Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|v| {
+                    Some((
+                        v["name"].as_str()?.to_owned(),
+                        v["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A loopback port that was free a moment ago (dns-cache must come back on the same port when
+/// the nanny restarts it, so it cannot take port 0).
+fn free_port() -> anyhow::Result<u16> {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = udp.local_addr()?.port();
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    Ok(port)
+}
+
+async fn wait_status(addr: SocketAddr, path: &str, want: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = http_client::get(addr, path).await;
+        if let Ok(response) = &last
+            && response.status == want
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{path} on {addr} never answered {want}: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_answer(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    want: &str,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = query_udp(server, name, rtype).await
+            && answer_lines(&reply).iter().any(|l| l.contains(want))
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > within {
+            bail!("{name} {rtype} never answered {want} through {server} within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn nanny_child_pid(health: SocketAddr) -> anyhow::Result<Option<u64>> {
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    Ok(body["pid"]
+        .as_u64()
+        .filter(|&pid| pid > 0 && body["childRunning"] == true))
+}
+
+#[tokio::test]
+async fn the_manifest_runs_as_a_pod_on_this_machine() -> anyhow::Result<()> {
+    let manifest = kube_dns_pod_tests::parse_objects(&std::fs::read_to_string(
+        repo_root().join("kube-dns.yaml"),
+    )?)?;
+    let all = containers(&manifest)?;
+    let work = kube_dns_test_support::tempdir("pod")?;
+
+    // The API server with the demo cluster, and the ConfigMap volume (kubelet layout) sending
+    // names outside the cluster to a fake upstream instead of this machine's resolvers.
+    let api = FakeApiServer::new();
+    api.load_yaml_file(repo_root().join("examples/cluster.yaml"))?;
+    let (api_addr, _api_task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let kubeconfig = work.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
+    let upstream = FakeUpstream::start().await?;
+    let config_dir = work.join("kube-dns-config");
+    std::fs::create_dir_all(&config_dir)?;
+    write_configmap_key(
+        &config_dir,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+
+    // kubedns
+    let mut args = expanded_args(&all["kubedns"])?;
+    set_flag(&mut args, "--config-dir", &config_dir.to_string_lossy());
+    set_flag(&mut args, "--dns-port", "0");
+    set_flag(&mut args, "--dns-bind-address", "127.0.0.1");
+    set_flag(&mut args, "--healthz-port", "0");
+    set_flag(&mut args, "--healthz-bind-address", "127.0.0.1");
+    set_flag(&mut args, "--kubecfg-file", &kubeconfig.to_string_lossy());
+    let mut env = env_of(&all["kubedns"]);
+    for (name, value) in env.iter_mut() {
+        if name == "PROMETHEUS_PORT" {
+            *value = "0".into();
+        }
+    }
+    let kubedns = ChildProcess::spawn(
+        kube_dns_test_support::workspace_binary("kube-dns")?,
+        &args,
+        env,
+    )?;
+    let kubedns_dns = kubedns.listening_addr("udp", WAIT).await?;
+    let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
+
+    // dnsmasq: the nanny with dns-cache as its child, as in the image.
+    let cache_port = free_port()?;
+    let cache = SocketAddr::from(([127, 0, 0, 1], cache_port));
+    let manifest_args = expanded_args(&all["dnsmasq"])?;
+    let split = manifest_args
+        .iter()
+        .position(|a| a == "--")
+        .context("the nanny args have no --")?;
+    let mut nanny_args = manifest_args[..split].to_vec();
+    let mut child_args = manifest_args[split + 1..].to_vec();
+    set_flag(&mut nanny_args, "-configDir", &config_dir.to_string_lossy());
+    set_flag(
+        &mut nanny_args,
+        "-serversFile",
+        &work.join("servers").to_string_lossy(),
+    );
+    set_flag(&mut nanny_args, "-healthAddress", "127.0.0.1:0");
+    set_flag(&mut nanny_args, "-kubednsServer", &kubedns_dns.to_string());
+    set_flag(
+        &mut nanny_args,
+        "-dnsmasqExec",
+        &kube_dns_test_support::workspace_binary("dns-cache")?.to_string_lossy(),
+    );
+    replace_in_args(
+        &mut child_args,
+        "127.0.0.1#10053",
+        &format!("127.0.0.1#{}", kubedns_dns.port()),
+    );
+    set_flag(&mut child_args, "--metrics-address", "127.0.0.1:0");
+    child_args.extend([
+        "-p".into(),
+        cache_port.to_string(),
+        "-a".into(),
+        "127.0.0.1".into(),
+    ]);
+    nanny_args.push("--".into());
+    nanny_args.extend(child_args);
+    let nanny = ChildProcess::spawn(
+        kube_dns_test_support::workspace_binary("dnsmasq-nanny")?,
+        &nanny_args,
+        env_of(&all["dnsmasq"]),
+    )?;
+    let nanny_health = nanny.listening_addr("http", WAIT).await?;
+
+    // sidecar
+    let mut args = expanded_args(&all["sidecar"])?;
+    replace_in_args(&mut args, "127.0.0.1:10053,", &format!("{kubedns_dns},"));
+    replace_in_args(&mut args, "127.0.0.1:53,", &format!("{cache},"));
+    replace_in_args(&mut args, ",5,", ",1,");
+    set_flag(&mut args, "--prometheus-addr", "127.0.0.1");
+    set_flag(&mut args, "--prometheus-port", "0");
+    set_flag(&mut args, "--dnsmasq-port", &cache_port.to_string());
+    set_flag(&mut args, "--dnsmasq-poll-interval-ms", "200");
+    let sidecar = ChildProcess::spawn(
+        kube_dns_test_support::workspace_binary("sidecar")?,
+        &args,
+        env_of(&all["sidecar"]),
+    )?;
+    let sidecar_http = sidecar.listening_addr("http", WAIT).await?;
+
+    // Every probe of the manifest, on the container that declares its port, turns 200.
+    let served: HashMap<u16, SocketAddr> = [
+        (8081, kubedns_http),
+        (10054, sidecar_http),
+        (10056, nanny_health),
+    ]
+    .into_iter()
+    .collect();
+    let owner_of_port: HashMap<u16, &str> =
+        [(8081, "kubedns"), (10054, "sidecar"), (10056, "dnsmasq")]
+            .into_iter()
+            .collect();
+    let mut probes = 0;
+    for (name, container) in &all {
+        for (kind, port, path) in http_probes(container) {
+            let owner = owner_of_port
+                .get(&port)
+                .with_context(|| format!("{name} {kind}: port {port} is served by no binary"))?;
+            ensure!(
+                container_ports(&all[*owner]).contains(&port),
+                "{name} {kind}: port {port} is not declared by {owner}"
+            );
+            wait_status(served[&port], &path, 200)
+                .await
+                .with_context(|| format!("{name} {kind} {path}:{port}"))?;
+            probes += 1;
+        }
+    }
+    ensure!(probes >= 5, "only {probes} probes in the manifest");
+
+    // Queries through the cache port: the cluster zone from kube-dns, the rest upstream.
+    wait_answer(
+        cache,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+        "10.96.0.1",
+        WAIT,
+    )
+    .await?;
+    wait_answer(
+        cache,
+        "web-0.web.demo.svc.cluster.local.",
+        RecordType::A,
+        "10.244.1.10",
+        WAIT,
+    )
+    .await?;
+    wait_answer(
+        cache,
+        "www.example.org.",
+        RecordType::A,
+        &UPSTREAM_ANSWER.to_string(),
+        WAIT,
+    )
+    .await?;
+    let dug = dig(cache, &["-x", "10.96.0.1", "+short"]).await?;
+    ensure!(
+        dug.contains("kubernetes.default.svc.cluster.local."),
+        "dig -x: {dug}"
+    );
+
+    // A Service created in the API answers through the cache within 2 s.
+    api.apply(
+        service("demo", "fresh")
+            .cluster_ip("10.96.7.7")
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    let took = wait_answer(
+        cache,
+        "fresh.demo.svc.cluster.local.",
+        RecordType::A,
+        "10.96.7.7",
+        Duration::from_secs(2),
+    )
+    .await?;
+    eprintln!("new Service answered through the cache after {took:?}");
+
+    // The sidecar reads the cache's statistics: max_size is the manifest's --cache-size.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http_client::get(sidecar_http, "/metrics").await?.text();
+        if metrics
+            .lines()
+            .any(|l| l == "kubedns_dnsmasq_max_size 10000")
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "max_size never 10000:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Killing dns-cache is survived: the nanny starts it again on the same port.
+    let pid = nanny_child_pid(nanny_health)
+        .await?
+        .context("the nanny reports no running child")?;
+    let status = std::process::Command::new("kill")
+        .args([format!("-{SIGKILL}"), pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill {pid}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(Some(new)) = nanny_child_pid(nanny_health).await
+            && new != pid
+        {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "dns-cache was not restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_answer(
+        cache,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+        "10.96.0.1",
+        WAIT,
+    )
+    .await?;
+    wait_status(sidecar_http, "/healthcheck/dnsmasq", 200).await?;
+
+    // SIGTERM stops every container cleanly.
+    for (name, mut process) in [
+        ("sidecar", sidecar),
+        ("dnsmasq-nanny", nanny),
+        ("kube-dns", kubedns),
+    ] {
+        process.signal(SIGTERM)?;
+        let status = process.wait_exit(WAIT).await?;
+        ensure!(status.success(), "{name} exit after SIGTERM: {status:?}");
+    }
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
