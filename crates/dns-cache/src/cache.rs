@@ -79,6 +79,11 @@ impl CacheEntry {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// NXDOMAIN, or NOERROR without answers (NODATA).
+    pub fn is_negative(&self) -> bool {
+        self.layout.rcode == 3 || (self.layout.rcode == 0 && self.layout.answer_count == 0)
+    }
 }
 
 fn flags(key: &CacheKey<'_>) -> u8 {
@@ -264,7 +269,20 @@ impl ResponseCache {
         self.len() == 0
     }
 
-    /// Drops every entry whose route `keep` rejects (after a reload changed its servers).
+    /// Drops the negative answers for names in `zone` (lower case, no dots at the ends): the
+    /// zone changed, and a name that did not exist may exist now.
+    pub fn drop_negative_in_zone(&self, zone: &str) -> usize {
+        self.retain_routes(|entry| {
+            let name = entry.name();
+            let in_zone = name == zone
+                || name
+                    .strip_suffix(zone)
+                    .is_some_and(|head| head.ends_with('.'));
+            !(in_zone && entry.is_negative())
+        })
+    }
+
+    /// Drops every entry `keep` rejects (after a reload changed its route's servers).
     pub fn retain_routes(&self, keep: impl Fn(&CacheEntry) -> bool) -> usize {
         let mut dropped = 0;
         for shard in &self.shards {

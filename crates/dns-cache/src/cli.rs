@@ -125,6 +125,9 @@ pub struct CacheConfig {
     pub metrics_address: Option<SocketAddr>,
     pub workers: usize,
     pub upstream_timeout: Duration,
+    /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
+    pub watch_soa: Vec<String>,
+    pub watch_soa_interval: Duration,
     /// Options accepted but not implemented (warned about once).
     pub ignored: Vec<String>,
 }
@@ -161,6 +164,8 @@ impl Default for CacheConfig {
             metrics_address: None,
             workers: 0,
             upstream_timeout: Duration::from_millis(1500),
+            watch_soa: Vec::new(),
+            watch_soa_interval: Duration::from_millis(250),
             ignored: Vec::new(),
         }
     }
@@ -210,6 +215,8 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("metrics-address", None, Arg::Required),
     ("workers", None, Arg::Required),
     ("version", Some('v'), Arg::None),
+    ("watch-soa", None, Arg::Required),
+    ("watch-soa-interval", None, Arg::Required),
 ];
 
 /// dnsmasq options accepted with a warning (their effect does not apply to this cache).
@@ -241,6 +248,19 @@ const IGNORED: &[(&str, Option<char>, Arg)] = &[
     ("max-tcp-connections", None, Arg::Required),
     ("auth-ttl", None, Arg::Required),
 ];
+
+/// Every option this parser knows, as `(long name, short letter, implemented)`; the options that
+/// are not implemented are accepted with a warning. For the reference documentation's check.
+pub fn known_options() -> impl Iterator<Item = (&'static str, Option<char>, bool)> {
+    OPTIONS
+        .iter()
+        .map(|(long, short, _)| (*long, *short, true))
+        .chain(
+            IGNORED
+                .iter()
+                .map(|(long, short, _)| (*long, *short, false)),
+        )
+}
 
 fn find_long(name: &str) -> Option<(&'static str, Arg, bool)> {
     OPTIONS
@@ -400,6 +420,21 @@ impl CacheConfig {
             }
             "workers" => self.workers = number(need()?)? as usize,
             "version" => self.version = true,
+            "watch-soa" => {
+                let domain = need()?
+                    .trim_matches(|c| c == '/' || c == '.')
+                    .to_ascii_lowercase();
+                if domain.is_empty() {
+                    return Err(CliError::BadValue {
+                        option: "--watch-soa".into(),
+                        reason: "needs a zone such as cluster.local".into(),
+                    });
+                }
+                self.watch_soa.push(domain);
+            }
+            "watch-soa-interval" => {
+                self.watch_soa_interval = Duration::from_millis(number(need()?)?.max(10))
+            }
             other => return Err(CliError::Unknown(format!("--{other}"))),
         }
         Ok(())

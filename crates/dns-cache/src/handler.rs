@@ -38,6 +38,8 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub coalesced: AtomicU64,
     pub stale_served: AtomicU64,
+    /// Negative answers dropped because their zone's SOA serial changed (`--watch-soa`).
+    pub negative_dropped: AtomicU64,
     pub refused_over_limit: AtomicU64,
     pub servfail: AtomicU64,
 }

@@ -276,6 +276,89 @@ impl Reloader {
     }
 }
 
+/// `--watch-soa`: asks the zone's servers for its SOA every interval; when the serial changes
+/// (kube-dns raises it with every change of its data), the negative answers cached for names in
+/// the zone are dropped, so a new Service resolves at once instead of after the negative TTL.
+async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationToken) {
+    let interval = state.config.watch_soa_interval;
+    let timeout = interval.clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(1),
+    );
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<u32> = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let servers: Vec<SocketAddr> = match state.routes.load().route_for(&zone) {
+            Some(route) => route.servers().iter().map(|s| s.addr).collect(),
+            None => Vec::new(),
+        };
+        let mut serial = None;
+        for server in servers {
+            let packet = kube_dns_core::wire::build_query(
+                rand::random(),
+                &zone,
+                kube_dns_core::wire::rtype::SOA,
+                None,
+            );
+            if let Ok(reply) = dns_transport::exchange_udp(server, &packet, timeout).await
+                && let Some(found) = soa_serial(&reply)
+            {
+                serial = Some(found);
+                break;
+            }
+        }
+        match (serial, last) {
+            (None, _) => {
+                if !failing {
+                    tracing::warn!(
+                        zone,
+                        "no server of the zone answered its SOA; negative answers expire by TTL only"
+                    );
+                    failing = true;
+                }
+            }
+            (Some(now), Some(before)) if now != before => {
+                failing = false;
+                last = Some(now);
+                let dropped = state.cache.drop_negative_in_zone(&zone);
+                state
+                    .stats
+                    .negative_dropped
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    zone,
+                    before,
+                    now,
+                    dropped,
+                    "zone serial changed; negative answers dropped"
+                );
+            }
+            (Some(now), _) => {
+                failing = false;
+                last = Some(now);
+            }
+        }
+    }
+}
+
+/// The serial of the SOA in the answer section of a reply.
+fn soa_serial(reply: &[u8]) -> Option<u32> {
+    let message = hickory_proto::op::Message::from_vec(reply).ok()?;
+    message
+        .answers
+        .iter()
+        .find_map(|record| match &record.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+}
+
 /// Sends a TXT probe with a random name through each upstream; one that comes back to us
 /// marks that upstream as looping (see `CacheHandler::loop_probe`).
 async fn detect_loops(state: Arc<CacheState>) {
@@ -379,6 +462,10 @@ pub async fn run(
     };
     if state.config.dns_loop_detect {
         tokio::spawn(detect_loops(state.clone()));
+    }
+    for zone in &state.config.watch_soa {
+        tracing::info!(zone, interval = ?state.config.watch_soa_interval, "watching the zone's SOA serial");
+        tasks.spawn(watch_soa(state.clone(), zone.clone(), shutdown.clone()));
     }
     let _ = ready.send(reloader);
     shutdown.cancelled().await;

@@ -72,6 +72,12 @@ pub fn render(state: &CacheState) -> String {
     );
     counter(
         &mut out,
+        "dnscache_negative_dropped_total",
+        "Negative answers dropped because their zone's SOA serial changed (--watch-soa).",
+        s.negative_dropped.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
         "dnscache_refused_over_limit_total",
         "Queries refused over --dns-forward-max.",
         s.refused_over_limit.load(Ordering::Relaxed),

@@ -127,6 +127,63 @@ async fn negative_caching_follows_the_soa_and_no_negcache() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn a_new_zone_serial_drops_the_zones_negative_answers() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_rule("cluster.test", Rule::Soa { serial: 1 });
+    let nx = Rule::NxDomain {
+        soa_ttl: 300,
+        minimum: 300,
+    };
+    upstream.set_rule("new.ns.svc.cluster.test", nx.clone());
+    upstream.set_rule("nx.elsewhere.test", nx);
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--watch-soa=cluster.test".into(),
+        "--watch-soa-interval=50".into(),
+    ])
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for name in ["new.ns.svc.cluster.test.", "nx.elsewhere.test."] {
+        let reply = query_udp(cache.udp, name, RecordType::A).await?;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    }
+    // The name comes into existence; the cached NXDOMAIN hides it while the serial stays.
+    upstream.set_rule(
+        "new.ns.svc.cluster.test",
+        Rule::Answer {
+            ips: vec![IpAddr::from([10, 96, 7, 7])],
+            ttl: 30,
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = query_udp(cache.udp, "new.ns.svc.cluster.test.", RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(upstream.queries_for("new.ns.svc.cluster.test"), 1);
+    // The zone's serial moves: its negative answers go, other zones' stay.
+    upstream.set_rule("cluster.test", Rule::Soa { serial: 2 });
+    let started = Instant::now();
+    loop {
+        let reply = query_udp(cache.udp, "new.ns.svc.cluster.test.", RecordType::A).await?;
+        if has_a(&reply, "10.96.7.7") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still NXDOMAIN after the serial changed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    query_udp(cache.udp, "nx.elsewhere.test.", RecordType::A).await?;
+    assert_eq!(
+        upstream.queries_for("nx.elsewhere.test"),
+        1,
+        "other zones keep theirs"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn identical_concurrent_queries_are_coalesced() -> anyhow::Result<()> {
     let upstream = FakeUpstream::start().await?;
     upstream.set_rule(

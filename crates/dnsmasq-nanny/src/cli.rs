@@ -123,6 +123,12 @@ const FLAGS: &[(&str, Kind)] = &[
     ("exitWithChild", Kind::Bool),
 ];
 
+/// Every flag this parser knows (klog's last). For the reference
+/// documentation's check.
+pub fn known_flags() -> impl Iterator<Item = &'static str> {
+    FLAGS.iter().chain(KLOG_FLAGS).map(|(name, _)| *name)
+}
+
 fn kind_of(name: &str) -> Option<Kind> {
     FLAGS
         .iter()

@@ -576,3 +576,22 @@ impl SnapshotBuilder {
         records
     }
 }
+
+/// The SOA serial of the next published snapshot: the Unix time in seconds, but always above the
+/// previous serial, so every change of the data changes the serial even within one second
+/// (`dns-cache --watch-soa` drops negative answers when it sees the serial move).
+pub fn next_serial(previous: u32, now_secs: u32) -> u32 {
+    now_secs.max(previous.wrapping_add(1))
+}
+
+#[cfg(test)]
+mod serial_tests {
+    use super::next_serial;
+
+    #[test]
+    fn serials_follow_the_clock_and_always_rise() {
+        assert_eq!(next_serial(1, 1_700_000_000), 1_700_000_000);
+        assert_eq!(next_serial(1_700_000_000, 1_700_000_000), 1_700_000_001);
+        assert_eq!(next_serial(1_700_000_005, 1_700_000_001), 1_700_000_006);
+    }
+}

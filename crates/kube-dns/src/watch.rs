@@ -83,9 +83,10 @@ enum Change<T> {
 impl Watches {
     /// Publishes the builder's current state.
     fn publish(&self, builder: &SnapshotBuilder) {
-        let serial = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_secs() as u32);
+        let serial = kube_dns_core::snapshot::next_serial(self.state.snapshot.load().serial, now);
         let snapshot = builder.snapshot(serial, self.sync.all_synced());
         self.state
             .metrics
@@ -109,6 +110,10 @@ impl Watches {
     ) where
         K: kube::Resource + Clone,
     {
+        // Export this resource's counters at zero from the start (dashboards see the series).
+        let metrics = &self.state.metrics;
+        metrics.watch_restarts.with_label_values(&[resource]);
+        metrics.objects_skipped.with_label_values(&[resource]);
         let mut stream = std::pin::pin!(stream);
         let mut relists = 0u64;
         loop {

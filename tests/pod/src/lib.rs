@@ -134,6 +134,45 @@ pub fn container_ports(container: &Value) -> Vec<u16> {
         .unwrap_or_default()
 }
 
+/// The first-cell backticked names of the table rows under `## <binary>` / `### <part>` in
+/// docs/reference.md: flags (`--x`, `-x`), endpoints (`/x`) or metric names.
+pub fn reference_entries(binary: &str, part: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo_root().join("docs/reference.md"))?;
+    let mut in_binary = false;
+    let mut in_part = false;
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            in_binary = title.trim() == format!("`{binary}`");
+            in_part = false;
+        } else if let Some(title) = line.strip_prefix("### ") {
+            in_part = in_binary && title.trim() == part;
+        } else if in_part && line.starts_with("| ") && !line.starts_with("| ---") {
+            let first = line.split('|').nth(1).unwrap_or("");
+            let mut rest = first;
+            while let Some(start) = rest.find('`') {
+                let after = &rest[start + 1..];
+                let Some(end) = after.find('`') else { break };
+                entries.push(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+        }
+    }
+    if entries.is_empty() {
+        bail!("docs/reference.md has no entries under `{binary}` / {part}");
+    }
+    Ok(entries)
+}
+
+/// The metric family names of a Prometheus text exposition (`# TYPE` lines).
+pub fn metric_families(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

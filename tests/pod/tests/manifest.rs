@@ -257,6 +257,11 @@ fn every_container_arg_is_accepted_by_its_binary() -> anyhow::Result<()> {
     let cache = dns_cache::cli::CacheConfig::parse_args(nanny.child_args.clone())
         .map_err(|e| anyhow::anyhow!("dns-cache args {:?}: {e}", nanny.child_args))?;
     ensure!(cache.cache_size == 10000, "cache size {}", cache.cache_size);
+    ensure!(
+        cache.watch_soa == ["cluster.local"],
+        "{:?}",
+        cache.watch_soa
+    );
 
     let sidecar = sidecar::cli::Cli::parse_args(
         std::iter::once("sidecar".to_owned()).chain(expanded_args(&all["sidecar"])?),

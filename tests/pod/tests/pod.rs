@@ -4,13 +4,16 @@
 //! API server loaded with the demo cluster. Every probe of the manifest is called on the
 //! container that declares its port.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use hickory_proto::rr::RecordType;
-use kube_dns_pod_tests::{container_ports, containers, expanded_args, http_probes, repo_root};
+use kube_dns_pod_tests::{
+    container_ports, containers, expanded_args, http_probes, metric_families, reference_entries,
+    repo_root,
+};
 use kube_dns_test_support::dns_client::{answer_lines, dig, query_udp};
 use kube_dns_test_support::fake_upstream::{FakeUpstream, UPSTREAM_ANSWER};
 use kube_dns_test_support::objects::service;
@@ -271,7 +274,13 @@ async fn the_manifest_runs_as_a_pod_on_this_machine() -> anyhow::Result<()> {
         "dig -x: {dug}"
     );
 
-    // A Service created in the API answers through the cache within 2 s.
+    // A Service created in the API answers through the cache within 2 s, even though a client
+    // asked for it just before and the cache holds that NXDOMAIN (negative caching is on).
+    let before = query_udp(cache, "fresh.demo.svc.cluster.local.", RecordType::A).await?;
+    ensure!(
+        before.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain,
+        "{before:?}"
+    );
     api.apply(
         service("demo", "fresh")
             .cluster_ip("10.96.7.7")
@@ -303,6 +312,39 @@ async fn the_manifest_runs_as_a_pod_on_this_machine() -> anyhow::Result<()> {
             "max_size never 10000:\n{metrics}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // docs/reference.md lists exactly the endpoints and metric families of the running binaries.
+    let kubedns_metrics = kubedns.listening_addr("metrics", WAIT).await?;
+    ensure!(http_client::get(kubedns_metrics, "/metrics").await?.status == 200);
+    let cache_metrics = nanny.listening_addr("metrics", WAIT).await?;
+    for (binary, addr) in [
+        ("kube-dns", kubedns_http),
+        ("dns-cache", cache_metrics),
+        ("dnsmasq-nanny", nanny_health),
+        ("sidecar", sidecar_http),
+    ] {
+        for path in reference_entries(binary, "Endpoints")? {
+            let path = path.replace("<label>", "kubedns");
+            let status = http_client::get(addr, &path).await?.status;
+            ensure!(status != 404, "{binary}: documented {path} is not served");
+        }
+        let text = http_client::get(addr, "/metrics").await?.text();
+        let exported: BTreeSet<String> = metric_families(&text)
+            .into_iter()
+            .map(|f| {
+                f.replace("kubedns_probe_kubedns_", "kubedns_probe_<label>_")
+                    .replace("kubedns_probe_dnsmasq_", "kubedns_probe_<label>_")
+            })
+            .collect();
+        let documented: BTreeSet<String> =
+            reference_entries(binary, "Metrics")?.into_iter().collect();
+        let undocumented: Vec<&String> = exported.difference(&documented).collect();
+        let absent: Vec<&String> = documented.difference(&exported).collect();
+        ensure!(
+            undocumented.is_empty() && absent.is_empty(),
+            "{binary}: exported but not in docs/reference.md: {undocumented:?}; documented but not exported: {absent:?}"
+        );
     }
 
     // Killing dns-cache is survived: the nanny starts it again on the same port.

@@ -42,6 +42,10 @@ pub enum Rule {
         soa_ttl: u32,
         minimum: u32,
     },
+    /// An SOA record for the asked name in the answer section, with this serial.
+    Soa {
+        serial: u32,
+    },
     ServFail,
     Refused,
     /// No reply at all.
@@ -338,6 +342,15 @@ fn build(query: &Message, rule: &Rule) -> Option<Vec<u8>> {
         }
         Rule::NoData { soa_ttl, minimum } => {
             reply.add_authority(soa(*soa_ttl, *minimum));
+        }
+        Rule::Soa { serial } => {
+            let mname = Name::from_ascii("ns.example.").unwrap_or_else(|_| Name::root());
+            let rname = Name::from_ascii("hostmaster.example.").unwrap_or_else(|_| Name::root());
+            reply.add_answer(Record::from_rdata(
+                owner,
+                30,
+                RData::SOA(SOA::new(mname, rname, *serial, 3600, 600, 86400, 30)),
+            ));
         }
         Rule::ServFail => reply.metadata.response_code = ResponseCode::ServFail,
         Rule::Refused => reply.metadata.response_code = ResponseCode::Refused,
