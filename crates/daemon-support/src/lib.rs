@@ -78,3 +78,58 @@ pub async fn cancel_on_signal(shutdown: CancellationToken, then: &'static str) {
     }
     shutdown.cancel();
 }
+
+/// Parses a pflag-style command line (`_` equals `-`, single-dash long flags accepted) into a
+/// clap parser, then applies `check`; errors carry clap's message, which names the flag.
+pub fn parse_pflag_args<T, I, S>(
+    args: I,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, clap::Error>
+where
+    T: clap::Parser,
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let parsed = T::try_parse_from(kube_dns_core::go_flags::normalize_pflag_args(args))?;
+    check(&parsed).map_err(|message| {
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("{message}\n"),
+        )
+    })?;
+    Ok(parsed)
+}
+
+/// Prints a rejected command line's message; help exits 0, anything else [`EXIT_USAGE`].
+pub fn usage_exit(error: &clap::Error) -> std::process::ExitCode {
+    let code = match error.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+        _ => EXIT_USAGE,
+    };
+    let _ = error.print();
+    std::process::ExitCode::from(code)
+}
+
+/// The Content-Type of the Prometheus text exposition.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A Prometheus text response.
+pub fn metrics_response(text: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown`; `what` names the server in the error log.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "{what} server failed");
+    }
+}

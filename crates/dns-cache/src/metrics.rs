@@ -7,8 +7,6 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -158,22 +156,10 @@ pub async fn serve(listener: TcpListener, state: Arc<CacheState>, shutdown: Canc
         .route(
             "/metrics",
             get(|State(state): State<Arc<CacheState>>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    render(&state),
-                )
-                    .into_response()
+                daemon_support::metrics_response(render(&state))
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "metrics server failed");
-    }
+    daemon_support::serve_http(listener, router, shutdown, "metrics").await;
 }

@@ -313,14 +313,9 @@ async fn serve_health(
                     status.config_errors.load(Ordering::Relaxed),
                     u8::from(status.running.load(Ordering::Relaxed)),
                 );
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+                daemon_support::metrics_response(text)
             }),
         )
         .with_state(status);
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "health server failed");
-    }
+    daemon_support::serve_http(listener, router, shutdown, "health").await;
 }

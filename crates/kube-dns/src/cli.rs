@@ -139,14 +139,7 @@ impl Cli {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let cli = Cli::try_parse_from(normalize_pflag_args(args))?;
-        cli.check().map_err(|message| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("{message}\n"),
-            )
-        })?;
-        Ok(cli)
+        daemon_support::parse_pflag_args(args, Cli::check)
     }
 
     fn check(&self) -> Result<(), String> {

@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube_dns_core::snapshot::ServiceRecordsKind;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::state::ServerState;
 
@@ -50,14 +48,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         .endpoints
         .set(snapshot.endpoint_count() as i64);
     state.metrics.ready.set(i64::from(state.is_ready()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    daemon_support::metrics_response(state.metrics.render())
 }
 
 /// A JSON dump of the published snapshot (the legacy tree shape is not kept).
@@ -109,14 +100,4 @@ async fn cache(State(state): State<Arc<ServerState>>) -> Response {
         serde_json::to_string_pretty(&body).unwrap_or_default(),
     )
         .into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "HTTP server failed");
-    }
 }

@@ -207,11 +207,21 @@ pub async fn run(
     let router = http::router(state.clone(), &env.path);
     let http_listener = to_tokio(listeners.http)?;
     tracing::info!("listening on http {}", local(&http_listener));
-    tasks.spawn(http::serve(http_listener, router.clone(), stop.clone()));
+    tasks.spawn(daemon_support::serve_http(
+        http_listener,
+        router.clone(),
+        stop.clone(),
+        "HTTP",
+    ));
     if let Some(listener) = listeners.metrics {
         let listener = to_tokio(listener)?;
         tracing::info!("listening on metrics {}", local(&listener));
-        tasks.spawn(http::serve(listener, router, stop.clone()));
+        tasks.spawn(daemon_support::serve_http(
+            listener,
+            router,
+            stop.clone(),
+            "metrics",
+        ));
     }
 
     let handler = Arc::new(server::DnsHandler {

@@ -10,14 +10,7 @@ use daemon_support::EXIT_USAGE;
 fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args()) {
         Ok(cli) => cli,
-        Err(error) => {
-            let code = match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => EXIT_USAGE,
-            };
-            let _ = error.print();
-            return ExitCode::from(code);
-        }
+        Err(error) => return daemon_support::usage_exit(&error),
     };
     if let Some(version) = &cli.version {
         let version_text = env!("CARGO_PKG_VERSION");

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use kube_dns_core::go_flags::normalize_pflag_args;
 
 use crate::probe::ProbeSpec;
 
@@ -53,14 +52,7 @@ impl Cli {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let cli = Cli::try_parse_from(normalize_pflag_args(args))?;
-        cli.check().map_err(|message| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("{message}\n"),
-            )
-        })?;
-        Ok(cli)
+        daemon_support::parse_pflag_args(args, Cli::check)
     }
 
     fn check(&self) -> Result<(), String> {

@@ -11,8 +11,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::probe::{Probe, ProbeStatus};
@@ -81,14 +79,7 @@ async fn healthz() -> String {
 }
 
 async fn metrics_text(State(state): State<Arc<HttpState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    daemon_support::metrics_response(state.metrics.render())
 }
 
 /// `time.Time.String()` in UTC: `2006-01-02 15:04:05.999999999 +0000 UTC`.
@@ -125,16 +116,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
-}
-
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "HTTP server failed");
-    }
 }
 
 #[cfg(test)]

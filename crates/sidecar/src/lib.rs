@@ -61,7 +61,7 @@ pub async fn run(
     }
     tracing::info!("listening on http {}", listener.local_addr()?);
     let router = http::router(&probes, metrics, &cli.prometheus_path);
-    http::serve(listener, router, shutdown.clone()).await;
+    daemon_support::serve_http(listener, router, shutdown.clone(), "HTTP").await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -5,19 +5,10 @@ use std::process::ExitCode;
 use sidecar::cli::Cli;
 use tokio_util::sync::CancellationToken;
 
-use daemon_support::EXIT_USAGE;
-
 fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args()) {
         Ok(cli) => cli,
-        Err(error) => {
-            let code = match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => EXIT_USAGE,
-            };
-            let _ = error.print();
-            return ExitCode::from(code);
-        }
+        Err(error) => return daemon_support::usage_exit(&error),
     };
     if cli.version.as_deref().is_some_and(|v| v != "false") {
         println!("Kube-DNS {}", env!("CARGO_PKG_VERSION"));
