@@ -276,6 +276,9 @@ impl Reloader {
     }
 }
 
+/// How long the zone's servers may fail to answer its SOA before `--watch-soa` says so.
+const SOA_WATCH_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `--watch-soa`: asks the zone's servers for its SOA every interval; when the serial changes
 /// (kube-dns raises it with every change of its data), the negative answers cached for names in
 /// the zone are dropped, so a new Service resolves at once instead of after the negative TTL.
@@ -288,7 +291,10 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<u32> = None;
-    let mut failing = false;
+    // Reported once the zone's servers have not answered for a while: at pod start kube-dns
+    // answers SERVFAIL until its first sync, which is no news.
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut reported = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -313,18 +319,25 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
                 break;
             }
         }
+        if serial.is_some() {
+            if reported {
+                tracing::info!(zone, "the zone's SOA answers again");
+            }
+            failing_since = None;
+            reported = false;
+        }
         match (serial, last) {
             (None, _) => {
-                if !failing {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if !reported && since.elapsed() >= SOA_WATCH_QUIET {
                     tracing::warn!(
                         zone,
-                        "no server of the zone answered its SOA; negative answers expire by TTL only"
+                        "no server of the zone has answered its SOA for {SOA_WATCH_QUIET:?}; its negative answers expire by TTL only"
                     );
-                    failing = true;
+                    reported = true;
                 }
             }
             (Some(now), Some(before)) if now != before => {
-                failing = false;
                 last = Some(now);
                 let dropped = state.cache.drop_negative_in_zone(&zone);
                 state
@@ -339,10 +352,7 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
                     "zone serial changed; negative answers dropped"
                 );
             }
-            (Some(now), _) => {
-                failing = false;
-                last = Some(now);
-            }
+            (Some(now), _) => last = Some(now),
         }
     }
 }
