@@ -141,12 +141,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    let endpoints_kind = if cli.watch_endpoints {
-        "endpoints"
-    } else {
-        "endpointslices"
-    };
-    let mut kinds = vec!["services", endpoints_kind];
+    let mut kinds = vec!["services", watch::ENDPOINTS];
     if cli.pods == kube_dns_core::PodsMode::Verified {
         kinds.push("pods");
     }
@@ -157,11 +152,11 @@ pub async fn run(
         sync: Arc::new(SyncTracker::new(&kinds)),
     };
     tasks.spawn(watches.clone().services(stop.clone()));
-    if cli.watch_endpoints {
-        tasks.spawn(watches.clone().endpoints(stop.clone()));
-    } else {
-        tasks.spawn(watches.clone().endpoint_slices(stop.clone()));
-    }
+    tasks.spawn(
+        watches
+            .clone()
+            .endpoints_any(cli.watch_endpoints, stop.clone()),
+    );
     if cli.pods == kube_dns_core::PodsMode::Verified {
         tasks.spawn(watches.clone().pods(stop.clone()));
     }

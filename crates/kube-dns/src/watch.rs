@@ -39,7 +39,13 @@ impl SyncTracker {
         }
     }
 
+    /// Marks a resource synced; EndpointSlices and core Endpoints both sync the `endpoints` kind.
     fn mark(&self, kind: &str) {
+        let kind = if kind == ENDPOINTSLICES {
+            ENDPOINTS
+        } else {
+            kind
+        };
         for (name, flag) in &self.kinds {
             if *name == kind {
                 flag.store(true, Ordering::Relaxed);
@@ -60,6 +66,35 @@ impl SyncTracker {
             .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
             .map(|(name, _)| *name)
             .collect()
+    }
+}
+
+/// The sync kind of endpoint data, whichever resource carries it.
+pub const ENDPOINTS: &str = "endpoints";
+const ENDPOINTSLICES: &str = "endpointslices";
+
+/// Whether the API server serves EndpointSlices to us: asks until it gets an answer (the API
+/// may be down at start); `false` on 403 or 404, with the reason logged.
+async fn endpoint_slices_served(client: &Client) -> bool {
+    let api = Api::<EndpointSlice>::all(client.clone());
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
+                tracing::warn!(
+                    code = status.code,
+                    message = %status.message,
+                    "cannot list EndpointSlices; watching core/v1 Endpoints instead (grant list/watch on discovery.k8s.io endpointslices to use them)"
+                );
+                return false;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot ask for EndpointSlices yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
     }
 }
 
@@ -215,6 +250,24 @@ impl Watches {
             shutdown,
         )
         .await;
+    }
+
+    /// Watches EndpointSlices, or core/v1 Endpoints when `--watch-endpoints` says so or when the
+    /// API server refuses EndpointSlices: 403 (a legacy kube-dns ClusterRole grants only
+    /// `endpoints` and `services`, so swapping only the images keeps working) or 404 (clusters
+    /// before discovery.k8s.io/v1).
+    pub async fn endpoints_any(self, forced: bool, shutdown: CancellationToken) {
+        let slices = !forced && {
+            tokio::select! {
+                allowed = endpoint_slices_served(&self.client) => allowed,
+                _ = shutdown.cancelled() => return,
+            }
+        };
+        if slices {
+            self.endpoint_slices(shutdown).await;
+        } else {
+            self.endpoints(shutdown).await;
+        }
     }
 
     pub async fn endpoint_slices(self, shutdown: CancellationToken) {

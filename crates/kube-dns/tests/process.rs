@@ -714,6 +714,54 @@ async fn legacy_endpoints_mode_and_verified_pods() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_legacy_cluster_role_without_endpointslices_falls_back_to_endpoints() -> anyhow::Result<()>
+{
+    // The bootstrap system:kube-dns ClusterRole of a 1.14.13 installation grants services and
+    // endpoints only: swapping the image alone must keep DNS working.
+    let api = FakeApiServer::new();
+    api.forbid("endpointslices");
+    api.apply(
+        service("default", "old")
+            .headless()
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    api.apply(
+        kube_dns_test_support::objects::endpoints("default", "old")
+            .address("10.8.0.1", Some("a"))
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    kd.process
+        .wait_for_line("watching core/v1 Endpoints instead", WAIT)
+        .await?;
+    let reply = query_udp(kd.udp, "old.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(
+        answer_lines(&reply),
+        vec!["old.default.svc.cluster.local. 30 IN A 10.8.0.1"]
+    );
+    // Changes keep arriving through the Endpoints watch.
+    api.apply(
+        kube_dns_test_support::objects::endpoints("default", "old")
+            .address("10.8.0.9", Some("b"))
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    eventually(
+        kd.udp,
+        "old.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |m| has_a(m, "10.8.0.9"),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn objects_with_odd_fields_are_skipped_with_a_log_line() -> anyhow::Result<()> {
     let (api, api_addr) = start_api().await?;
     let kd = start_kube_dns(api_addr, &[], &[]).await?;

@@ -188,6 +188,8 @@ struct Inner {
     control: broadcast::Sender<Control>,
     fail_lists: AtomicU32,
     unavailable: AtomicBool,
+    /// Resource plurals answered 403 Forbidden (RBAC that does not grant them).
+    forbidden: Mutex<Vec<String>>,
 }
 
 /// A fake Kubernetes API server. Clones share one store.
@@ -245,6 +247,7 @@ impl FakeApiServer {
                 control,
                 fail_lists: AtomicU32::new(0),
                 unavailable: AtomicBool::new(false),
+                forbidden: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -410,6 +413,16 @@ impl FakeApiServer {
     /// [`drop_streams`](Self::drop_streams) to simulate an outage.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.inner.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Answers every request for `plural` (`endpointslices`, ...) with 403 Forbidden, as the API
+    /// server does when RBAC does not grant it.
+    pub fn forbid(&self, plural: &str) {
+        self.inner
+            .forbidden
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(plural.to_owned());
     }
 
     /// Drops all retained watch history: a watch from any older resourceVersion gets 410.
@@ -697,6 +710,24 @@ async fn handle(
     let Some(resource) = resource else {
         return not_found(uri.path());
     };
+    let forbidden = fake
+        .inner
+        .forbidden
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|p| p == resource.plural());
+    if forbidden {
+        return status_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: User \"system:serviceaccount:kube-system:kube-dns\" cannot list resource \"{}\"",
+                resource.plural(),
+                resource.plural()
+            ),
+        );
+    }
     match (name, method) {
         (None, Method::GET) => {
             let filter = match Filter::from_query(namespace, &query) {
