@@ -459,12 +459,14 @@ pub async fn run(
         }
         tasks.spawn(metrics::serve(listener, state.clone(), shutdown.clone()));
     }
-    let udp = dns_transport::UdpWorkers::start(
+    // Misses are most of a cache's work: each UDP thread forwards them on its own event loop.
+    let udp = dns_transport::UdpWorkers::start_with(
         listeners.udp,
         handler,
         tokio::runtime::Handle::current(),
         MAX_SLOW_PER_SOCKET,
         "cache",
+        dns_transport::UdpMode::EventLoop,
     )
     .map_err(|e| RunError::Config(format!("cannot start a UDP thread: {e}")))?;
     let reloader = Reloader {

@@ -1,10 +1,13 @@
 //! DNS listeners shared by `kube-dns` and `dns-cache`.
 //!
-//! Each UDP socket (SO_REUSEPORT, several bound to one port) is served by its own OS thread:
-//! blocking `recv_from`, a synchronous [`PacketHandler::fast`] path writing into a reused buffer,
-//! `send_to`. Queries that need the network go to [`PacketHandler::slow`] on the tokio runtime,
-//! at most `max_slow` at a time per socket, so memory stays bounded under load. TCP follows
-//! RFC 7766: one task per connection, length-prefixed messages answered in order.
+//! Each UDP socket (SO_REUSEPORT, several bound to one port) is served by its own OS thread: a
+//! synchronous [`PacketHandler::fast`] path writing into a reused buffer and `send_to`. Queries
+//! that need the network go to [`PacketHandler::slow`], at most `max_slow` at a time per socket,
+//! so memory stays bounded under load. In [`UdpMode::Blocking`] the thread blocks in `recv_from`
+//! and the slow path runs on the shared tokio runtime; in [`UdpMode::EventLoop`] the thread runs
+//! its own single-threaded runtime and the slow path runs there, on the thread that received the
+//! query. TCP follows RFC 7766: one task per connection, length-prefixed messages answered in
+//! order.
 
 use std::future::Future;
 use std::io;
@@ -116,15 +119,29 @@ pub fn default_workers(requested: usize) -> usize {
     }
 }
 
+/// How a UDP worker thread waits for packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpMode {
+    /// Blocking `recv_from`; the slow path runs on the shared tokio runtime. The cheapest hit
+    /// path, for servers whose slow path is rare (kube-dns).
+    Blocking,
+    /// Each thread runs its own single-threaded event loop: the slow path runs on the thread that
+    /// received the query, so a forwarded query wakes one thread twice (query, upstream reply)
+    /// instead of handing off to another (dns-cache's misses).
+    EventLoop,
+}
+
 /// UDP worker threads; stopping sets the flag and joins them.
 #[derive(Debug)]
 pub struct UdpWorkers {
     stop: Arc<AtomicBool>,
+    /// Wakes the event-loop threads, which sleep in epoll rather than a timed receive.
+    cancel: CancellationToken,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl UdpWorkers {
-    /// Starts one thread per socket.
+    /// Starts one blocking thread per socket ([`UdpMode::Blocking`]).
     pub fn start<H: PacketHandler>(
         sockets: Vec<UdpSocket>,
         handler: Arc<H>,
@@ -132,22 +149,52 @@ impl UdpWorkers {
         max_slow: usize,
         name: &str,
     ) -> io::Result<Self> {
+        Self::start_with(sockets, handler, runtime, max_slow, name, UdpMode::Blocking)
+    }
+
+    /// Starts one thread per socket in `mode`.
+    pub fn start_with<H: PacketHandler>(
+        sockets: Vec<UdpSocket>,
+        handler: Arc<H>,
+        runtime: tokio::runtime::Handle,
+        max_slow: usize,
+        name: &str,
+        mode: UdpMode,
+    ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
         let mut threads = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
-            let (handler, runtime, stop) = (handler.clone(), runtime.clone(), stop.clone());
+            let (handler, runtime, stop, cancel) = (
+                handler.clone(),
+                runtime.clone(),
+                stop.clone(),
+                cancel.clone(),
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("{name}-udp-{index}"))
-                    .spawn(move || serve_udp_blocking(socket, handler, runtime, stop, max_slow))?,
+                    .spawn(move || match mode {
+                        UdpMode::Blocking => {
+                            serve_udp_blocking(socket, handler, runtime, stop, max_slow)
+                        }
+                        UdpMode::EventLoop => {
+                            serve_udp_event_loop(socket, handler, cancel, max_slow)
+                        }
+                    })?,
             );
         }
-        Ok(UdpWorkers { stop, threads })
+        Ok(UdpWorkers {
+            stop,
+            cancel,
+            threads,
+        })
     }
 
     /// Stops the threads (within one poll interval) and waits for them.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
         for thread in self.threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -205,6 +252,102 @@ fn serve_udp_blocking<H: PacketHandler>(
                 });
             }
         }
+    }
+}
+
+fn serve_udp_event_loop<H: PacketHandler>(
+    socket: UdpSocket,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+    max_slow: usize,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a UDP event loop");
+            return;
+        }
+    };
+    let socket = match socket
+        .set_read_timeout(None)
+        .and_then(|()| socket.set_nonblocking(true))
+        .and_then(|()| {
+            let _guard = runtime.enter();
+            tokio::net::UdpSocket::from_std(socket)
+        }) {
+        Ok(socket) => std::rc::Rc::new(socket),
+        Err(error) => {
+            tracing::error!(%error, "cannot register the UDP socket");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = receive_loop(socket, handler, max_slow) => {}
+        }
+    });
+}
+
+/// Waits for packets and answers them; misses run as local tasks on this thread.
+async fn receive_loop<H: PacketHandler>(
+    socket: std::rc::Rc<tokio::net::UdpSocket>,
+    handler: Arc<H>,
+    max_slow: usize,
+) {
+    let slow = Arc::new(Semaphore::new(max_slow.max(1)));
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        if let Err(error) = socket.readable().await {
+            tracing::warn!(%error, "UDP socket not readable");
+            continue;
+        }
+        // Drain what is queued before waiting again.
+        loop {
+            let (len, peer) = match socket.try_recv_from(&mut buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::warn!(%error, "UDP receive failed");
+                    break;
+                }
+            };
+            let packet = &buf[..len];
+            match handler.fast(packet, Transport::Udp, peer, &mut out) {
+                Fast::Reply => try_send_udp(&socket, &out, peer),
+                Fast::Drop => {}
+                Fast::Slow => {
+                    let Ok(permit) = slow.clone().try_acquire_owned() else {
+                        if handler.overloaded(packet, &mut out) {
+                            try_send_udp(&socket, &out, peer);
+                        }
+                        continue;
+                    };
+                    let packet = packet.to_vec();
+                    let (socket, handler) = (socket.clone(), handler.clone());
+                    tokio::task::spawn_local(async move {
+                        if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await
+                            && let Err(error) = socket.send_to(&reply, peer).await
+                        {
+                            tracing::debug!(%error, %peer, "UDP send failed");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn try_send_udp(socket: &tokio::net::UdpSocket, reply: &[u8], peer: SocketAddr) {
+    if let Err(error) = socket.try_send_to(reply, peer) {
+        tracing::debug!(%error, %peer, "UDP send failed");
     }
 }
 
