@@ -1118,6 +1118,11 @@ def summarise(results, work):
     alines.append("CPUs seen running mid-run: " + ", ".join(f"{k} {sorted(v)}" for k, v in placements.items()))
 
     text = "\n".join(lines) + "\n\n" + "\n".join(tlines) + "\n\n" + "\n".join(alines) + "\n"
+    write_results(work, results, targets, text)
+
+
+def write_results(work, results, targets, text):
+    """Stores the verdicts in the results, writes results.md and results.json, prints the tables."""
     results["targets"] = targets
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(text)
@@ -1126,9 +1131,10 @@ def summarise(results, work):
     print(text)
 
 
-if __name__ == "__main__":
+def entry(main, summarise):
+    """A driver's command line: `--summarise DIR/results.json` re-renders the tables of an earlier
+    run; otherwise `main()` runs, and Ctrl-C exits 130."""
     if len(sys.argv) == 3 and sys.argv[1] == "--summarise":
-        # Re-render the tables of an earlier run: bench.py --summarise DIR/results.json
         with open(sys.argv[2]) as f:
             summarise(json.load(f), os.path.dirname(os.path.abspath(sys.argv[2])))
         sys.exit(0)
@@ -1137,3 +1143,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt as e:
         log(f"interrupted: {e}")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry(main, summarise)

@@ -22,7 +22,8 @@ for tool in dnsperf nsd knotd python3 taskset; do
     }
 done
 [ "$(nproc)" -ge 2 ] || { echo "run.sh: needs at least 2 CPUs (server on CPU 1, dnsperf on CPU 0)" >&2; exit 1; }
-CPUSET_ROOT=/sys/fs/cgroup/cpuset
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 [ -w "$CPUSET_ROOT" ] || { echo "run.sh: needs a writable cgroup-v1 cpuset hierarchy at $CPUSET_ROOT (run as root)" >&2; exit 1; }
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
@@ -53,17 +54,7 @@ cleanup() {
             kill -TERM -- "-$pid" 2>/dev/null || true
         done <"$WORK/pids"
     fi
-    if [ -d "$CGROUP" ]; then
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            [ -s "$CGROUP/cgroup.procs" ] || break
-            sleep 0.3
-        done
-        while read -r pid; do
-            kill -KILL "$pid" 2>/dev/null || true
-        done <"$CGROUP/cgroup.procs"
-        sleep 0.2
-        rmdir "$CGROUP" 2>/dev/null || echo "run.sh: could not remove $CGROUP" >&2
-    fi
+    remove_cgroup "$CGROUP"
     for f in results.json results.md bench.log; do
         [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/" || true
     done
@@ -78,9 +69,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir "$CGROUP"
-echo 1 >"$CGROUP/cpuset.cpus"
-cat "$CPUSET_ROOT/cpuset.mems" >"$CGROUP/cpuset.mems"
+make_cpuset_cgroup "$CGROUP" 1
 
 # Private copies, so a rebuild while the benchmark runs cannot swap the binaries under it.
 mkdir -p "$WORK/bin"

@@ -916,21 +916,8 @@ def summarise(results, work):
     pl.append(f"Whole run: {fmt(results.get('elapsed_s'), '.0f')} s; runs repeated for foreign load: "
               f"{results['params']['max_retries'] - results.get('retries_left', 0)}")
     text = "\n".join(L) + "\n" + "\n".join(tl) + "\n\n" + "\n".join(pl) + "\n"
-    results["targets"] = targets
-    with open(os.path.join(work, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    print(text)
+    B.write_results(work, results, targets, text)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--summarise":
-        with open(sys.argv[2]) as f:
-            summarise(json.load(f), os.path.dirname(os.path.abspath(sys.argv[2])))
-        sys.exit(0)
-    try:
-        main()
-    except KeyboardInterrupt as e:
-        log(f"interrupted: {e}")
-        sys.exit(130)
+    B.entry(main, summarise)

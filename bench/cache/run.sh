@@ -33,7 +33,8 @@ done
     exit 1
 }
 [ "$(nproc)" -ge 2 ] || { echo "run.sh: needs at least 2 CPUs (forwarder on CPU 1, dnsperf and Knot on CPU 0)" >&2; exit 1; }
-CPUSET_ROOT=/sys/fs/cgroup/cpuset
+# shellcheck source=bench/lib.sh
+. "$HERE/../lib.sh"
 [ -w "$CPUSET_ROOT" ] || { echo "run.sh: needs a writable cgroup-v1 cpuset hierarchy at $CPUSET_ROOT (run as root)" >&2; exit 1; }
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
@@ -47,19 +48,6 @@ mkdir -p "$OUT"
 CG_SRV="$CPUSET_ROOT/dns-cache-bench-$$-srv"
 CG_UP="$CPUSET_ROOT/dns-cache-bench-$$-up"
 
-remove_cgroup() {
-    local cg=$1
-    [ -d "$cg" ] || return 0
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        [ -s "$cg/cgroup.procs" ] || break
-        sleep 0.3
-    done
-    while read -r pid; do
-        kill -KILL "$pid" 2>/dev/null || true
-    done <"$cg/cgroup.procs"
-    sleep 0.2
-    rmdir "$cg" 2>/dev/null || echo "run.sh: could not remove $cg" >&2
-}
 
 cleanup() {
     local rc=$?
@@ -95,12 +83,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for cg in "$CG_SRV" "$CG_UP"; do
-    mkdir "$cg"
-    cat "$CPUSET_ROOT/cpuset.mems" >"$cg/cpuset.mems"
-done
-echo 1 >"$CG_SRV/cpuset.cpus"
-echo 0 >"$CG_UP/cpuset.cpus"
+make_cpuset_cgroup "$CG_SRV" 1
+make_cpuset_cgroup "$CG_UP" 0
 
 # A private copy, so a rebuild while the benchmark runs cannot swap the binary under it.
 mkdir -p "$WORK/bin"

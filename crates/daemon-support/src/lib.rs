@@ -133,3 +133,61 @@ pub async fn serve_http(
         tracing::error!(%error, "{what} server failed");
     }
 }
+
+/// How often a warning raised per query under overload may be logged.
+pub const OVERLOAD_LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Lets a message through at most once per period and counts what it held back: for warnings
+/// raised per query under overload, where logging every query would add to the overload.
+#[derive(Debug)]
+pub struct Throttle {
+    period_ms: u64,
+    epoch: std::time::Instant,
+    next_ms: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(period: Duration) -> Self {
+        Throttle {
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            epoch: std::time::Instant::now(),
+            next_ms: std::sync::atomic::AtomicU64::new(0),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when the message may be logged now, `n` being how many were held back since the
+    /// last one; `None` otherwise.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now.saturating_add(self.period_ms), Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Relaxed));
+        }
+        self.held_back.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        let open = Throttle::new(Duration::ZERO);
+        assert_eq!(open.allow(), Some(0));
+        assert_eq!(open.allow(), Some(0));
+    }
+}

@@ -58,6 +58,8 @@ pub struct CacheState {
     pub loop_probes: Mutex<HashMap<String, SocketAddr>>,
     clock: Instant,
     runtime: tokio::runtime::Handle,
+    /// The over-limit warning is raised per query; at most one line per second is logged.
+    over_limit_log: daemon_support::Throttle,
 }
 
 impl CacheState {
@@ -77,6 +79,7 @@ impl CacheState {
             loop_probes: Mutex::new(HashMap::new()),
             clock: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
+            over_limit_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
         }
     }
 
@@ -508,7 +511,9 @@ async fn forward(
             .stats
             .refused_over_limit
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(route = %route.domain, limit = state.config.forward_max, "too many forwarded queries in flight; REFUSED");
+        if let Some(held_back) = state.over_limit_log.allow() {
+            tracing::warn!(route = %route.domain, limit = state.config.forward_max, held_back, "too many forwarded queries in flight; REFUSED");
+        }
         return Resolved::Refused;
     }
     state.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -527,6 +532,16 @@ async fn forward_within(
     let deadline = tokio::time::Instant::now() + FORWARD_BUDGET;
     let servers = route.servers();
     let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
+    // Every try gets its own random ID.
+    let upstream_query = || {
+        wire::build_forward_query(
+            rand::random(),
+            query.question_bytes(),
+            query.recursion_desired,
+            query.checking_disabled,
+            dnssec_ok,
+        )
+    };
     let mut fallback: Option<Vec<u8>> = None;
     for round in 0..2 {
         let plan = route.plan(&state.selection(), client, query.name(), state.now_ms());
@@ -534,13 +549,7 @@ async fn forward_within(
             let mut races = tokio::task::JoinSet::new();
             for &index in &plan.order {
                 let upstream = servers[index].clone();
-                let packet = wire::build_forward_query(
-                    rand::random(),
-                    query.question_bytes(),
-                    query.recursion_desired,
-                    query.checking_disabled,
-                    dnssec_ok,
-                );
+                let packet = upstream_query();
                 let timeout = try_timeout(state, &upstream);
                 let now = state.now_ms();
                 races.spawn(async move {
@@ -566,13 +575,7 @@ async fn forward_within(
                 break;
             }
             let upstream = &servers[index];
-            let packet = wire::build_forward_query(
-                rand::random(),
-                query.question_bytes(),
-                query.recursion_desired,
-                query.checking_disabled,
-                dnssec_ok,
-            );
+            let packet = upstream_query();
             let timeout = try_timeout(state, upstream).min(deadline - tokio::time::Instant::now());
             if let Some(reply) =
                 exchange(upstream, &packet, transport, timeout, state.now_ms()).await

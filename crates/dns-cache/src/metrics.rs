@@ -13,17 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::CacheState;
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+/// One unlabelled family: `# HELP`, `# TYPE` and its sample.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
 }
 
@@ -32,72 +26,78 @@ pub fn render(state: &CacheState) -> String {
     let mut out = String::with_capacity(2048);
     let s = &state.stats;
     let c = &state.cache.counters;
-    counter(
-        &mut out,
-        "dnscache_hits_total",
-        "Queries answered locally (cache, hosts, CHAOS).",
-        s.hits.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_misses_total",
-        "Queries forwarded upstream.",
-        s.misses.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_insertions_total",
-        "Cache insertions.",
-        c.insertions.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_evictions_total",
-        "Live cache entries evicted to make room.",
-        c.evictions.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_coalesced_total",
-        "Queries that joined an identical in-flight upstream query.",
-        s.coalesced.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_stale_served_total",
-        "Expired entries served while refreshing (--use-stale-cache).",
-        s.stale_served.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_negative_dropped_total",
-        "Negative answers dropped because their zone's SOA serial changed (--watch-soa).",
-        s.negative_dropped.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_refused_over_limit_total",
-        "Queries refused over --dns-forward-max.",
-        s.refused_over_limit.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dnscache_servfail_total",
-        "Queries answered SERVFAIL because no upstream answered.",
-        s.servfail.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut out,
-        "dnscache_entries",
-        "Entries in the cache.",
-        state.cache.len() as u64,
-    );
-    gauge(
-        &mut out,
-        "dnscache_size",
-        "Configured cache size (--cache-size).",
-        state.cache.capacity as u64,
-    );
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let scalars: [(&str, &str, &str, u64); 11] = [
+        (
+            "dnscache_hits_total",
+            "counter",
+            "Queries answered locally (cache, hosts, CHAOS).",
+            load(&s.hits),
+        ),
+        (
+            "dnscache_misses_total",
+            "counter",
+            "Queries forwarded upstream.",
+            load(&s.misses),
+        ),
+        (
+            "dnscache_insertions_total",
+            "counter",
+            "Cache insertions.",
+            load(&c.insertions),
+        ),
+        (
+            "dnscache_evictions_total",
+            "counter",
+            "Live cache entries evicted to make room.",
+            load(&c.evictions),
+        ),
+        (
+            "dnscache_coalesced_total",
+            "counter",
+            "Queries that joined an identical in-flight upstream query.",
+            load(&s.coalesced),
+        ),
+        (
+            "dnscache_stale_served_total",
+            "counter",
+            "Expired entries served while refreshing (--use-stale-cache).",
+            load(&s.stale_served),
+        ),
+        (
+            "dnscache_negative_dropped_total",
+            "counter",
+            "Negative answers dropped because their zone's SOA serial changed (--watch-soa).",
+            load(&s.negative_dropped),
+        ),
+        (
+            "dnscache_refused_over_limit_total",
+            "counter",
+            "Queries refused over --dns-forward-max.",
+            load(&s.refused_over_limit),
+        ),
+        (
+            "dnscache_servfail_total",
+            "counter",
+            "Queries answered SERVFAIL because no upstream answered.",
+            load(&s.servfail),
+        ),
+        (
+            "dnscache_entries",
+            "gauge",
+            "Entries in the cache.",
+            state.cache.len() as u64,
+        ),
+        (
+            "dnscache_size",
+            "gauge",
+            "Configured cache size (--cache-size).",
+            state.cache.capacity as u64,
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(&mut out, name, kind, help, value);
+    }
     let upstreams = state.routes.load().distinct_upstreams();
     let mut families = [
         (

@@ -221,6 +221,7 @@ pub async fn run(
 
     let handler = Arc::new(server::DnsHandler {
         state: state.clone(),
+        overload_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
     });
     let tcp = to_tokio(listeners.tcp)?;
     tracing::info!("listening on tcp {}", local(&tcp));

@@ -170,6 +170,8 @@ async fn chase(
 #[derive(Debug)]
 pub struct DnsHandler {
     pub state: Arc<ServerState>,
+    /// The overload warning is raised per query; at most one line per second is logged.
+    pub overload_log: daemon_support::Throttle,
 }
 
 fn truncated(reply: &[u8]) -> bool {
@@ -224,7 +226,12 @@ impl PacketHandler for DnsHandler {
     }
 
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        tracing::warn!("too many queries waiting on upstreams; answering SERVFAIL");
+        if let Some(held_back) = self.overload_log.allow() {
+            tracing::warn!(
+                held_back,
+                "too many queries waiting on upstreams; answering SERVFAIL"
+            );
+        }
         let Ok(query) = wire::parse_query(packet) else {
             return false;
         };

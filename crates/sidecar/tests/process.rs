@@ -111,11 +111,10 @@ async fn check_probes(cache: SocketAddr, ok_name: &str, empty_name: &str) -> any
     .await?;
 
     // Before any probe has run, a health check says so (the first probe waits up to 1 s).
+    // The dead server's check is never healthy: first waiting, then failing.
     let first = get(sidecar.http, "/healthcheck/dead").await?;
-    if first.status == 503 {
-        let body = first.json()?;
-        ensure!(body["IsOk"] == false, "{body}");
-    }
+    let body = first.json()?;
+    ensure!(first.status == 503 && body["IsOk"] == false, "{body}");
 
     let ok = wait_health(&sidecar, "ok", 200).await?;
     ensure!(
