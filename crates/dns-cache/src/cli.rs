@@ -16,6 +16,10 @@ pub const DEFAULT_CACHE_SIZE: usize = 150;
 pub const DEFAULT_FORWARD_MAX: usize = 150;
 /// dnsmasq's default port.
 pub const DEFAULT_PORT: u16 = 53;
+/// `--forward-deadline`: under glibc's 5 s resolver timeout, so a client that gets nothing
+/// from upstreams hears SERVFAIL (and moves on to its next search suffix or server) before it
+/// would time out and resend, while a slow upstream still has 4 s to answer.
+pub const DEFAULT_FORWARD_DEADLINE: Duration = Duration::from_secs(4);
 /// Where dnsmasq reads upstreams by default.
 pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
 /// dnsmasq's default for `--use-stale-cache` without a value: one day.
@@ -125,6 +129,9 @@ pub struct CacheConfig {
     pub metrics_address: Option<SocketAddr>,
     pub workers: usize,
     pub upstream_timeout: Duration,
+    /// How long a forwarded query may wait for any valid reply before SERVFAIL
+    /// (`--forward-deadline`, ms).
+    pub forward_deadline: Duration,
     /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
     pub watch_soa: Vec<String>,
     pub watch_soa_interval: Duration,
@@ -164,6 +171,7 @@ impl Default for CacheConfig {
             metrics_address: None,
             workers: 0,
             upstream_timeout: Duration::from_millis(1500),
+            forward_deadline: DEFAULT_FORWARD_DEADLINE,
             watch_soa: Vec::new(),
             watch_soa_interval: Duration::from_millis(250),
             ignored: Vec::new(),
@@ -212,6 +220,7 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("upstream-policy", None, Arg::Required),
     ("upstream-weight", None, Arg::Required),
     ("upstream-timeout", None, Arg::Required),
+    ("forward-deadline", None, Arg::Required),
     ("metrics-address", None, Arg::Required),
     ("workers", None, Arg::Required),
     ("version", Some('v'), Arg::None),
@@ -410,6 +419,9 @@ impl CacheConfig {
             }
             "upstream-timeout" => {
                 self.upstream_timeout = Duration::from_millis(number(need()?)?.max(10))
+            }
+            "forward-deadline" => {
+                self.forward_deadline = Duration::from_millis(number(need()?)?.max(100))
             }
             "metrics-address" => {
                 let v = need()?;

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use dns_transport::forward::{Outcome, Request, TryPolicy};
 use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::TXT;
@@ -24,8 +25,6 @@ use crate::upstream::{Route, RouteKind, RouteTable, SelectionMode, Upstream};
 
 /// The suffix of our loop-detection probes (`--dns-loop-detect`).
 pub const LOOP_PROBE_SUFFIX: &str = "loop-probe.dns-cache.test";
-/// Total time a client query may spend on upstreams before SERVFAIL.
-const FORWARD_BUDGET: Duration = Duration::from_secs(4);
 /// The version string of `version.bind`, in dnsmasq's `<name>-<version>` form.
 pub const VERSION: &str = concat!("dns-cache-", env!("CARGO_PKG_VERSION"));
 
@@ -497,7 +496,8 @@ async fn resolve_with(
     result
 }
 
-/// Sends the query to the route's servers as its plan says.
+/// Sends the query to the route's servers as its plan says, with tries that stay open until
+/// the deadline ([`dns_transport::forward`]).
 async fn forward(
     state: &Arc<CacheState>,
     route: &Route,
@@ -505,147 +505,58 @@ async fn forward(
     client: IpAddr,
     transport: Transport,
 ) -> Resolved {
-    if route.in_flight.fetch_add(1, Ordering::Relaxed) >= state.config.forward_max {
-        route.in_flight.fetch_sub(1, Ordering::Relaxed);
-        state
-            .stats
-            .refused_over_limit
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(held_back) = state.over_limit_log.allow() {
-            tracing::warn!(route = %route.domain, limit = state.config.forward_max, held_back, "too many forwarded queries in flight; REFUSED");
-        }
-        return Resolved::Refused;
-    }
-    state.stats.misses.fetch_add(1, Ordering::Relaxed);
-    let result = forward_within(state, route, query, client, transport).await;
-    route.in_flight.fetch_sub(1, Ordering::Relaxed);
-    result
-}
-
-async fn forward_within(
-    state: &Arc<CacheState>,
-    route: &Route,
-    query: &Query<'_>,
-    client: IpAddr,
-    transport: Transport,
-) -> Resolved {
-    let deadline = tokio::time::Instant::now() + FORWARD_BUDGET;
-    let servers = route.servers();
-    let dnssec_ok = query.edns.is_some_and(|e| e.dnssec_ok);
-    // Every try gets its own random ID.
-    let upstream_query = || {
-        wire::build_forward_query(
-            rand::random(),
-            query.question_bytes(),
-            query.recursion_desired,
-            query.checking_disabled,
-            dnssec_ok,
-        )
+    let plan = route.plan(
+        &state.selection(),
+        client,
+        query.name(),
+        dns_transport::upstream::now_ms(),
+    );
+    let all = route.servers();
+    let servers: Vec<Arc<Upstream>> = plan.order.iter().map(|&i| all[i].clone()).collect();
+    let packet = wire::build_forward_query(
+        rand::random(),
+        query.question_bytes(),
+        query.recursion_desired,
+        query.checking_disabled,
+        query.edns.is_some_and(|e| e.dnssec_ok),
+    );
+    let request = Request {
+        servers: &servers,
+        parallel: plan.parallel,
+        transport,
+        query: &packet,
     };
-    let mut fallback: Option<Vec<u8>> = None;
-    for round in 0..2 {
-        let plan = route.plan(&state.selection(), client, query.name(), state.now_ms());
-        if plan.parallel && round == 0 {
-            let mut races = tokio::task::JoinSet::new();
-            for &index in &plan.order {
-                let upstream = servers[index].clone();
-                let packet = upstream_query();
-                let timeout = try_timeout(state, &upstream);
-                let now = state.now_ms();
-                races.spawn(async move {
-                    (
-                        index,
-                        exchange(&upstream, &packet, transport, timeout, now).await,
-                    )
-                });
-            }
-            while let Some(joined) = races.join_next().await {
-                if let Ok((index, Some(reply))) = joined {
-                    if usable(&reply) {
-                        route.race_won(index);
-                        return Resolved::Reply(Arc::new(reply));
-                    }
-                    fallback.get_or_insert(reply);
-                }
-            }
-            continue;
-        }
-        for &index in &plan.order {
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            let upstream = &servers[index];
-            let packet = upstream_query();
-            let timeout = try_timeout(state, upstream).min(deadline - tokio::time::Instant::now());
-            if let Some(reply) =
-                exchange(upstream, &packet, transport, timeout, state.now_ms()).await
-            {
-                if usable(&reply) {
-                    return Resolved::Reply(Arc::new(reply));
-                }
-                // SERVFAIL or REFUSED: dnsmasq tries another server; keep it in case none answers.
-                fallback.get_or_insert(reply);
-            }
-        }
-        if fallback.is_some() || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-    }
-    match fallback {
-        Some(reply) => Resolved::Reply(Arc::new(reply)),
-        None => Resolved::Failed,
-    }
-}
-
-fn usable(reply: &[u8]) -> bool {
-    wire::response_rcode_tc(reply).is_some_and(|(rcode, _)| !matches!(rcode, 2 | 5))
-}
-
-/// The shortest per-try timeout. A lost UDP packet should cost a fraction of a second, not the
-/// client's 5 s; but 50 ms proved too short on a loaded node: one scheduler stall timed out every
-/// query in flight at once and marked a healthy sole upstream down.
-const MIN_TRY_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// Four smoothed round trips, at least [`MIN_TRY_TIMEOUT`], within the configured cap.
-fn try_timeout(state: &CacheState, upstream: &Upstream) -> Duration {
-    let cap = state.config.upstream_timeout;
-    match upstream.srtt_us() {
-        0 => cap,
-        srtt => Duration::from_micros(u64::from(srtt) * 4).clamp(MIN_TRY_TIMEOUT.min(cap), cap),
-    }
-}
-
-/// One exchange with one upstream: UDP from a fresh random port (TCP when the client used TCP
-/// or the UDP answer was truncated); the reply must come from that server with our ID and
-/// question.
-async fn exchange(
-    upstream: &Arc<Upstream>,
-    packet: &[u8],
-    transport: Transport,
-    timeout: Duration,
-    now_ms: u64,
-) -> Option<Vec<u8>> {
-    let _in_flight = upstream.begin();
-    let started = Instant::now();
-    let mut result = match transport {
-        Transport::Udp => dns_transport::exchange_udp(upstream.addr, packet, timeout).await,
-        Transport::Tcp => dns_transport::exchange_tcp(upstream.addr, packet, timeout).await,
+    let policy = TryPolicy {
+        deadline: state.config.forward_deadline,
+        max_try_timeout: state.config.upstream_timeout,
+        max_tries: TryPolicy::tries_for(servers.len()),
     };
-    if let Ok(reply) = &result
-        && transport == Transport::Udp
-        && wire::response_rcode_tc(reply).is_some_and(|(_, tc)| tc)
-    {
-        result = dns_transport::exchange_tcp(upstream.addr, packet, timeout).await;
-    }
-    match result {
-        Ok(reply) => {
-            upstream.succeeded(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            Some(reply)
+    match dns_transport::forward::forward(&request, &policy, &route.slots).await {
+        Outcome::Answer { reply, server } => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            if plan.parallel {
+                route.race_won(plan.order[server]);
+            }
+            Resolved::Reply(Arc::new(reply))
         }
-        Err(error) => {
-            tracing::debug!(server = %upstream.addr, %error, "upstream exchange failed");
-            upstream.failed(now_ms);
-            None
+        // SERVFAIL or REFUSED from every server that replied: passed on, as dnsmasq does.
+        Outcome::Rejected { reply, .. } => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            Resolved::Reply(Arc::new(reply))
+        }
+        Outcome::Deadline => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            Resolved::Failed
+        }
+        Outcome::NoSlot => {
+            state
+                .stats
+                .refused_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(held_back) = state.over_limit_log.allow() {
+                tracing::warn!(route = %route.domain, limit = state.config.forward_max, held_back, "too many upstream tries open; REFUSED");
+            }
+            Resolved::Refused
         }
     }
 }

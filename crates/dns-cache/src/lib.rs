@@ -200,13 +200,17 @@ pub fn build_routes(
     let mut routes: Vec<Route> = domains
         .into_iter()
         .map(|(domain, pool)| match pool {
-            Some(pool) => Route::new(domain, RouteKind::Forward(pool)),
-            None => Route::new(domain, RouteKind::LocalOnly),
+            Some(pool) => Route::new(domain, RouteKind::Forward(pool), config.forward_max),
+            None => Route::new(domain, RouteKind::LocalOnly, config.forward_max),
         })
         .collect();
     routes.sort_by_key(|route| std::cmp::Reverse(route.domain.len()));
     if !defaults.is_empty() {
-        routes.push(Route::new(String::new(), RouteKind::Forward(defaults)));
+        routes.push(Route::new(
+            String::new(),
+            RouteKind::Forward(defaults),
+            config.forward_max,
+        ));
     }
     Ok(RouteTable { routes, upstreams })
 }

@@ -99,54 +99,7 @@ pub fn render(state: &CacheState) -> String {
         family(&mut out, name, kind, help, value);
     }
     let upstreams = state.routes.load().distinct_upstreams();
-    let mut families = [
-        (
-            "dnscache_upstream_queries_total",
-            "counter",
-            "Queries sent to an upstream.",
-            String::new(),
-        ),
-        (
-            "dnscache_upstream_failures_total",
-            "counter",
-            "Upstream exchanges that failed.",
-            String::new(),
-        ),
-        (
-            "dnscache_upstream_outstanding",
-            "gauge",
-            "Queries waiting on an upstream.",
-            String::new(),
-        ),
-        (
-            "dnscache_upstream_srtt_seconds",
-            "gauge",
-            "Smoothed upstream round-trip time.",
-            String::new(),
-        ),
-        (
-            "dnscache_upstream_up",
-            "gauge",
-            "0 while an upstream is disabled by loop detection.",
-            String::new(),
-        ),
-    ];
-    for u in &upstreams {
-        let label = format!("{{server=\"{}\"}}", u.addr);
-        let values = [
-            u.queries.load(Ordering::Relaxed).to_string(),
-            u.failures.load(Ordering::Relaxed).to_string(),
-            u.outstanding().to_string(),
-            format!("{}", f64::from(u.srtt_us()) / 1e6),
-            u8::from(!u.is_looping()).to_string(),
-        ];
-        for (family, value) in families.iter_mut().zip(values) {
-            let _ = writeln!(family.3, "{}{label} {value}", family.0);
-        }
-    }
-    for (name, kind, help, lines) in families {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{lines}");
-    }
+    dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);
     out
 }
 

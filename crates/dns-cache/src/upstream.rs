@@ -1,121 +1,21 @@
-//! Upstream servers, routes and the selection policies (`--upstream-policy`, `--strict-order`,
-//! `--all-servers`), with health: consecutive failures mark a server down for a backoff, after
-//! which one query probes it back.
+//! Routes and the selection policies (`--upstream-policy`, `--strict-order`, `--all-servers`).
+//! Each server's health (down after queries that got no valid reply, probed back after a
+//! backoff) is [`dns_transport::upstream::Upstream`], shared with kube-dns.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dns_transport::forward::TrySlots;
+pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, InFlight, Upstream};
 
 use crate::cli::UpstreamPolicy;
 
-/// Consecutive failures before a server is marked down.
-pub const FAILURES_BEFORE_DOWN: u32 = 3;
 /// dnsmasq re-races its servers every 50 queries or 20 s (`FORWARD_TEST`, `FORWARD_TIME`).
 const RACE_EVERY_QUERIES: u64 = 50;
 const RACE_EVERY_MS: u64 = 20_000;
-/// Backoff of a down server: 1 s doubling to 30 s.
-const DOWN_MIN_MS: u64 = 1_000;
-const DOWN_MAX_MS: u64 = 30_000;
-
-/// One upstream server and its statistics (shared by every route that names it).
-#[derive(Debug)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub weight: u32,
-    outstanding: AtomicU32,
-    /// Smoothed round-trip time, microseconds.
-    srtt_us: AtomicU32,
-    consecutive_failures: AtomicU32,
-    down_until_ms: AtomicU64,
-    /// Disabled by loop detection.
-    looping: std::sync::atomic::AtomicBool,
-    pub queries: AtomicU64,
-    pub failures: AtomicU64,
-}
-
-impl Upstream {
-    pub fn new(addr: SocketAddr, weight: u32) -> Self {
-        Upstream {
-            addr,
-            weight: weight.max(1),
-            outstanding: AtomicU32::new(0),
-            srtt_us: AtomicU32::new(0),
-            consecutive_failures: AtomicU32::new(0),
-            down_until_ms: AtomicU64::new(0),
-            looping: std::sync::atomic::AtomicBool::new(false),
-            queries: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-        }
-    }
-
-    pub fn outstanding(&self) -> u32 {
-        self.outstanding.load(Ordering::Relaxed)
-    }
-
-    pub fn srtt_us(&self) -> u32 {
-        self.srtt_us.load(Ordering::Relaxed)
-    }
-
-    fn is_up(&self, now_ms: u64) -> bool {
-        !self.looping.load(Ordering::Relaxed)
-            && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
-    }
-
-    /// Marks the start of a query; the guard ends it.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    pub fn succeeded(&self, rtt_us: u32) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.down_until_ms.store(0, Ordering::Relaxed);
-        let old = self.srtt_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            rtt_us
-        } else {
-            (old * 7 + rtt_us) / 8
-        };
-        self.srtt_us.store(new.max(1), Ordering::Relaxed);
-    }
-
-    pub fn failed(&self, now_ms: u64) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= FAILURES_BEFORE_DOWN {
-            let steps = (failures - FAILURES_BEFORE_DOWN).min(5);
-            let backoff = (DOWN_MIN_MS << steps).min(DOWN_MAX_MS);
-            self.down_until_ms
-                .store(now_ms + backoff, Ordering::Relaxed);
-            if failures == FAILURES_BEFORE_DOWN {
-                tracing::warn!(server = %self.addr, "upstream marked down after {failures} consecutive failures");
-            }
-        }
-    }
-
-    /// Disables the server for good (a forwarding loop back to us).
-    pub fn mark_looping(&self) {
-        self.looping.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_looping(&self) -> bool {
-        self.looping.load(Ordering::Relaxed)
-    }
-}
-
-/// Ends an outstanding query when dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<Upstream>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// How a route forwards.
 #[derive(Debug)]
 pub enum RouteKind {
@@ -136,7 +36,8 @@ pub struct Route {
     fastest: AtomicUsize,
     last_race_ms: AtomicU64,
     wrr_schedule: Vec<usize>,
-    pub in_flight: AtomicUsize,
+    /// Open upstream tries of this route's queries (`--dns-forward-max`).
+    pub slots: Arc<TrySlots>,
 }
 
 /// Which servers to ask, in order, and whether to ask them all at once.
@@ -147,7 +48,7 @@ pub struct Plan {
 }
 
 impl Route {
-    pub fn new(domain: String, kind: RouteKind) -> Self {
+    pub fn new(domain: String, kind: RouteKind, forward_max: usize) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         domain.hash(&mut hasher);
         let mut wrr_schedule = Vec::new();
@@ -168,7 +69,7 @@ impl Route {
             fastest: AtomicUsize::new(usize::MAX),
             last_race_ms: AtomicU64::new(0),
             wrr_schedule,
-            in_flight: AtomicUsize::new(0),
+            slots: TrySlots::new(forward_max),
         }
     }
 
@@ -189,14 +90,7 @@ impl Route {
                 parallel: false,
             };
         }
-        let up: Vec<usize> = (0..n).filter(|&i| servers[i].is_up(now_ms)).collect();
-        // With every server down, try them anyway (better than failing without asking), except
-        // those that loop back to us.
-        let candidates: Vec<usize> = if up.is_empty() {
-            (0..n).filter(|&i| !servers[i].is_looping()).collect()
-        } else {
-            up
-        };
+        let candidates = dns_transport::upstream::candidates(servers, now_ms);
         if candidates.is_empty() {
             return Plan {
                 order: Vec::new(),
@@ -404,7 +298,7 @@ mod tests {
                 ))
             })
             .collect();
-        Route::new(String::new(), RouteKind::Forward(servers))
+        Route::new(String::new(), RouteKind::Forward(servers), 150)
     }
 
     fn mode(policy: UpstreamPolicy) -> SelectionMode {
@@ -570,7 +464,7 @@ mod tests {
     fn down_servers_are_skipped_then_probed_back() {
         let r = route(&[1, 1]);
         for _ in 0..FAILURES_BEFORE_DOWN {
-            r.servers()[0].failed(1_000);
+            r.servers()[0].query_failed(1_000);
         }
         let plan = r.plan(
             &mode(UpstreamPolicy::RoundRobin),

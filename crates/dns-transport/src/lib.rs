@@ -7,7 +7,11 @@
 //! and the slow path runs on the shared tokio runtime; in [`UdpMode::EventLoop`] the thread runs
 //! its own single-threaded runtime and the slow path runs there, on the thread that received the
 //! query. TCP follows RFC 7766: one task per connection, length-prefixed messages answered in
-//! order.
+//! order. [`forward`] sends queries upstream with tries that stay open until the query's
+//! deadline; [`upstream`] keeps each server's health.
+
+pub mod forward;
+pub mod upstream;
 
 use std::future::Future;
 use std::io;
@@ -16,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kube_dns_core::wire;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -429,46 +432,18 @@ async fn serve_tcp_connection<H: PacketHandler>(
 }
 
 /// One UDP exchange with an upstream from a fresh socket (a random source port); the reply is
-/// accepted only from that server (connected socket) with the query's ID and question
-/// (RFC 5452). Stray datagrams are ignored until `timeout`.
+/// accepted only from that server (connected socket), with the query's ID and question, and only
+/// when well formed (RFC 5452; [`forward::udp_exchange`]). Other datagrams are ignored until
+/// `timeout`.
 pub async fn exchange_udp(
     server: SocketAddr,
     packet: &[u8],
     timeout: Duration,
 ) -> io::Result<Vec<u8>> {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    socket.send(packet).await?;
     let deadline = tokio::time::Instant::now() + timeout;
-    // The upstream honours the payload size the query advertises (512 without EDNS), so a
-    // buffer of that size suffices; a 64 KiB zeroed buffer per miss was a quarter of its CPU.
-    let limit = wire::parse_query(packet)
-        .map(|q| q.udp_limit())
-        .unwrap_or(MAX_DATAGRAM)
-        .min(MAX_DATAGRAM);
-    // One spare byte tells a reply over the advertised size (which we could only truncate).
-    let mut buf = vec![0u8; limit + 1];
-    loop {
-        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))??;
-        if n > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reply larger than the advertised payload size",
-            ));
-        }
-        let reply = &buf[..n];
-        if wire::packet_id(reply) == wire::packet_id(packet) && wire::same_question(packet, reply) {
-            return Ok(reply.to_vec());
-        }
-    }
+    forward::udp_exchange(server, packet, deadline, &|| {})
+        .await
+        .map(|(reply, _)| reply)
 }
 
 /// One TCP exchange with an upstream (RFC 7766 framing), checked like [`exchange_udp`].
@@ -478,31 +453,7 @@ pub async fn exchange_tcp(
     timeout: Duration,
 ) -> io::Result<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "timed out");
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(server))
+    forward::tcp_exchange(server, packet, deadline, &|| {})
         .await
-        .map_err(|_| timed_out())??;
-    let len = u16::try_from(packet.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too large"))?;
-    let mut framed = Vec::with_capacity(packet.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(packet);
-    tokio::time::timeout_at(deadline, stream.write_all(&framed))
-        .await
-        .map_err(|_| timed_out())??;
-    let mut len = [0u8; 2];
-    tokio::time::timeout_at(deadline, stream.read_exact(&mut len))
-        .await
-        .map_err(|_| timed_out())??;
-    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    tokio::time::timeout_at(deadline, stream.read_exact(&mut reply))
-        .await
-        .map_err(|_| timed_out())??;
-    if wire::packet_id(&reply) != wire::packet_id(packet) || !wire::same_question(packet, &reply) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "reply does not match the query",
-        ));
-    }
-    Ok(reply)
+        .map(|(reply, _)| reply)
 }

@@ -91,6 +91,10 @@ pub struct Cli {
     /// After SIGTERM: readiness fails at once, DNS keeps answering this long, then exit 0.
     #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
     pub lameduck: Duration,
+    /// How long a forwarded query may wait for any valid upstream reply before SERVFAIL (ours;
+    /// under glibc's 5 s resolver timeout, see docs/reference.md).
+    #[arg(long, default_value = "4s", value_parser = parse_go_duration)]
+    pub forward_deadline: Duration,
     /// UDP sockets (SO_REUSEPORT), each served by its own thread; 0 = one per CPU.
     #[arg(long, default_value_t = 0)]
     pub dns_workers: usize,

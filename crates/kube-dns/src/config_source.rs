@@ -52,9 +52,10 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
         stubs = stubs.len(),
         "forwarding configuration applied"
     );
+    let previous = state.forwarding.load_full();
     state
         .forwarding
-        .store(Arc::new(ForwardPolicy::new(upstreams, stubs)));
+        .store(Arc::new(ForwardPolicy::new(upstreams, stubs, &previous)));
 }
 
 /// Tracks versions and applies valid ones; invalid ones are logged and counted.

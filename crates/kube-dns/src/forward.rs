@@ -1,37 +1,66 @@
 //! Forwarding to upstream nameservers: names outside the zone, reverse names we hold no record
 //! for, and ExternalName targets. Routing is by longest stub-domain suffix, else the upstreams.
 //!
-//! Each exchange uses a fresh socket (random source port) and a fresh random ID, and accepts a
-//! reply only from the server asked, with that ID and the same question (RFC 5452).
+//! The exchange itself is [`dns_transport::forward`], shared with dns-cache: tries stay open until
+//! the query's deadline (`--forward-deadline`), each with a fresh socket and random ID, replies
+//! are checked whole (RFC 5452 and structure) before they are relayed, and each server keeps its
+//! round-trip estimate and health across queries and ConfigMap reloads. Servers are asked
+//! quickest first.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use dns_transport::Transport;
+use dns_transport::forward::{self as engine, Outcome, Request, TryPolicy, TrySlots};
+use dns_transport::upstream::{Upstream, candidates, now_ms};
 use thiserror::Error;
 
-use kube_dns_core::wire;
-
-/// Per-try timeout (legacy kube-dns used 2 s).
-pub const TRY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Per-try timeout before a server's round trip is known, and its cap (legacy kube-dns used
+/// 2 s per try).
+pub const MAX_TRY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upstream tries open at once, over every query.
+pub const MAX_OPEN_TRIES: usize = 1024;
 
 /// Where names go.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ForwardPolicy {
     /// Default upstreams (ConfigMap `upstreamNameservers`, else `/etc/resolv.conf`).
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Stub domains (lower-case, no trailing dot), longest first.
-    pub stubs: Vec<(String, Vec<SocketAddr>)>,
+    pub stubs: Vec<(String, Vec<Arc<Upstream>>)>,
 }
 
 impl ForwardPolicy {
-    pub fn new(upstreams: Vec<SocketAddr>, mut stubs: Vec<(String, Vec<SocketAddr>)>) -> Self {
+    /// A policy for these addresses, keeping the server objects (round trips, health) of
+    /// `previous` for addresses it already had.
+    pub fn new(
+        upstreams: Vec<SocketAddr>,
+        mut stubs: Vec<(String, Vec<SocketAddr>)>,
+        previous: &ForwardPolicy,
+    ) -> Self {
+        let mut known: HashMap<SocketAddr, Arc<Upstream>> =
+            previous.servers().map(|u| (u.addr, u.clone())).collect();
+        let mut object = |addr: SocketAddr| {
+            known
+                .entry(addr)
+                .or_insert_with(|| Arc::new(Upstream::new(addr, 1)))
+                .clone()
+        };
         stubs.retain(|(_, servers)| !servers.is_empty());
         stubs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        ForwardPolicy { upstreams, stubs }
+        ForwardPolicy {
+            upstreams: upstreams.into_iter().map(&mut object).collect(),
+            stubs: stubs
+                .into_iter()
+                .map(|(domain, servers)| (domain, servers.into_iter().map(&mut object).collect()))
+                .collect(),
+        }
     }
 
     /// The servers for a lower-cased name without trailing dot.
-    pub fn servers_for(&self, name: &str) -> &[SocketAddr] {
+    pub fn servers_for(&self, name: &str) -> &[Arc<Upstream>] {
         for (domain, servers) in &self.stubs {
             let inside = name == domain
                 || name
@@ -43,6 +72,29 @@ impl ForwardPolicy {
         }
         &self.upstreams
     }
+
+    /// Every server object (a server named twice appears twice).
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams
+            .iter()
+            .chain(self.stubs.iter().flat_map(|(_, servers)| servers))
+    }
+}
+
+/// How long forwarded queries may wait, and the bound on open tries.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub deadline: Duration,
+    pub slots: Arc<TrySlots>,
+}
+
+impl Forwarding {
+    pub fn new(deadline: Duration) -> Self {
+        Forwarding {
+            deadline,
+            slots: TrySlots::new(MAX_OPEN_TRIES),
+        }
+    }
 }
 
 /// Why forwarding failed; the caller answers SERVFAIL. Retryable by the client.
@@ -50,49 +102,55 @@ impl ForwardPolicy {
 pub enum ForwardError {
     #[error("no upstream nameserver is configured for {0:?}")]
     NoServers(String),
-    #[error("every upstream failed for {name:?}; last error: {last}")]
-    AllFailed { name: String, last: String },
+    #[error("no valid reply from any upstream for {name:?} within {deadline:?}")]
+    Deadline { name: String, deadline: Duration },
+    #[error("too many upstream queries open ({0}); {1:?} not forwarded")]
+    Busy(usize, String),
 }
 
-/// Sends `query` (raw bytes) for `name` to the servers `policy` picks and returns the reply with
-/// the client's ID restored. UDP replies with TC are retried over TCP when `tcp` is set.
+/// Sends `query` (raw bytes) for `name` to the servers `policy` picks and returns the checked
+/// reply with the query's ID, over TCP when `tcp` is set (else UDP, then TCP for a truncated
+/// reply). A reply of SERVFAIL or REFUSED from every server asked is returned as it came.
 pub async fn exchange(
     policy: &ForwardPolicy,
+    forwarding: &Forwarding,
     name: &str,
     query: &[u8],
     tcp: bool,
 ) -> Result<Vec<u8>, ForwardError> {
-    let servers = policy.servers_for(name);
-    if servers.is_empty() {
+    let all = policy.servers_for(name);
+    if all.is_empty() {
         return Err(ForwardError::NoServers(name.to_owned()));
     }
-    let client_id = wire::packet_id(query).unwrap_or(0);
-    let attempts = servers.len().max(2);
-    let mut last = String::new();
-    for attempt in 0..attempts {
-        let server = servers[attempt % servers.len()];
-        let mut packet = query.to_vec();
-        wire::set_packet_id(&mut packet, rand::random());
-        let result = if tcp {
-            dns_transport::exchange_tcp(server, &packet, TRY_TIMEOUT).await
-        } else {
-            dns_transport::exchange_udp(server, &packet, TRY_TIMEOUT).await
-        };
-        match result {
-            Ok(mut reply) => {
-                wire::set_packet_id(&mut reply, client_id);
-                return Ok(reply);
-            }
-            Err(e) => {
-                tracing::debug!(%server, name, error = %e, "upstream exchange failed");
-                last = format!("{server}: {e}");
-            }
-        }
+    // The quickest first (a server not heard from yet counts as quickest, so it gets learnt);
+    // a try that times out raises its server's estimate, so a silent or slow server moves back.
+    let mut servers: Vec<Arc<Upstream>> = candidates(all, now_ms())
+        .into_iter()
+        .map(|i| all[i].clone())
+        .collect();
+    servers.sort_by_key(|u| u.srtt_us());
+    let request = Request {
+        servers: &servers,
+        parallel: false,
+        transport: if tcp { Transport::Tcp } else { Transport::Udp },
+        query,
+    };
+    let tries = TryPolicy {
+        deadline: forwarding.deadline,
+        max_try_timeout: MAX_TRY_TIMEOUT,
+        max_tries: TryPolicy::tries_for(servers.len()),
+    };
+    match engine::forward(&request, &tries, &forwarding.slots).await {
+        Outcome::Answer { reply, .. } | Outcome::Rejected { reply, .. } => Ok(reply),
+        Outcome::Deadline => Err(ForwardError::Deadline {
+            name: name.to_owned(),
+            deadline: forwarding.deadline,
+        }),
+        Outcome::NoSlot => Err(ForwardError::Busy(
+            forwarding.slots.limit(),
+            name.to_owned(),
+        )),
     }
-    Err(ForwardError::AllFailed {
-        name: name.to_owned(),
-        last,
-    })
 }
 
 /// Reads `nameserver` lines of a resolv.conf file.
@@ -125,13 +183,28 @@ mod tests {
             vec![up],
             vec![
                 ("acme.local".into(), vec![a]),
-                ("x.acme.local".into(), vec![b]),
+                ("x.acme.local".into(), vec![b, up]),
             ],
+            &ForwardPolicy::default(),
         );
-        assert_eq!(policy.servers_for("www.x.acme.local"), &[b]);
-        assert_eq!(policy.servers_for("acme.local"), &[a]);
-        assert_eq!(policy.servers_for("y.acme.local"), &[a]);
-        assert_eq!(policy.servers_for("notacme.local"), &[up]);
+        let addrs = |name: &str| -> Vec<SocketAddr> {
+            policy.servers_for(name).iter().map(|u| u.addr).collect()
+        };
+        assert_eq!(addrs("www.x.acme.local"), vec![b, up]);
+        assert_eq!(addrs("acme.local"), vec![a]);
+        assert_eq!(addrs("y.acme.local"), vec![a]);
+        assert_eq!(addrs("notacme.local"), vec![up]);
+        // One object per address, kept across policies.
+        assert!(Arc::ptr_eq(
+            &policy.upstreams[0],
+            &policy.servers_for("x.acme.local")[1]
+        ));
+        let next = ForwardPolicy::new(vec![up, b], Vec::new(), &policy);
+        assert!(Arc::ptr_eq(&next.upstreams[0], &policy.upstreams[0]));
+        assert!(Arc::ptr_eq(
+            &next.upstreams[1],
+            &policy.servers_for("x.acme.local")[0]
+        ));
     }
 
     #[test]

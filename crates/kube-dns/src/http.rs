@@ -48,7 +48,16 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         .endpoints
         .set(snapshot.endpoint_count() as i64);
     state.metrics.ready.set(i64::from(state.is_ready()));
-    daemon_support::metrics_response(state.metrics.render())
+    let mut text = state.metrics.render();
+    let policy = state.forwarding.load();
+    let mut upstreams: Vec<std::sync::Arc<dns_transport::upstream::Upstream>> = Vec::new();
+    for server in policy.servers() {
+        if !upstreams.iter().any(|u| u.addr == server.addr) {
+            upstreams.push(server.clone());
+        }
+    }
+    dns_transport::upstream::render_metrics("kubedns", &upstreams, &mut text);
+    daemon_support::metrics_response(text)
 }
 
 /// A JSON dump of the published snapshot (the legacy tree shape is not kept).

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, MetricsEnv};
-use crate::forward::ForwardPolicy;
+use crate::forward::{ForwardPolicy, Forwarding};
 use crate::metrics::Metrics;
 use crate::state::ServerState;
 use crate::watch::{SyncTracker, Watches};
@@ -128,6 +128,7 @@ pub async fn run(
     let state = Arc::new(ServerState::new(
         ClusterSnapshot::empty(Arc::new(settings)),
         ForwardPolicy::default(),
+        Forwarding::new(cli.forward_deadline),
         metrics,
     ));
     let resolv_conf = cli.resolv_conf.clone();

@@ -107,7 +107,13 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
         }
         Outcome::Forward => {
             let system = system_of(query.name(), true);
-            match forward::exchange(&policy, query.name(), packet, tcp).await {
+            let limits = &state.forward_limits;
+            match forward::exchange(&policy, limits, query.name(), packet, tcp).await {
+                // Fetched whole over TCP after a truncated UDP reply: too big for this client.
+                Ok(reply) if !tcp && reply.len() > query.udp_limit() => {
+                    wire::encode_header_only(&ctx, Rcode::NoError, true, &mut out);
+                    (out, Rcode::NoError, system)
+                }
                 Ok(reply) => {
                     let rcode = wire::response_rcode_tc(&reply)
                         .map_or(Rcode::ServFail, |(r, _)| Rcode::from_low_bits(r));
@@ -121,7 +127,8 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
             }
         }
         Outcome::Chase { mut answer, target } => {
-            let truncated = chase(&policy, target, &query, &mut answer).await;
+            let truncated =
+                chase(&policy, &state.forward_limits, target, &query, &mut answer).await;
             wire::encode_response(&ctx, &answer, &mut out);
             if truncated && out.len() > 2 {
                 out[2] |= 0x02;
@@ -135,17 +142,14 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
 /// CNAME stays whatever happens. Returns whether the upstream answer was truncated.
 async fn chase(
     policy: &forward::ForwardPolicy,
+    limits: &forward::Forwarding,
     target: &str,
     query: &wire::Query<'_>,
     answer: &mut Answer<'_>,
 ) -> bool {
     let request = wire::build_query(rand::random(), target, query.qtype, query.edns);
-    let mut result = forward::exchange(policy, target, &request, false).await;
-    if let Ok(reply) = &result
-        && wire::response_rcode_tc(reply).is_some_and(|(_, tc)| tc)
-    {
-        result = forward::exchange(policy, target, &request, true).await;
-    }
+    // A truncated UDP reply is fetched again over TCP by the exchange itself.
+    let result = forward::exchange(policy, limits, target, &request, false).await;
     let reply = match result.map(|bytes| Message::from_vec(&bytes)) {
         Ok(Ok(message)) => message,
         Ok(Err(error)) => {

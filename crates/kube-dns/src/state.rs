@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use kube_dns_core::ClusterSnapshot;
 
-use crate::forward::ForwardPolicy;
+use crate::forward::{ForwardPolicy, Forwarding};
 use crate::metrics::Metrics;
 
 /// Read by every query without locking; written by the watch and config tasks.
@@ -13,15 +13,23 @@ use crate::metrics::Metrics;
 pub struct ServerState {
     pub snapshot: ArcSwap<ClusterSnapshot>,
     pub forwarding: ArcSwap<ForwardPolicy>,
+    /// The deadline and open-try bound of forwarded queries.
+    pub forward_limits: Forwarding,
     pub metrics: Metrics,
     lameduck: AtomicBool,
 }
 
 impl ServerState {
-    pub fn new(snapshot: ClusterSnapshot, forwarding: ForwardPolicy, metrics: Metrics) -> Self {
+    pub fn new(
+        snapshot: ClusterSnapshot,
+        forwarding: ForwardPolicy,
+        forward_limits: Forwarding,
+        metrics: Metrics,
+    ) -> Self {
         ServerState {
             snapshot: ArcSwap::from_pointee(snapshot),
             forwarding: ArcSwap::from_pointee(forwarding),
+            forward_limits,
             metrics,
             lameduck: AtomicBool::new(false),
         }

@@ -780,3 +780,154 @@ async fn objects_with_odd_fields_are_skipped_with_a_log_line() -> anyhow::Result
     assert!(has_a(&reply, "10.0.0.1"));
     Ok(())
 }
+
+#[tokio::test]
+async fn forwarding_waits_for_slow_upstreams_and_drops_broken_replies() -> anyhow::Result<()> {
+    use kube_dns_test_support::forwarding::{
+        assert_broken_replies_dropped, assert_many_slow_answers, assert_servfail_at_deadline,
+        assert_slow_answers, upstream_metric,
+    };
+    let (api, api_addr) = start_api().await?;
+    let upstream = FakeUpstream::start().await?;
+    // The ExternalName chase goes through the same forwarding.
+    api.apply(
+        service("default", "slow-alias")
+            .external_name("slow-1000.chase.example.com")
+            .build(),
+    );
+    let ns = format!("--nameservers={}", upstream.addr);
+    let kd = start_kube_dns(api_addr, &[&ns], &[]).await?;
+    let short = start_kube_dns(api_addr, &[&ns, "--forward-deadline=1500ms"], &[]).await?;
+    wait_ready(kd.http).await?;
+    wait_ready(short.http).await?;
+    let took = assert_slow_answers(kd.udp, &upstream, "example.com").await?;
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(3_500)),
+        "{took:?}"
+    );
+    assert_slow_answers(kd.udp, &upstream, "chase.example.com").await?;
+    let reply = kube_dns_test_support::dns_client::query_udp_timeout(
+        kd.udp,
+        "slow-alias.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(8),
+    )
+    .await?;
+    assert!(
+        answer_lines(&reply)
+            .iter()
+            .any(|l| l.ends_with(" A 192.0.2.10")),
+        "{reply:?}"
+    );
+    assert_many_slow_answers(kd.udp, &upstream, "example.com", 300, 50, 10).await?;
+    let text = http_client::get(kd.http, "/metrics").await?.text();
+    assert_eq!(
+        upstream_metric(&text, "kubedns_upstream_up", upstream.addr),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        upstream_metric(&text, "kubedns_upstream_failures_total", upstream.addr),
+        Some(0.0),
+        "{text}"
+    );
+    assert_servfail_at_deadline(
+        short.udp,
+        &upstream,
+        "too-slow.example.com.",
+        Duration::from_millis(1_500),
+        3_500,
+    )
+    .await?;
+    assert_broken_replies_dropped(short.udp, &upstream, "example.com").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn forwarding_prefers_the_fast_upstream_over_a_slow_or_silent_one() -> anyhow::Result<()> {
+    use kube_dns_test_support::fake_upstream::Rule;
+    use kube_dns_test_support::forwarding::{delayed, has_a, upstream_metric};
+    let (_api, api_addr) = start_api().await?;
+    let fast_ip = std::net::Ipv4Addr::new(192, 0, 2, 1);
+    let slow = FakeUpstream::start().await?;
+    slow.set_default(delayed(1_000, std::net::Ipv4Addr::new(192, 0, 2, 2)));
+    let silent = FakeUpstream::start().await?;
+    silent.set_default(Rule::Drop);
+    let fast = FakeUpstream::start().await?;
+    fast.set_default(Rule::Answer {
+        ips: vec![std::net::IpAddr::V4(fast_ip)],
+        ttl: 300,
+    });
+    let behind_slow = start_kube_dns(
+        api_addr,
+        &[&format!("--nameservers={},{}", slow.addr, fast.addr)],
+        &[],
+    )
+    .await?;
+    let behind_silent = start_kube_dns(
+        api_addr,
+        &[
+            &format!("--nameservers={},{}", silent.addr, fast.addr),
+            "--forward-deadline=3s",
+        ],
+        &[],
+    )
+    .await?;
+    wait_ready(behind_slow.http).await?;
+    wait_ready(behind_silent.http).await?;
+    let ask = |server: SocketAddr, name: String| async move {
+        kube_dns_test_support::dns_client::query_udp_timeout(
+            server,
+            &name,
+            RecordType::A,
+            Duration::from_secs(8),
+        )
+        .await
+    };
+    // The first query learns (the slow server answers it, the silent one times out after the
+    // 2 s per-try timeout and the fast one answers); from then on the fast one answers at once.
+    let first = ask(behind_slow.udp, "first.example.com.".into()).await?;
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    let first = ask(behind_silent.udp, "first.example.com.".into()).await?;
+    assert!(has_a(&first, fast_ip), "{first:?}");
+    let silent_before = silent.queries();
+    for i in 0..5 {
+        for server in [behind_slow.udp, behind_silent.udp] {
+            let started = Instant::now();
+            let reply = ask(server, format!("q{i}.example.com.")).await?;
+            assert!(has_a(&reply, fast_ip), "{reply:?}");
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+    assert_eq!(
+        silent.queries(),
+        silent_before,
+        "the silent server is not asked again"
+    );
+    // After the first query's deadline the silent server has its failure, the slow one none.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let text = http_client::get(behind_silent.http, "/metrics")
+        .await?
+        .text();
+    assert_eq!(
+        upstream_metric(&text, "kubedns_upstream_failures_total", silent.addr),
+        Some(1.0),
+        "{text}"
+    );
+    let text = http_client::get(behind_slow.http, "/metrics").await?.text();
+    assert_eq!(
+        upstream_metric(&text, "kubedns_upstream_up", slow.addr),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        upstream_metric(&text, "kubedns_upstream_failures_total", slow.addr),
+        Some(0.0),
+        "{text}"
+    );
+    Ok(())
+}

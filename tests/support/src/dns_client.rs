@@ -32,6 +32,21 @@ pub async fn query_udp(
     query_udp_with(server, query_message(name, rtype)?).await
 }
 
+/// [`query_udp`] waiting up to `timeout` (for answers that come from slow upstreams).
+pub async fn query_udp_timeout(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
+    let msg = query_message(name, rtype)?;
+    let bytes = msg.to_vec().context("encoding query")?;
+    let reply = raw_udp_timeout(server, &bytes, timeout)
+        .await?
+        .ok_or_else(|| anyhow!("no UDP reply from {server} within {timeout:?} for {name}"))?;
+    decode_reply(&msg, &reply)
+}
+
 /// Sends a caller-built message over UDP (EDNS, class CH, odd flags, ...) and returns the reply,
 /// checking that its ID matches.
 pub async fn query_udp_with(server: SocketAddr, msg: Message) -> anyhow::Result<Message> {

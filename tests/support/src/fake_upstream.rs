@@ -2,7 +2,8 @@
 //! for any name with 192.0.2.53 (TTL 300), NXDOMAIN for names starting with `nx.`, and nothing
 //! at all for names starting with `drop.`; [`FakeUpstream::set_rule`] gives a name other
 //! behaviour (answers from a table with chosen TTLs, NXDOMAIN/NODATA with an SOA, SERVFAIL,
-//! truncation over UDP, delays, spoofed replies). It counts the queries it receives.
+//! truncation over UDP, delays, lost packets, spoofed replies, and each kind of malformed reply in
+//! [`Broken`]). It counts the queries it receives.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -57,7 +58,48 @@ pub enum Rule {
     /// First a forged reply with the right ID from another port and one with a wrong ID from
     /// the right port (both answering 203.0.113.66), then the inner rule 50 ms later.
     Spoofed(Box<Rule>),
+    /// No reply to the first `n` queries for the name (lost packets), then the inner rule.
+    DropFirst(usize, Box<Rule>),
+    /// A malformed reply (with our ID) carrying [`BROKEN_ANSWER`], and nothing else.
+    Broken(Broken),
 }
+
+/// The ways [`Rule::Broken`] breaks a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The message ends inside the answer record (TC clear).
+    CutInRecord,
+    /// The answer's owner name is a compression pointer to itself.
+    PointerLoop,
+    /// The answer's RDLENGTH runs past the end of the message.
+    RdlengthPastEnd,
+    /// ANCOUNT says one more record than there is.
+    CountMismatch,
+    /// Eleven bytes: less than a header.
+    Short,
+    /// The right ID, but the question and answer are for `poison.example.` (A [`BROKEN_ANSWER`]).
+    OtherQuestion,
+    /// An OPT record with EDNS version 1.
+    EdnsVersion,
+    /// An OPT record with garbage extended RCODE bits.
+    ExtendedRcode,
+}
+
+impl Broken {
+    pub const ALL: [Broken; 8] = [
+        Broken::CutInRecord,
+        Broken::PointerLoop,
+        Broken::RdlengthPastEnd,
+        Broken::CountMismatch,
+        Broken::Short,
+        Broken::OtherQuestion,
+        Broken::EdnsVersion,
+        Broken::ExtendedRcode,
+    ];
+}
+
+/// The address every broken reply carries: it must never reach a client.
+pub const BROKEN_ANSWER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
 
 /// The address spoofed replies carry.
 pub const SPOOFED_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
@@ -240,16 +282,21 @@ async fn respond(state: &Mutex<State>, packet: &[u8], tcp: bool) -> Vec<Outgoing
         return Vec::new();
     };
     let name = key(&question.name().to_ascii());
-    let mut rule = {
+    let (seen, mut rule) = {
         let mut state = lock(state);
         state.total += 1;
-        *state.queries.entry(name.clone()).or_insert(0) += 1;
-        state
+        let seen = {
+            let count = state.queries.entry(name.clone()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let rule = state
             .rules
             .get(&name)
             .cloned()
             .or_else(|| state.default.clone())
-            .unwrap_or_else(|| default_rule(&name))
+            .unwrap_or_else(|| default_rule(&name));
+        (seen, rule)
     };
     let mut out = Vec::new();
     let mut delay = Duration::ZERO;
@@ -260,6 +307,18 @@ async fn respond(state: &Mutex<State>, packet: &[u8], tcp: bool) -> Vec<Outgoing
                 rule = *inner;
             }
             Rule::Truncate(inner) if tcp => rule = *inner,
+            Rule::DropFirst(n, _) if seen <= n => return out,
+            Rule::DropFirst(_, inner) => rule = *inner,
+            Rule::Broken(kind) => {
+                if let Some(bytes) = broken(&query, kind) {
+                    out.push(Outgoing {
+                        bytes,
+                        forged_port: false,
+                        delay,
+                    });
+                }
+                return out;
+            }
             Rule::Spoofed(inner) => {
                 let forged_rule = Rule::Answer {
                     ips: vec![IpAddr::V4(SPOOFED_ANSWER)],
@@ -356,7 +415,60 @@ fn build(query: &Message, rule: &Rule) -> Option<Vec<u8>> {
         Rule::Refused => reply.metadata.response_code = ResponseCode::Refused,
         Rule::Drop => return None,
         Rule::Truncate(_) => reply.metadata.truncation = true,
-        Rule::Delay(..) | Rule::Spoofed(_) => return None,
+        Rule::Delay(..) | Rule::Spoofed(_) | Rule::DropFirst(..) | Rule::Broken(_) => {
+            return None;
+        }
     }
     reply.to_vec().ok()
+}
+
+/// A reply to `query` broken as `kind` says.
+fn broken(query: &Message, kind: Broken) -> Option<Vec<u8>> {
+    let answer = Rule::Answer {
+        ips: vec![IpAddr::V4(BROKEN_ANSWER)],
+        ttl: 3600,
+    };
+    let question = query.queries.first()?;
+    if question.query_type() != RecordType::A {
+        return None;
+    }
+    let mut plain = query.clone();
+    plain.edns = None;
+    let mut bytes = build(&plain, &answer)?;
+    let name_len: usize = question
+        .name()
+        .iter()
+        .map(|label| label.len() + 1)
+        .sum::<usize>()
+        + 1;
+    let question_end = 12 + name_len + 4;
+    // The answer record: owner pointer (2), type, class, TTL, RDLENGTH (10), address (4).
+    let rr = question_end;
+    match kind {
+        Broken::CutInRecord => bytes.truncate(bytes.len() - 2),
+        Broken::PointerLoop => {
+            bytes[rr] = 0xC0 | (rr >> 8) as u8;
+            bytes[rr + 1] = rr as u8;
+        }
+        Broken::RdlengthPastEnd => bytes[rr + 10..rr + 12].copy_from_slice(&200u16.to_be_bytes()),
+        Broken::CountMismatch => bytes[6..8].copy_from_slice(&2u16.to_be_bytes()),
+        Broken::Short => bytes.truncate(11),
+        Broken::OtherQuestion => {
+            let mut other = plain.clone();
+            other.queries[0].set_name(Name::from_ascii("poison.example.").ok()?);
+            bytes = build(&other, &answer)?;
+        }
+        Broken::EdnsVersion | Broken::ExtendedRcode => {
+            // Our OPT: root, type 41, payload 1232, extended RCODE, version, flags, no data.
+            let (extended, version) = if kind == Broken::EdnsVersion {
+                (0, 1)
+            } else {
+                (0x7F, 0)
+            };
+            bytes.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, extended, version, 0, 0, 0, 0]);
+            let arcount = u16::from_be_bytes([bytes[10], bytes[11]]) + 1;
+            bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
+        }
+    }
+    Some(bytes)
 }

@@ -1,10 +1,12 @@
 //! Test-only support for kube-dns-rs: a fake Kubernetes API server, Kubernetes object builders,
-//! a DNS test client, a minimal HTTP client and a harness for spawned processes.
+//! a DNS test client, a minimal HTTP client, a harness for spawned processes, and the forwarding
+//! scenarios every forwarder (dns-cache, kube-dns, a real dnsmasq) is put through.
 
 pub mod dns_client;
 pub mod dnsmasq;
 pub mod fake_api;
 pub mod fake_upstream;
+pub mod forwarding;
 pub mod http_client;
 pub mod objects;
 pub mod process;

@@ -1,0 +1,481 @@
+//! Forwarding one query to upstream servers, shared by `kube-dns` and `dns-cache`.
+//!
+//! A query has a deadline ([`TryPolicy::deadline`]). Its first try goes to the first server of
+//! the plan (or to every server at once for a race); when a try's timeout passes without a valid
+//! reply, the next try starts (the next server, or the same one again with a new ID and source
+//! port) and **the earlier tries stay open**: the first valid reply from any of them answers.
+//! A slow server therefore costs its own latency, not a SERVFAIL.
+//!
+//! Replies are checked completely ([`upstream_reply::check_reply`]); a broken one is counted and
+//! ignored, and the query keeps waiting for its other tries. SERVFAIL and REFUSED replies start a
+//! try on a server not asked yet and are returned only when nothing better comes.
+//!
+//! Health: after the answer, tries still open on servers that have not replied keep listening
+//! in the background until the deadline, holding their slot. A late reply teaches the server's
+//! round-trip estimate (so its per-try timeout grows); a server that sent no valid reply to a
+//! query before the deadline gets one failure ([`Upstream::query_failed`]). Slow is not down.
+//!
+//! Open tries are bounded by [`TrySlots`] (`--dns-forward-max`); the number of tries per query
+//! by [`TryPolicy::max_tries`].
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kube_dns_core::upstream_reply::{self, ReplyInfo};
+use kube_dns_core::wire;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::Transport;
+use crate::upstream::{Upstream, now_ms};
+
+/// The shortest per-try timeout. A lost UDP packet should cost a fraction of a second, not the
+/// client's 5 s; but 50 ms proved too short on a loaded node.
+pub const MIN_TRY_TIMEOUT: Duration = Duration::from_millis(200);
+/// The largest UDP datagram.
+const MAX_DATAGRAM: usize = 65535;
+
+/// How long a query may wait and how often it may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryPolicy {
+    /// From the first try to SERVFAIL.
+    pub deadline: Duration,
+    /// The cap of the adaptive per-try timeout (and the timeout before anything is learnt).
+    pub max_try_timeout: Duration,
+    /// Tries per query, counting every server of a race.
+    pub max_tries: usize,
+}
+
+impl TryPolicy {
+    /// Four smoothed round trips, at least [`MIN_TRY_TIMEOUT`], at most the cap.
+    pub fn try_timeout(&self, upstream: &Upstream) -> Duration {
+        let cap = self.max_try_timeout;
+        match upstream.srtt_us() {
+            0 => cap,
+            srtt => Duration::from_micros(u64::from(srtt) * 4).clamp(MIN_TRY_TIMEOUT.min(cap), cap),
+        }
+    }
+
+    /// Tries for a plan of `servers`: each server once, and two more.
+    pub fn tries_for(servers: usize) -> usize {
+        (servers + 2).clamp(3, 8)
+    }
+}
+
+/// Open tries, at most `limit` at once (shared by the queries of one route, or one server).
+#[derive(Debug)]
+pub struct TrySlots {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+impl TrySlots {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(TrySlots {
+            open: AtomicUsize::new(0),
+            limit: limit.max(1),
+        })
+    }
+
+    /// Tries open now (answered queries' tries still listening included).
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= self.limit {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+}
+
+/// One open try's place in [`TrySlots`].
+#[derive(Debug)]
+struct Slot(Arc<TrySlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One query to forward.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The servers in the order to ask them.
+    pub servers: &'a [Arc<Upstream>],
+    /// Ask every server at once first (a race, or `--all-servers`).
+    pub parallel: bool,
+    /// UDP (TCP when a reply is truncated) or TCP only.
+    pub transport: Transport,
+    /// The query to send; every try gets its own random ID.
+    pub query: &'a [u8],
+}
+
+/// How a forwarded query ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A valid reply that is not SERVFAIL or REFUSED, from `servers[server]`. The ID is the
+    /// request's, the upstream's OPT is replaced by ours (or removed when the query had none).
+    Answer { reply: Vec<u8>, server: usize },
+    /// Only SERVFAIL or REFUSED came back; the first of them, shaped like an answer.
+    Rejected { reply: Vec<u8>, server: usize },
+    /// No slot for a first try: too many tries open already.
+    NoSlot,
+    /// No valid reply before the deadline (or no server to ask).
+    Deadline,
+}
+
+enum TryResult {
+    /// A checked reply.
+    Reply(Vec<u8>, ReplyInfo),
+    /// The exchange failed before the deadline (port unreachable, connection refused).
+    Failed,
+    /// Nothing valid before the deadline.
+    Silent,
+}
+
+struct TryEnd {
+    server: usize,
+    result: TryResult,
+}
+
+type TryFuture = Pin<Box<dyn Future<Output = TryEnd> + Send>>;
+
+/// What one query knows about its servers.
+struct Tally {
+    tried: Vec<bool>,
+    replied: Vec<bool>,
+    rejected: Vec<bool>,
+}
+
+impl Tally {
+    fn record(&mut self, end: &TryEnd) {
+        if let TryResult::Reply(_, info) = &end.result {
+            self.replied[end.server] = true;
+            if !info.is_usable() {
+                self.rejected[end.server] = true;
+            }
+        }
+    }
+
+    /// One failure for every server asked that sent nothing valid.
+    fn settle(&self, servers: &[Arc<Upstream>]) {
+        let now = now_ms();
+        for (i, server) in servers.iter().enumerate() {
+            if self.tried[i] && !self.replied[i] {
+                server.query_failed(now);
+            }
+        }
+    }
+}
+
+/// Forwards `request` under `policy`, taking each try's place from `slots`.
+pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TrySlots>) -> Outcome {
+    let n = request.servers.len();
+    if n == 0 {
+        return Outcome::Deadline;
+    }
+    let Some(first_slot) = slots.acquire() else {
+        return Outcome::NoSlot;
+    };
+    let deadline = Instant::now() + policy.deadline;
+    let max_tries = policy.max_tries.max(1);
+    let mut tally = Tally {
+        tried: vec![false; n],
+        replied: vec![false; n],
+        rejected: vec![false; n],
+    };
+    let mut tries: FuturesUnordered<TryFuture> = FuturesUnordered::new();
+    let mut launched = 0usize;
+    let mut cursor = 0usize;
+    let mut next_at = deadline;
+    let launch = |server: usize,
+                  slot: Slot,
+                  tries: &mut FuturesUnordered<TryFuture>,
+                  tally: &mut Tally|
+     -> Duration {
+        let upstream = request.servers[server].clone();
+        let timeout = policy.try_timeout(&upstream);
+        let mut packet = request.query.to_vec();
+        wire::set_packet_id(&mut packet, rand::random());
+        tally.tried[server] = true;
+        tries.push(Box::pin(one_try(
+            upstream,
+            packet,
+            request.transport,
+            deadline,
+            timeout,
+            slot,
+            server,
+        )));
+        timeout
+    };
+    let first_wave = if request.parallel { n } else { 1 };
+    let mut slot = Some(first_slot);
+    let mut soonest = policy.max_try_timeout;
+    for server in 0..first_wave.min(max_tries) {
+        let Some(place) = slot.take().or_else(|| slots.acquire()) else {
+            break;
+        };
+        soonest = soonest.min(launch(server, place, &mut tries, &mut tally));
+        launched += 1;
+        cursor = (server + 1) % n;
+    }
+    next_at = next_at.min(Instant::now() + soonest);
+    let mut fallback: Option<(Vec<u8>, usize)> = None;
+    let mut winner: Option<(Vec<u8>, usize)> = None;
+    let mut starved = false;
+    // The try whose timeout `next_at` is: (server, its timeout).
+    let mut timing: Option<(usize, Duration)> = None;
+    if !request.parallel && launched == 1 {
+        timing = Some((0, soonest));
+    }
+    loop {
+        let askable = tally.rejected.iter().any(|r| !r);
+        let can_launch = launched < max_tries && askable && !starved;
+        if tries.is_empty() && !can_launch {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(end) = tries.next() => {
+                tally.record(&end);
+                match end.result {
+                    TryResult::Reply(reply, info) if info.is_usable() => {
+                        winner = Some((reply, end.server));
+                        break;
+                    }
+                    TryResult::Reply(reply, _) => {
+                        fallback.get_or_insert((reply, end.server));
+                        // Ask a server not asked yet, now (dnsmasq does the same).
+                        next_at = match (0..n).find(|&i| !tally.tried[i]) {
+                            Some(untried) => {
+                                cursor = untried;
+                                timing = None;
+                                Instant::now()
+                            }
+                            None => next_at,
+                        };
+                    }
+                    TryResult::Failed => {
+                        timing = None;
+                        next_at = Instant::now();
+                    }
+                    TryResult::Silent => {}
+                }
+            }
+            _ = tokio::time::sleep_until(next_at), if can_launch => {
+                if let Some((server, timeout)) = timing.take()
+                    && !tally.replied[server]
+                {
+                    request.servers[server]
+                        .try_timed_out(timeout.as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+                // The next server in plan order that has not refused us.
+                let server = (0..n)
+                    .map(|k| (cursor + k) % n)
+                    .find(|&i| !tally.rejected[i])
+                    .unwrap_or(cursor);
+                match slots.acquire() {
+                    Some(place) => {
+                        let timeout = launch(server, place, &mut tries, &mut tally);
+                        launched += 1;
+                        cursor = (server + 1) % n;
+                        next_at = Instant::now() + timeout;
+                        timing = Some((server, timeout));
+                    }
+                    None => starved = true,
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let edns = upstream_reply::query_edns(request.query);
+    let id = wire::packet_id(request.query).unwrap_or(0);
+    let shape = |reply: &[u8]| {
+        let mut out = upstream_reply::replace_opt(reply, edns);
+        wire::set_packet_id(&mut out, id);
+        out
+    };
+    let outcome = match (&winner, &fallback) {
+        (Some((reply, server)), _) => Outcome::Answer {
+            reply: shape(reply),
+            server: *server,
+        },
+        (None, Some((reply, server))) => Outcome::Rejected {
+            reply: shape(reply),
+            server: *server,
+        },
+        (None, None) => Outcome::Deadline,
+    };
+    if winner.is_some() && !tries.is_empty() {
+        // Keep listening for the others, to learn who is slow and who is silent.
+        let servers: Vec<Arc<Upstream>> = request.servers.to_vec();
+        tokio::spawn(async move {
+            while let Some(end) = tries.next().await {
+                tally.record(&end);
+            }
+            tally.settle(&servers);
+        });
+    } else {
+        // At the deadline (or with every try ended) nothing more can come.
+        drop(tries);
+        tally.settle(request.servers);
+    }
+    outcome
+}
+
+/// One try: send, then wait until the deadline for a valid reply (ignoring broken ones). A
+/// truncated UDP reply is followed by a TCP exchange with the same server.
+async fn one_try(
+    upstream: Arc<Upstream>,
+    packet: Vec<u8>,
+    transport: Transport,
+    deadline: Instant,
+    timeout: Duration,
+    slot: Slot,
+    server: usize,
+) -> TryEnd {
+    let _slot = slot;
+    let _outstanding = upstream.begin();
+    let started = Instant::now();
+    let broken = || upstream.broken_reply();
+    let exchanged = match transport {
+        Transport::Udp => udp_exchange(upstream.addr, &packet, deadline, &broken).await,
+        Transport::Tcp => tcp_exchange(upstream.addr, &packet, deadline, &broken).await,
+    };
+    let result = match exchanged {
+        Ok((reply, info)) => {
+            let rtt = started.elapsed();
+            upstream.answered(
+                rtt.as_micros().min(u128::from(u32::MAX)) as u32,
+                rtt > timeout,
+            );
+            if info.truncated && transport == Transport::Udp {
+                match tcp_exchange(upstream.addr, &packet, deadline, &broken).await {
+                    Ok((whole, info)) => TryResult::Reply(whole, info),
+                    // The client can still ask us over TCP.
+                    Err(_) => TryResult::Reply(reply, info),
+                }
+            } else {
+                TryResult::Reply(reply, info)
+            }
+        }
+        Err(error) if error.kind() == io::ErrorKind::TimedOut => TryResult::Silent,
+        Err(error) => {
+            tracing::debug!(server = %upstream.addr, %error, "upstream try failed");
+            TryResult::Failed
+        }
+    };
+    TryEnd { server, result }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no valid reply before the deadline",
+    )
+}
+
+/// UDP from a fresh socket (random source port), connected to the server so only its
+/// datagrams arrive; every datagram is checked ([`upstream_reply::check_reply`]), and broken ones
+/// are reported to `broken` and skipped until the deadline.
+pub async fn udp_exchange(
+    server: SocketAddr,
+    packet: &[u8],
+    deadline: Instant,
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    socket.send(packet).await?;
+    // The upstream honours the payload size the query advertises (512 without EDNS).
+    let limit = wire::parse_query(packet)
+        .map(|q| q.udp_limit())
+        .unwrap_or(MAX_DATAGRAM)
+        .min(MAX_DATAGRAM);
+    // One spare byte tells a reply over the advertised size.
+    let mut buf = vec![0u8; limit + 1];
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .map_err(|_| timed_out())??;
+        if n > limit {
+            broken();
+            tracing::debug!(%server, n, limit, "reply larger than the advertised payload size; dropped");
+            continue;
+        }
+        match upstream_reply::check_reply(packet, &buf[..n]) {
+            Ok(info) => return Ok((buf[..n].to_vec(), info)),
+            Err(error) => {
+                broken();
+                tracing::debug!(%server, %error, "upstream reply dropped");
+            }
+        }
+    }
+}
+
+/// One TCP exchange (RFC 7766 framing), checked like [`udp_exchange`]; a broken reply ends it.
+pub async fn tcp_exchange(
+    server: SocketAddr,
+    packet: &[u8],
+    deadline: Instant,
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(server))
+        .await
+        .map_err(|_| timed_out())??;
+    let len = u16::try_from(packet.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too large"))?;
+    let mut framed = Vec::with_capacity(packet.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(packet);
+    tokio::time::timeout_at(deadline, stream.write_all(&framed))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut len = [0u8; 2];
+    tokio::time::timeout_at(deadline, stream.read_exact(&mut len))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tokio::time::timeout_at(deadline, stream.read_exact(&mut reply))
+        .await
+        .map_err(|_| timed_out())??;
+    match upstream_reply::check_reply(packet, &reply) {
+        Ok(info) => Ok((reply, info)),
+        Err(error) => {
+            broken();
+            Err(io::Error::new(io::ErrorKind::InvalidData, error))
+        }
+    }
+}
