@@ -107,7 +107,11 @@ def unbound_stats(conf):
 # ----------------------------------------------------------------------------- servers
 
 
-def unbound_conf(d, port, up):
+def unbound_conf(d, port, up, extra_zones=()):
+    extra = "".join(f"""forward-zone:
+    name: "{zone}."
+    forward-addr: 127.0.0.1@{zport}
+""" for zone, zport in extra_zones)
     return f"""server:
     interface: 127.0.0.1@{port}
     port: {port}
@@ -143,7 +147,7 @@ forward-zone:
 forward-zone:
     name: "10.in-addr.arpa."
     forward-addr: 127.0.0.1@{up}
-"""
+""" + extra
 
 
 def wait_answer(port, proc, timeout=30.0, err=None):
@@ -163,9 +167,12 @@ def wait_answer(port, proc, timeout=30.0, err=None):
 class Server:
     """One forwarder instance: kind dns-cache, dnsmasq or unbound."""
 
-    def __init__(self, ctx, label, kind, cache_size=None, flags=()):
+    def __init__(self, ctx, label, kind, cache_size=None, flags=(), upstream=None):
         self.ctx, self.label, self.kind = ctx, label, kind
         self.cache_size, self.flags = cache_size, list(flags)
+        # (zone, port): forward the zone there instead of to Knot (dns-cache and dnsmasq send
+        # everything there; Unbound gets a forward-zone for it).
+        self.upstream = upstream
         self.proc = None
         self.metrics_port = None
         self.conf = None
@@ -186,13 +193,14 @@ class Server:
             os.makedirs(d, exist_ok=True)
             self.conf = os.path.join(d, "unbound.conf")
             with open(self.conf, "w") as f:
-                f.write(unbound_conf(d, self.port, ctx.up_port))
+                f.write(unbound_conf(d, self.port, ctx.up_port, [self.upstream] if self.upstream else []))
             argv = ["unbound", "-d", "-c", self.conf]
             env = None
         else:
             common = ["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=",
                       f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-",
-                      f"--server=127.0.0.1#{ctx.up_port}", f"--cache-size={self.cache_size}"] + self.flags
+                      f"--server=127.0.0.1#{self.upstream[1] if self.upstream else ctx.up_port}",
+                      f"--cache-size={self.cache_size}"] + self.flags
             if self.kind == "dnsmasq":
                 argv = [DNSMASQ] + common
                 env = None
@@ -620,6 +628,119 @@ def phase_rss(ctx, results):
     results["rss"] = out
 
 
+INTERNET_ZONE = "inet.example"
+# The legacy manifest's cache flags for dns-cache and dnsmasq; Unbound as it comes.
+INTERNET_PROFILES = [
+    ("dns-cache", "dns-cache", 1000, ["--no-negcache"]),
+    ("dnsmasq", "dnsmasq", 1000, ["--no-negcache"]),
+    ("unbound", "unbound", None, []),
+]
+CLIENT_TIMEOUT_S = 5.0
+
+
+def start_slow_upstream(ctx):
+    """bench/cache/slow_upstream.py on CPU 0; returns (name, port)."""
+    name = f"slow-upstream-{ctx.seq()}"
+    argv = [sys.executable, os.path.join(HERE, "slow_upstream.py"), "--port", "0"]
+    proc, _, _ = ctx.up.start(name, argv, {0}, cgroup=True)
+    out = os.path.join(ctx.work, f"{name}.out")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(out) as f:
+            m = re.search(r"listening (\d+)", f.read())
+        if m:
+            return name, int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError("slow upstream did not start")
+
+
+def dnsperf_internet(ctx, server, qfile, label):
+    """One fixed-rate run with per-query lines; returns shares and latencies (client view:
+    an unanswered query costs the client its whole 5 s timeout)."""
+    a = ctx.args
+    out_path = os.path.join(ctx.work, f"dnsperf-{label}.txt")
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d", qfile, "-c", "1", "-q", "5000",
+            "-Q", str(a.internet_rate), "-l", str(a.internet_duration), "-t", str(int(CLIENT_TIMEOUT_S)), "-v"]
+    s0 = server.stats()
+    u0, k0 = B.tree_cpu_split(server.pid)
+    with open(out_path, "wb") as out:
+        subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+                       timeout=a.internet_duration + 60, check=False)
+    u1, k1 = B.tree_cpu_split(server.pid)
+    # Let lingering upstream tries end before reading the counters.
+    time.sleep(CLIENT_TIMEOUT_S)
+    s1 = server.stats()
+    with open(out_path, errors="replace") as f:
+        text = f.read()
+    summary = B.parse_dnsperf(text)
+    lat, good, rcodes = [], [], {}
+    for line in text.splitlines():
+        # "> RCODE name type seconds"; "> T name type" is a query dnsperf gave up on.
+        if line.startswith("> ") and not line.startswith("> T "):
+            parts = line.split()
+            rcodes[parts[1]] = rcodes.get(parts[1], 0) + 1
+            lat.append(float(parts[-1]) * 1e6)
+            if parts[1] == "NOERROR":
+                good.append(float(parts[-1]) * 1e6)
+    sent = int(summary["sent"] or 0)
+    lost = int(summary["lost"] or 0)
+    answered = sorted(lat)
+    # The user's view: time to a usable (NOERROR) answer; a SERVFAIL or no reply at all is a
+    # failed lookup, counted as the client's whole timeout.
+    client = sorted(good + [CLIENT_TIMEOUT_S * 1e6] * max(0, sent - len(good)))
+    noerror, servfail = rcodes.get("NOERROR", 0), rcodes.get("SERVFAIL", 0)
+    other = sum(v for k, v in rcodes.items() if k not in ("NOERROR", "SERVFAIL"))
+    r = {"sent": sent, "lost": lost, "rcodes": rcodes,
+         "noerror_pct": 100.0 * noerror / sent if sent else None,
+         "servfail_pct": 100.0 * servfail / sent if sent else None,
+         "other_pct": 100.0 * other / sent if sent else None,
+         "unanswered_pct": 100.0 * lost / sent if sent else None,
+         "answered_latency_us": {"p50": B.percentile(answered, 50), "p99": B.percentile(answered, 99)},
+         "noerror_latency_us": {"p50": B.percentile(sorted(good), 50), "p99": B.percentile(sorted(good), 99)},
+         "client_latency_us": {"p50": B.percentile(client, 50), "p90": B.percentile(client, 90),
+                               "p99": B.percentile(client, 99)},
+         "cpu_s": ((u1 - u0) + (k1 - k0)) / B.CLK_TCK,
+         "counters": delta(s0, s1), "rss_kb": B.status_kb(server.pid, "VmRSS"),
+         "hwm_kb": B.status_kb(server.pid, "VmHWM")}
+    if server.kind == "dns-cache":
+        m1 = s1.get("metrics", {})
+        r["upstream"] = {k.split("{")[0].replace("dnscache_upstream_", ""): v for k, v in m1.items()
+                         if k.startswith("dnscache_upstream_")}
+    os.remove(out_path)
+    log(f"{label:24s} sent {sent}, NOERROR {r['noerror_pct']:.2f}%, SERVFAIL {r['servfail_pct']:.2f}%, "
+        f"other {r['other_pct']:.2f}%, unanswered {r['unanswered_pct']:.2f}%, "
+        f"p50/p99 answered {r['answered_latency_us']['p50'] or 0:.0f}/{r['answered_latency_us']['p99'] or 0:.0f} us, "
+        f"time to a usable answer p50/p90/p99 {r['client_latency_us']['p50'] or 0:.0f}/"
+        f"{r['client_latency_us']['p90'] or 0:.0f}/{r['client_latency_us']['p99'] or 0:.0f} us")
+    return r
+
+
+def phase_internet(ctx, results):
+    """Unique names at a fixed rate through an upstream with internet-like delays and losses."""
+    a = ctx.args
+    name, port = start_slow_upstream(ctx)
+    count = a.internet_rate * a.internet_duration + a.internet_rate
+    runs = {}
+    for rep in range(a.internet_reps):
+        qfile = ctx.q(f"q-internet-{rep}.txt")
+        with open(qfile, "w") as f:
+            for i in range(count):
+                f.write(f"u{i}-r{rep}.{INTERNET_ZONE} A\n")
+        n = len(INTERNET_PROFILES)
+        order = INTERNET_PROFILES[rep % n:] + INTERNET_PROFILES[:rep % n]
+        for label, kind, size, flags in order:
+            s = Server(ctx, label, kind, size, flags, upstream=(INTERNET_ZONE, port)).start()
+            r = dnsperf_internet(ctx, s, qfile, f"internet-{label}-{rep}")
+            ctx.problems += [f"{label} stderr: {l}" for l in s.log_problems()[:5]
+                             if "upstream marked down" not in l]
+            s.stop()
+            runs.setdefault(label, {"describe": s.describe(), "runs": []})["runs"].append(r)
+    ctx.up.stop(name)
+    results["internet"] = runs
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -645,6 +766,9 @@ def main():
     p.add_argument("--max-retries", type=int, default=6, help="repeats for runs spoiled by other load (whole run)")
     p.add_argument("--retry-deadline", type=float, default=480.0, help="no repeats after this many seconds")
     p.add_argument("--quiet-wait", type=float, default=5.0, help="max seconds to wait for a quiet machine per run")
+    p.add_argument("--internet-rate", type=int, default=300, help="fixed rate of the internet-like phase")
+    p.add_argument("--internet-duration", type=int, default=30, help="seconds per internet-like run")
+    p.add_argument("--internet-reps", type=int, default=1, help="rounds of the internet-like runs")
     p.add_argument("--phases", default="check,hits,misses,ndots,rss")
     args = p.parse_args()
 
@@ -706,6 +830,8 @@ def main():
             phase_ndots(ctx, results)
         if "rss" in phases:
             phase_rss(ctx, results)
+        if "internet" in phases:
+            phase_internet(ctx, results)
         results["knot"]["rss_after_kb"] = B.status_kb(knot.pid, "VmRSS")
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results["elapsed_s"] = time.monotonic() - t_start
@@ -886,6 +1012,42 @@ def summarise(results, work):
             target("RSS with a full 10,000-entry cache < 20 MB", kb * 1024 < 20e6,
                    f"{kb / 1024:.1f} MiB = {kb * 1024 / 1e6:.1f} MB (max of after 10k and after 20k names; "
                    f"{fmt(r['after_b']['entries'])} entries); VmHWM {r['after_b']['hwm_kb'] / 1024:.1f} MiB")
+    inet = results.get("internet")
+    if inet:
+        p = results["params"]
+        L.append(f"### Internet-like upstream (unique names at {p.get('internet_rate', 0):,} qps for "
+                 f"{p.get('internet_duration', 0)} s; upstream delay by name: 70% 0-2 ms, 20% 20-200 ms, "
+                 f"9% 300-1500 ms, 1% never; client timeout 5 s; 'to a usable answer' counts a SERVFAIL "
+                 f"or no reply as the whole 5 s; median of {p.get('internet_reps', 1)} run(s))\n")
+        L.append("| forwarder | flags | NOERROR | SERVFAIL | unanswered | p50 / p99 of replies, ms | "
+                 "p50 / p90 / p99 to a usable answer, ms | CPU s | upstream tries per query |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        m = {}
+        for label, r in inet.items():
+            rs = r["runs"]
+            m[label] = {k: med(rs, k) for k in ("noerror_pct", "servfail_pct", "unanswered_pct", "cpu_s")}
+            m[label]["p99c"] = med(rs, "client_latency_us", "p99")
+            tries = None
+            if label == "dns-cache":
+                tries = statistics.median([x["upstream"].get("queries_total", 0) / x["sent"] for x in rs if x["sent"]])
+            L.append(f"| {label} | {r['describe']} | {fmt(m[label]['noerror_pct'], '.2f')}% | "
+                     f"{fmt(m[label]['servfail_pct'], '.2f')}% | {fmt(m[label]['unanswered_pct'], '.2f')}% | "
+                     f"{fmt(med(rs, 'answered_latency_us', 'p50') / 1e3 if med(rs, 'answered_latency_us', 'p50') else None, '.1f')} / "
+                     f"{fmt(med(rs, 'answered_latency_us', 'p99') / 1e3 if med(rs, 'answered_latency_us', 'p99') else None, '.0f')} | "
+                     f"{fmt(med(rs, 'client_latency_us', 'p50') / 1e3 if med(rs, 'client_latency_us', 'p50') else None, '.1f')} / "
+                     f"{fmt(med(rs, 'client_latency_us', 'p90') / 1e3 if med(rs, 'client_latency_us', 'p90') else None, '.0f')} / "
+                     f"{fmt(m[label]['p99c'] / 1e3 if m[label]['p99c'] else None, '.0f')} | "
+                     f"{fmt(m[label]['cpu_s'], '.2f')} | {fmt(tries, '.2f') if tries is not None else 'n/a'} |")
+        L.append("")
+        if "dns-cache" in m and "dnsmasq" in m:
+            a, b = m["dns-cache"], m["dnsmasq"]
+            target("internet-like upstream: dns-cache answers (NOERROR) at least dnsmasq's share",
+                   a["noerror_pct"] is not None and b["noerror_pct"] is not None and a["noerror_pct"] >= b["noerror_pct"],
+                   f"{fmt(a['noerror_pct'], '.2f')}% vs {fmt(b['noerror_pct'], '.2f')}%")
+            target("internet-like upstream: dns-cache p99 to a usable answer no worse than dnsmasq's",
+                   a["p99c"] is not None and b["p99c"] is not None and a["p99c"] <= b["p99c"],
+                   f"{fmt(a['p99c'] / 1e3 if a['p99c'] else None, '.0f')} ms vs "
+                   f"{fmt(b['p99c'] / 1e3 if b['p99c'] else None, '.0f')} ms")
     ans = results.get("answers")
     if ans:
         L.append("### Answer check (each q-check line asked cold, then warm; compared with Knot's answer)\n")

@@ -16,7 +16,9 @@
 #                         seconds per saturated / fixed-rate miss run (default 5 / 8)
 #   BENCH_RATE=Q          fixed rate of the hit runs (default 10000)
 #   BENCH_MISS_RATE=Q     fixed rate of the miss runs (default 3000)
-#   BENCH_PHASES=LIST     subset of check,hits,misses,ndots,rss (default: all)
+#   BENCH_INTERNET_RATE=Q, BENCH_INTERNET_DURATION=S, BENCH_INTERNET_REPS=N
+#                         the internet-like upstream phase (default 300 qps, 30 s, 1 round)
+#   BENCH_PHASES=LIST     subset of check,hits,misses,ndots,rss,internet (default: all)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -101,6 +103,8 @@ python3 "$HERE/cache_bench.py" \
     --hit-reps "${BENCH_HIT_REPS:-3}" --ndots-reps "${BENCH_NDOTS_REPS:-1}" --duration "${BENCH_DURATION:-10}" \
     --miss-sat-duration "${BENCH_MISS_SAT_DURATION:-5}" --miss-duration "${BENCH_MISS_DURATION:-8}" \
     --rate "${BENCH_RATE:-10000}" --miss-rate "${BENCH_MISS_RATE:-3000}" \
-    --phases "${BENCH_PHASES:-check,hits,misses,ndots,rss}" &
+    --internet-rate "${BENCH_INTERNET_RATE:-300}" --internet-duration "${BENCH_INTERNET_DURATION:-30}" \
+    --internet-reps "${BENCH_INTERNET_REPS:-1}" \
+    --phases "${BENCH_PHASES:-check,hits,misses,ndots,rss,internet}" &
 BENCH_PID=$!
 wait "$BENCH_PID"

@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +30,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kube_dns_core::upstream_reply::{self, ReplyInfo};
 use kube_dns_core::wire;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -166,28 +167,40 @@ struct TryEnd {
 
 type TryFuture = Pin<Box<dyn Future<Output = TryEnd> + Send>>;
 
-/// What one query knows about its servers.
+/// The most servers one query considers (bit sets of u64).
+const MAX_SERVERS: usize = 64;
+
+/// What one query knows about its servers, one bit per server.
+#[derive(Debug, Default, Clone, Copy)]
 struct Tally {
-    tried: Vec<bool>,
-    replied: Vec<bool>,
-    rejected: Vec<bool>,
+    tried: u64,
+    replied: u64,
+    rejected: u64,
+}
+
+fn bit(server: usize) -> u64 {
+    1 << server
 }
 
 impl Tally {
     fn record(&mut self, end: &TryEnd) {
         if let TryResult::Reply(_, info) = &end.result {
-            self.replied[end.server] = true;
+            self.replied |= bit(end.server);
             if !info.is_usable() {
-                self.rejected[end.server] = true;
+                self.rejected |= bit(end.server);
             }
         }
+    }
+
+    fn has(set: u64, server: usize) -> bool {
+        set & bit(server) != 0
     }
 
     /// One failure for every server asked that sent nothing valid.
     fn settle(&self, servers: &[Arc<Upstream>]) {
         let now = now_ms();
         for (i, server) in servers.iter().enumerate() {
-            if self.tried[i] && !self.replied[i] {
+            if Tally::has(self.tried, i) && !Tally::has(self.replied, i) {
                 server.query_failed(now);
             }
         }
@@ -196,7 +209,8 @@ impl Tally {
 
 /// Forwards `request` under `policy`, taking each try's place from `slots`.
 pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TrySlots>) -> Outcome {
-    let n = request.servers.len();
+    let servers = &request.servers[..request.servers.len().min(MAX_SERVERS)];
+    let n = servers.len();
     if n == 0 {
         return Outcome::Deadline;
     }
@@ -205,11 +219,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     };
     let deadline = Instant::now() + policy.deadline;
     let max_tries = policy.max_tries.max(1);
-    let mut tally = Tally {
-        tried: vec![false; n],
-        replied: vec![false; n],
-        rejected: vec![false; n],
-    };
+    let mut tally = Tally::default();
     let mut tries: FuturesUnordered<TryFuture> = FuturesUnordered::new();
     let mut launched = 0usize;
     let mut cursor = 0usize;
@@ -219,16 +229,15 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                   tries: &mut FuturesUnordered<TryFuture>,
                   tally: &mut Tally|
      -> Duration {
-        let upstream = request.servers[server].clone();
+        let upstream = servers[server].clone();
         let timeout = policy.try_timeout(&upstream);
         let mut packet = request.query.to_vec();
         wire::set_packet_id(&mut packet, rand::random());
-        tally.tried[server] = true;
+        tally.tried |= bit(server);
         tries.push(Box::pin(one_try(
             upstream,
             packet,
             request.transport,
-            deadline,
             timeout,
             slot,
             server,
@@ -247,19 +256,31 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
         cursor = (server + 1) % n;
     }
     next_at = next_at.min(Instant::now() + soonest);
-    let mut fallback: Option<(Vec<u8>, usize)> = None;
-    let mut winner: Option<(Vec<u8>, usize)> = None;
+    let mut fallback: Option<(Vec<u8>, ReplyInfo, usize)> = None;
+    let mut winner: Option<(Vec<u8>, ReplyInfo, usize)> = None;
     let mut starved = false;
     // The try whose timeout `next_at` is: (server, its timeout).
     let mut timing: Option<(usize, Duration)> = None;
     if !request.parallel && launched == 1 {
         timing = Some((0, soonest));
     }
+    // One timer per query: the next try or the deadline, whichever is first. (Each timer that
+    // becomes the earliest one costs the event loop a wake-up, so the tries have none.)
+    let timer = tokio::time::sleep_until(next_at.min(deadline));
+    tokio::pin!(timer);
     loop {
-        let askable = tally.rejected.iter().any(|r| !r);
+        let askable = tally.rejected.count_ones() < n as u32;
         let can_launch = launched < max_tries && askable && !starved;
         if tries.is_empty() && !can_launch {
             break;
+        }
+        let wake = if can_launch {
+            next_at.min(deadline)
+        } else {
+            deadline
+        };
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
         tokio::select! {
             biased;
@@ -267,13 +288,13 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                 tally.record(&end);
                 match end.result {
                     TryResult::Reply(reply, info) if info.is_usable() => {
-                        winner = Some((reply, end.server));
+                        winner = Some((reply, info, end.server));
                         break;
                     }
-                    TryResult::Reply(reply, _) => {
-                        fallback.get_or_insert((reply, end.server));
+                    TryResult::Reply(reply, info) => {
+                        fallback.get_or_insert((reply, info, end.server));
                         // Ask a server not asked yet, now (dnsmasq does the same).
-                        next_at = match (0..n).find(|&i| !tally.tried[i]) {
+                        next_at = match (0..n).find(|&i| !Tally::has(tally.tried, i)) {
                             Some(untried) => {
                                 cursor = untried;
                                 timing = None;
@@ -289,17 +310,20 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                     TryResult::Silent => {}
                 }
             }
-            _ = tokio::time::sleep_until(next_at), if can_launch => {
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 if let Some((server, timeout)) = timing.take()
-                    && !tally.replied[server]
+                    && !Tally::has(tally.replied, server)
                 {
-                    request.servers[server]
+                    servers[server]
                         .try_timed_out(timeout.as_micros().min(u128::from(u32::MAX)) as u32);
                 }
                 // The next server in plan order that has not refused us.
                 let server = (0..n)
                     .map(|k| (cursor + k) % n)
-                    .find(|&i| !tally.rejected[i])
+                    .find(|&i| !Tally::has(tally.rejected, i))
                     .unwrap_or(cursor);
                 match slots.acquire() {
                     Some(place) => {
@@ -312,40 +336,37 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                     None => starved = true,
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => break,
         }
     }
     let edns = upstream_reply::query_edns(request.query);
     let id = wire::packet_id(request.query).unwrap_or(0);
-    let shape = |reply: &[u8]| {
-        let mut out = upstream_reply::replace_opt(reply, edns);
-        wire::set_packet_id(&mut out, id);
-        out
+    let shape = |(mut reply, info, server): (Vec<u8>, ReplyInfo, usize)| {
+        upstream_reply::replace_opt_in_place(&mut reply, &info, edns);
+        wire::set_packet_id(&mut reply, id);
+        (reply, server)
     };
-    let outcome = match (&winner, &fallback) {
-        (Some((reply, server)), _) => Outcome::Answer {
-            reply: shape(reply),
-            server: *server,
-        },
-        (None, Some((reply, server))) => Outcome::Rejected {
-            reply: shape(reply),
-            server: *server,
-        },
+    let answered = winner.is_some();
+    let outcome = match (winner.map(shape), fallback.map(shape)) {
+        (Some((reply, server)), _) => Outcome::Answer { reply, server },
+        (None, Some((reply, server))) => Outcome::Rejected { reply, server },
         (None, None) => Outcome::Deadline,
     };
-    if winner.is_some() && !tries.is_empty() {
+    if answered && !tries.is_empty() {
         // Keep listening for the others, to learn who is slow and who is silent.
-        let servers: Vec<Arc<Upstream>> = request.servers.to_vec();
+        let servers: Vec<Arc<Upstream>> = servers.to_vec();
         tokio::spawn(async move {
-            while let Some(end) = tries.next().await {
-                tally.record(&end);
-            }
+            let _ = tokio::time::timeout_at(deadline, async {
+                while let Some(end) = tries.next().await {
+                    tally.record(&end);
+                }
+            })
+            .await;
             tally.settle(&servers);
         });
     } else {
         // At the deadline (or with every try ended) nothing more can come.
         drop(tries);
-        tally.settle(request.servers);
+        tally.settle(servers);
     }
     outcome
 }
@@ -356,7 +377,6 @@ async fn one_try(
     upstream: Arc<Upstream>,
     packet: Vec<u8>,
     transport: Transport,
-    deadline: Instant,
     timeout: Duration,
     slot: Slot,
     server: usize,
@@ -366,8 +386,8 @@ async fn one_try(
     let started = Instant::now();
     let broken = || upstream.broken_reply();
     let exchanged = match transport {
-        Transport::Udp => udp_exchange(upstream.addr, &packet, deadline, &broken).await,
-        Transport::Tcp => tcp_exchange(upstream.addr, &packet, deadline, &broken).await,
+        Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, &broken).await,
+        Transport::Tcp => tcp_exchange_untimed(upstream.addr, &packet, &broken).await,
     };
     let result = match exchanged {
         Ok((reply, info)) => {
@@ -377,7 +397,7 @@ async fn one_try(
                 rtt > timeout,
             );
             if info.truncated && transport == Transport::Udp {
-                match tcp_exchange(upstream.addr, &packet, deadline, &broken).await {
+                match tcp_exchange_untimed(upstream.addr, &packet, &broken).await {
                     Ok((whole, info)) => TryResult::Reply(whole, info),
                     // The client can still ask us over TCP.
                     Err(_) => TryResult::Reply(reply, info),
@@ -411,13 +431,26 @@ pub async fn udp_exchange(
     deadline: Instant,
     broken: &(dyn Fn() + Sync),
 ) -> io::Result<(Vec<u8>, ReplyInfo)> {
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
+    tokio::time::timeout_at(deadline, udp_exchange_untimed(server, packet, broken))
+        .await
+        .map_err(|_| timed_out())?
+}
+
+/// [`udp_exchange`] without a deadline (the caller bounds it).
+async fn udp_exchange_untimed(
+    server: SocketAddr,
+    packet: &[u8],
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    // Non-blocking from the start and not bound: connect() binds a random ephemeral port
+    // (one system call fewer per try than bind + connect).
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.connect(&server.into())?;
+    let socket = tokio::net::UdpSocket::from_std(socket.into())?;
     socket.send(packet).await?;
     // The upstream honours the payload size the query advertises (512 without EDNS).
     let limit = wire::parse_query(packet)
@@ -427,16 +460,17 @@ pub async fn udp_exchange(
     // One spare byte tells a reply over the advertised size.
     let mut buf = vec![0u8; limit + 1];
     loop {
-        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
-            .await
-            .map_err(|_| timed_out())??;
+        let n = socket.recv(&mut buf).await?;
         if n > limit {
             broken();
             tracing::debug!(%server, n, limit, "reply larger than the advertised payload size; dropped");
             continue;
         }
         match upstream_reply::check_reply(packet, &buf[..n]) {
-            Ok(info) => return Ok((buf[..n].to_vec(), info)),
+            Ok(info) => {
+                buf.truncate(n);
+                return Ok((buf, info));
+            }
             Err(error) => {
                 broken();
                 tracing::debug!(%server, %error, "upstream reply dropped");
@@ -452,25 +486,28 @@ pub async fn tcp_exchange(
     deadline: Instant,
     broken: &(dyn Fn() + Sync),
 ) -> io::Result<(Vec<u8>, ReplyInfo)> {
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(server))
+    tokio::time::timeout_at(deadline, tcp_exchange_untimed(server, packet, broken))
         .await
-        .map_err(|_| timed_out())??;
+        .map_err(|_| timed_out())?
+}
+
+/// [`tcp_exchange`] without a deadline (the caller bounds it).
+async fn tcp_exchange_untimed(
+    server: SocketAddr,
+    packet: &[u8],
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    let mut stream = TcpStream::connect(server).await?;
     let len = u16::try_from(packet.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too large"))?;
     let mut framed = Vec::with_capacity(packet.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(packet);
-    tokio::time::timeout_at(deadline, stream.write_all(&framed))
-        .await
-        .map_err(|_| timed_out())??;
+    stream.write_all(&framed).await?;
     let mut len = [0u8; 2];
-    tokio::time::timeout_at(deadline, stream.read_exact(&mut len))
-        .await
-        .map_err(|_| timed_out())??;
+    stream.read_exact(&mut len).await?;
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    tokio::time::timeout_at(deadline, stream.read_exact(&mut reply))
-        .await
-        .map_err(|_| timed_out())??;
+    stream.read_exact(&mut reply).await?;
     match upstream_reply::check_reply(packet, &reply) {
         Ok(info) => Ok((reply, info)),
         Err(error) => {

@@ -50,6 +50,8 @@ pub struct ReplyInfo {
     /// The RCODE (low four bits; the extended bits are checked to be zero).
     pub rcode: u8,
     pub truncated: bool,
+    /// Byte range of the OPT record, if any.
+    pub opt: Option<(usize, usize)>,
 }
 
 impl ReplyInfo {
@@ -148,9 +150,10 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
     if wire::packet_id(reply) != wire::packet_id(query) {
         return Err(ReplyError::WrongId);
     }
-    let info = ReplyInfo {
+    let mut info = ReplyInfo {
         rcode: (flags & 0xF) as u8,
         truncated: flags & 0x0200 != 0,
+        opt: None,
     };
     let counts: [u16; 4] = [
         read_u16(reply, 4).unwrap_or(0),
@@ -175,7 +178,6 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
     if info.truncated {
         return Ok(info);
     }
-    let mut opt_seen = false;
     for (section, &count) in counts.iter().enumerate().skip(1) {
         for _ in 0..count {
             let owner_at = at;
@@ -187,10 +189,10 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
                 return Err(ReplyError::Truncated("record data"));
             }
             if rr_type == rtype::OPT {
-                if section != 3 || opt_seen || reply[owner_at] != 0 {
+                if section != 3 || info.opt.is_some() || reply[owner_at] != 0 {
                     return Err(ReplyError::MisplacedOpt);
                 }
-                opt_seen = true;
+                info.opt = Some((owner_at, rdata + usize::from(rdlen)));
                 let (extended, version) = (reply[at + 4], reply[at + 5]);
                 if version != 0 {
                     return Err(ReplyError::EdnsVersion(version));
@@ -263,6 +265,34 @@ pub fn replace_opt(reply: &[u8], ours: Option<bool>) -> Vec<u8> {
     out
 }
 
+/// [`replace_opt`] on a reply as [`check_reply`] found it: in place when the upstream's OPT is
+/// the last record and carries no options (the usual case), else by a copy.
+pub fn replace_opt_in_place(reply: &mut Vec<u8>, info: &ReplyInfo, ours: Option<bool>) {
+    let last_and_bare = info
+        .opt
+        .is_some_and(|(start, end)| end == reply.len() && end - start == 11);
+    if info.truncated || !last_and_bare {
+        if info.opt.is_some() || ours.is_some() || info.truncated {
+            *reply = replace_opt(reply, ours);
+        }
+        return;
+    }
+    let Some((start, _)) = info.opt else {
+        return;
+    };
+    match ours {
+        Some(dnssec_ok) => {
+            reply.truncate(start);
+            push_our_opt(reply, dnssec_ok);
+        }
+        None => {
+            reply.truncate(start);
+            let arcount = read_u16(reply, 10).unwrap_or(1).saturating_sub(1);
+            reply[10..12].copy_from_slice(&arcount.to_be_bytes());
+        }
+    }
+}
+
 /// Whether the query we sent carries EDNS, and its DO bit (`Some(dnssec_ok)`).
 pub fn query_edns(query: &[u8]) -> Option<bool> {
     wire::parse_query(query)
@@ -315,17 +345,48 @@ mod tests {
         let reply = reply_to(&q, [1, 0, 1], &records);
         let info = check_reply(&q, &reply).expect("valid");
         assert_eq!((info.rcode, info.truncated), (0, false));
+        assert!(info.opt.is_some());
         let ours = replace_opt(&reply, Some(true));
         let layout = wire::response_layout(&ours).expect("layout");
         let (start, end) = layout.opt.expect("our OPT");
         assert_eq!(end - start, 11, "no options");
-        let opt = &ours[usize::from(start)..usize::from(end)];
-        assert_eq!(&opt[3..5], &wire::ADVERTISED_UDP_PAYLOAD.to_be_bytes());
-        assert_eq!(&opt[5..9], &[0, 0, 0x80, 0], "version 0, DO as asked");
+        let record = &ours[usize::from(start)..usize::from(end)];
+        assert_eq!(&record[3..5], &wire::ADVERTISED_UDP_PAYLOAD.to_be_bytes());
+        assert_eq!(&record[5..9], &[0, 0, 0x80, 0], "version 0, DO as asked");
         let stripped = replace_opt(&reply, None);
         assert_eq!(wire::response_layout(&stripped).expect("layout").opt, None);
         assert_eq!(stripped.len(), ours.len() - 11);
         check_reply(&q, &ours).expect("still valid");
+        // In place: the same bytes whichever way, options or not.
+        for (mut bytes, ours_opt) in [
+            (reply.clone(), Some(true)),
+            (reply.clone(), None),
+            (
+                reply_to(
+                    &q,
+                    [1, 0, 1],
+                    &[a_record([192, 0, 2, 1]), opt(0, 0)].concat(),
+                ),
+                Some(true),
+            ),
+            (
+                reply_to(
+                    &q,
+                    [1, 0, 1],
+                    &[a_record([192, 0, 2, 1]), opt(0, 0)].concat(),
+                ),
+                None,
+            ),
+            (
+                reply_to(&q, [1, 0, 0], &a_record([192, 0, 2, 1])),
+                Some(false),
+            ),
+        ] {
+            let info = check_reply(&q, &bytes).expect("valid");
+            let copied = replace_opt(&bytes, ours_opt);
+            replace_opt_in_place(&mut bytes, &info, ours_opt);
+            assert_eq!(bytes, copied);
+        }
     }
 
     #[test]
