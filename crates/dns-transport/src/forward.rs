@@ -442,16 +442,19 @@ async fn udp_exchange_untimed(
     packet: &[u8],
     broken: &(dyn Fn() + Sync),
 ) -> io::Result<(Vec<u8>, ReplyInfo)> {
-    // Non-blocking from the start and not bound: connect() binds a random ephemeral port
-    // (one system call fewer per try than bind + connect).
+    // Non-blocking from the start and not bound: connect() binds a random ephemeral port (one
+    // system call fewer than bind + connect). The query goes out before the socket joins the
+    // event loop, which watches it for reading only: no wake-up for writability, and a reply
+    // that is already there when it joins is still reported (edge-triggered epoll reports the
+    // state at registration).
     let socket = Socket::new(
         Domain::for_address(server),
         Type::DGRAM.nonblocking().cloexec(),
         Some(Protocol::UDP),
     )?;
     socket.connect(&server.into())?;
-    let socket = tokio::net::UdpSocket::from_std(socket.into())?;
-    socket.send(packet).await?;
+    socket.send(packet)?;
+    let socket = crate::register_readable(socket.into())?;
     // The upstream honours the payload size the query advertises (512 without EDNS).
     let limit = wire::parse_query(packet)
         .map(|q| q.udp_limit())
@@ -460,7 +463,13 @@ async fn udp_exchange_untimed(
     // One spare byte tells a reply over the advertised size.
     let mut buf = vec![0u8; limit + 1];
     loop {
-        let n = socket.recv(&mut buf).await?;
+        let mut ready = socket
+            .ready(tokio::io::Interest::READABLE | tokio::io::Interest::ERROR)
+            .await?;
+        let n = match ready.try_io(|fd| fd.get_ref().recv(&mut buf)) {
+            Ok(received) => received?,
+            Err(_would_block) => continue,
+        };
         if n > limit {
             broken();
             tracing::debug!(%server, n, limit, "reply larger than the advertised payload size; dropped");

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -274,12 +275,14 @@ fn serve_udp_event_loop<H: PacketHandler>(
             return;
         }
     };
+    // Registered for reading only: replies are sent straight on the non-blocking socket (a full
+    // send buffer drops the datagram, as UDP may), so sends never wake the loop with EPOLLOUT.
     let socket = match socket
         .set_read_timeout(None)
         .and_then(|()| socket.set_nonblocking(true))
         .and_then(|()| {
             let _guard = runtime.enter();
-            tokio::net::UdpSocket::from_std(socket)
+            register_readable(socket)
         }) {
         Ok(socket) => std::rc::Rc::new(socket),
         Err(error) => {
@@ -296,6 +299,17 @@ fn serve_udp_event_loop<H: PacketHandler>(
             _ = receive_loop(socket, handler, max_slow) => {}
         }
     });
+}
+
+/// Registers a UDP socket with the current tokio runtime for reading (and socket errors, such
+/// as ICMP port unreachable on a connected socket) only. tokio's own `UdpSocket` always asks for
+/// writability too, which wakes the loop with EPOLLOUT after every send; our sends go straight
+/// to the non-blocking socket.
+#[allow(unsafe_code)]
+pub(crate) fn register_readable(socket: UdpSocket) -> io::Result<AsyncFd<UdpSocket>> {
+    // SAFETY: the AsyncFd takes ownership of the socket, so the file descriptor stays open while
+    // it is registered; it is closed only by AsyncFd's drop, after the deregistration.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::ERROR) }?)
 }
 
 /// How often [`timer_anchor`] ticks: under the shortest per-try timeout.
@@ -315,7 +329,7 @@ async fn timer_anchor() {
 
 /// Waits for packets and answers them; misses run as local tasks on this thread.
 async fn receive_loop<H: PacketHandler>(
-    socket: std::rc::Rc<tokio::net::UdpSocket>,
+    socket: std::rc::Rc<AsyncFd<UdpSocket>>,
     handler: Arc<H>,
     max_slow: usize,
 ) {
@@ -323,50 +337,46 @@ async fn receive_loop<H: PacketHandler>(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(4096);
     loop {
-        if let Err(error) = socket.readable().await {
-            tracing::warn!(%error, "UDP socket not readable");
-            continue;
-        }
+        let mut ready = match socket.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                tracing::warn!(%error, "UDP socket not readable");
+                continue;
+            }
+        };
         // Drain what is queued before waiting again.
         loop {
-            let (len, peer) = match socket.try_recv_from(&mut buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => {
+            let (len, peer) = match ready.try_io(|fd| fd.get_ref().recv_from(&mut buf)) {
+                Ok(Ok(received)) => received,
+                // Would block: readiness is cleared, wait again.
+                Err(_) => break,
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "UDP receive failed");
                     break;
                 }
             };
             let packet = &buf[..len];
             match handler.fast(packet, Transport::Udp, peer, &mut out) {
-                Fast::Reply => try_send_udp(&socket, &out, peer),
+                Fast::Reply => send_udp(socket.get_ref(), &out, peer),
                 Fast::Drop => {}
                 Fast::Slow => {
                     let Ok(permit) = slow.clone().try_acquire_owned() else {
                         if handler.overloaded(packet, &mut out) {
-                            try_send_udp(&socket, &out, peer);
+                            send_udp(socket.get_ref(), &out, peer);
                         }
                         continue;
                     };
                     let packet = packet.to_vec();
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::task::spawn_local(async move {
-                        if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await
-                            && let Err(error) = socket.send_to(&reply, peer).await
-                        {
-                            tracing::debug!(%error, %peer, "UDP send failed");
+                        if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {
+                            send_udp(socket.get_ref(), &reply, peer);
                         }
                         drop(permit);
                     });
                 }
             }
         }
-    }
-}
-
-fn try_send_udp(socket: &tokio::net::UdpSocket, reply: &[u8], peer: SocketAddr) {
-    if let Err(error) = socket.try_send_to(reply, peer) {
-        tracing::debug!(%error, %peer, "UDP send failed");
     }
 }
 
