@@ -154,10 +154,9 @@ pub enum Outcome {
 enum TryResult {
     /// A checked reply.
     Reply(Vec<u8>, ReplyInfo),
-    /// The exchange failed before the deadline (port unreachable, connection refused).
+    /// The exchange failed before the deadline (port unreachable, connection refused, a broken
+    /// reply over TCP). A try that hears nothing simply stays open: the query's timer ends it.
     Failed,
-    /// Nothing valid before the deadline.
-    Silent,
 }
 
 struct TryEnd {
@@ -307,7 +306,6 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                         timing = None;
                         next_at = Instant::now();
                     }
-                    TryResult::Silent => {}
                 }
             }
             () = &mut timer => {
@@ -371,8 +369,9 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     outcome
 }
 
-/// One try: send, then wait until the deadline for a valid reply (ignoring broken ones). A
-/// truncated UDP reply is followed by a TCP exchange with the same server.
+/// One try: send, then wait for a valid reply (ignoring broken ones) for as long as the caller
+/// polls it (until the query's deadline). A truncated UDP reply is followed by a TCP exchange
+/// with the same server.
 async fn one_try(
     upstream: Arc<Upstream>,
     packet: Vec<u8>,
@@ -406,7 +405,6 @@ async fn one_try(
                 TryResult::Reply(reply, info)
             }
         }
-        Err(error) if error.kind() == io::ErrorKind::TimedOut => TryResult::Silent,
         Err(error) => {
             tracing::debug!(server = %upstream.addr, %error, "upstream try failed");
             TryResult::Failed
