@@ -219,6 +219,11 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     let deadline = Instant::now() + policy.deadline;
     let max_tries = policy.max_tries.max(1);
     let mut tally = Tally::default();
+    // Read once from the query: what every try may receive, and whether it carries EDNS.
+    let (limit, edns) = match wire::parse_query(request.query) {
+        Ok(q) => (q.udp_limit().min(MAX_DATAGRAM), q.edns.map(|e| e.dnssec_ok)),
+        Err(_) => (MAX_DATAGRAM, None),
+    };
     let mut tries: FuturesUnordered<TryFuture> = FuturesUnordered::new();
     let mut launched = 0usize;
     let mut cursor = 0usize;
@@ -237,6 +242,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
             upstream,
             packet,
             request.transport,
+            limit,
             timeout,
             slot,
             server,
@@ -336,7 +342,6 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
             }
         }
     }
-    let edns = upstream_reply::query_edns(request.query);
     let id = wire::packet_id(request.query).unwrap_or(0);
     let shape = |(mut reply, info, server): (Vec<u8>, ReplyInfo, usize)| {
         upstream_reply::replace_opt_in_place(&mut reply, &info, edns);
@@ -376,6 +381,7 @@ async fn one_try(
     upstream: Arc<Upstream>,
     packet: Vec<u8>,
     transport: Transport,
+    limit: usize,
     timeout: Duration,
     slot: Slot,
     server: usize,
@@ -385,7 +391,7 @@ async fn one_try(
     let started = Instant::now();
     let broken = || upstream.broken_reply();
     let exchanged = match transport {
-        Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, &broken).await,
+        Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, limit, &broken).await,
         Transport::Tcp => tcp_exchange_untimed(upstream.addr, &packet, &broken).await,
     };
     let result = match exchanged {
@@ -429,15 +435,30 @@ pub async fn udp_exchange(
     deadline: Instant,
     broken: &(dyn Fn() + Sync),
 ) -> io::Result<(Vec<u8>, ReplyInfo)> {
-    tokio::time::timeout_at(deadline, udp_exchange_untimed(server, packet, broken))
-        .await
-        .map_err(|_| timed_out())?
+    let limit = reply_limit(packet);
+    tokio::time::timeout_at(
+        deadline,
+        udp_exchange_untimed(server, packet, limit, broken),
+    )
+    .await
+    .map_err(|_| timed_out())?
 }
 
-/// [`udp_exchange`] without a deadline (the caller bounds it).
+/// The largest UDP reply to `packet`: the payload size it advertises (512 without EDNS), which
+/// the upstream honours.
+fn reply_limit(packet: &[u8]) -> usize {
+    wire::parse_query(packet)
+        .map(|q| q.udp_limit())
+        .unwrap_or(MAX_DATAGRAM)
+        .min(MAX_DATAGRAM)
+}
+
+/// [`udp_exchange`] without a deadline (the caller bounds it); replies over `limit` bytes are
+/// dropped as broken.
 async fn udp_exchange_untimed(
     server: SocketAddr,
     packet: &[u8],
+    limit: usize,
     broken: &(dyn Fn() + Sync),
 ) -> io::Result<(Vec<u8>, ReplyInfo)> {
     // Non-blocking from the start and not bound: connect() binds a random ephemeral port (one
@@ -453,11 +474,6 @@ async fn udp_exchange_untimed(
     socket.connect(&server.into())?;
     socket.send(packet)?;
     let socket = crate::register_readable(socket.into())?;
-    // The upstream honours the payload size the query advertises (512 without EDNS).
-    let limit = wire::parse_query(packet)
-        .map(|q| q.udp_limit())
-        .unwrap_or(MAX_DATAGRAM)
-        .min(MAX_DATAGRAM);
     // One spare byte tells a reply over the advertised size.
     let mut buf = vec![0u8; limit + 1];
     loop {

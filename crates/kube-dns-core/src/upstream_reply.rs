@@ -170,8 +170,10 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
     }
     // The question as asked, letters in any case (label lengths are below 64, so folding the
     // whole byte string leaves them alone).
-    let asked = wire::parse_query(query).map(|q| q.question_bytes());
-    if !asked.is_ok_and(|asked| asked.eq_ignore_ascii_case(&reply[HEADER_LEN..at])) {
+    let asked = walk_name(query, HEADER_LEN, "question")
+        .ok()
+        .and_then(|end| query.get(HEADER_LEN..end + 4));
+    if !asked.is_some_and(|asked| asked.eq_ignore_ascii_case(&reply[HEADER_LEN..at])) {
         return Err(ReplyError::WrongQuestion);
     }
     // A truncated reply is only a signal to ask again over TCP: its sections may be cut.
@@ -291,13 +293,6 @@ pub fn replace_opt_in_place(reply: &mut Vec<u8>, info: &ReplyInfo, ours: Option<
             reply[10..12].copy_from_slice(&arcount.to_be_bytes());
         }
     }
-}
-
-/// Whether the query we sent carries EDNS, and its DO bit (`Some(dnssec_ok)`).
-pub fn query_edns(query: &[u8]) -> Option<bool> {
-    wire::parse_query(query)
-        .ok()
-        .and_then(|q| q.edns.map(|e| e.dnssec_ok))
 }
 
 #[cfg(test)]
