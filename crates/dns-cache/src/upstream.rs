@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dns_transport::forward::TrySlots;
-pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, InFlight, Upstream};
+pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, Upstream};
 
 use crate::cli::UpstreamPolicy;
 

@@ -16,7 +16,7 @@ use kube_dns_test_support::process::ChildProcess;
 
 mod common;
 
-use common::{WAIT, has_a, server_arg, start_cache};
+use common::{Cache, WAIT, has_a, server_arg, start_cache};
 
 fn ttl_of(reply: &Message) -> u32 {
     reply.answers.first().map_or(0, |r| r.ttl)
@@ -644,25 +644,7 @@ async fn a_looping_upstream_is_detected_and_disabled() -> anyhow::Result<()> {
         "--dns-loop-detect".into(),
         "--metrics-address=127.0.0.1:0".into(),
     ];
-    let all: Vec<String> = [
-        "-k",
-        "-p",
-        "0",
-        "-a",
-        "127.0.0.1",
-        "--no-hosts",
-        "--workers=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(args)
-    .collect();
-    let process = ChildProcess::spawn(
-        env!("CARGO_BIN_EXE_dns-cache"),
-        &all,
-        std::iter::empty::<(&str, &str)>(),
-    )?;
-    let udp = process.listening_addr("udp", WAIT).await?;
+    let Cache { process, udp, .. } = start_cache(&args).await?;
     *target
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(udp);

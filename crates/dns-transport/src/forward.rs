@@ -86,11 +86,6 @@ impl TrySlots {
         })
     }
 
-    /// Tries open now (answered queries' tries still listening included).
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -392,7 +387,7 @@ async fn one_try(
     let broken = || upstream.broken_reply();
     let exchanged = match transport {
         Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, limit, &broken).await,
-        Transport::Tcp => tcp_exchange_untimed(upstream.addr, &packet, &broken).await,
+        Transport::Tcp => tcp_exchange(upstream.addr, &packet, &broken).await,
     };
     let result = match exchanged {
         Ok((reply, info)) => {
@@ -402,7 +397,7 @@ async fn one_try(
                 rtt > timeout,
             );
             if info.truncated && transport == Transport::Udp {
-                match tcp_exchange_untimed(upstream.addr, &packet, &broken).await {
+                match tcp_exchange(upstream.addr, &packet, &broken).await {
                     Ok((whole, info)) => TryResult::Reply(whole, info),
                     // The client can still ask us over TCP.
                     Err(_) => TryResult::Reply(reply, info),
@@ -503,19 +498,8 @@ async fn udp_exchange_untimed(
 }
 
 /// One TCP exchange (RFC 7766 framing), checked like [`udp_exchange`]; a broken reply ends it.
-pub async fn tcp_exchange(
-    server: SocketAddr,
-    packet: &[u8],
-    deadline: Instant,
-    broken: &(dyn Fn() + Sync),
-) -> io::Result<(Vec<u8>, ReplyInfo)> {
-    tokio::time::timeout_at(deadline, tcp_exchange_untimed(server, packet, broken))
-        .await
-        .map_err(|_| timed_out())?
-}
-
-/// [`tcp_exchange`] without a deadline (the caller bounds it).
-async fn tcp_exchange_untimed(
+/// No deadline: the caller bounds it.
+async fn tcp_exchange(
     server: SocketAddr,
     packet: &[u8],
     broken: &(dyn Fn() + Sync),

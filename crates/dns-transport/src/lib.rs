@@ -471,15 +471,3 @@ pub async fn exchange_udp(
         .await
         .map(|(reply, _)| reply)
 }
-
-/// One TCP exchange with an upstream (RFC 7766 framing), checked like [`exchange_udp`].
-pub async fn exchange_tcp(
-    server: SocketAddr,
-    packet: &[u8],
-    timeout: Duration,
-) -> io::Result<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    forward::tcp_exchange(server, packet, deadline, &|| {})
-        .await
-        .map(|(reply, _)| reply)
-}

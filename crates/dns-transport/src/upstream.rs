@@ -81,11 +81,6 @@ impl Upstream {
         !self.is_looping() && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
-    /// Whether the server is marked down (not counting loop detection).
-    pub fn is_down(&self, now_ms: u64) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) > now_ms
-    }
-
     /// Marks a try sent; the guard ends it.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
