@@ -2,9 +2,11 @@
 //! command lines carry, logging to stderr through `tracing`, the async runtime, and stopping on
 //! SIGTERM or SIGINT.
 
+pub mod go_flags;
+
 use std::time::Duration;
 
-use kube_dns_core::go_flags::{parse_go_bool, parse_go_duration};
+use crate::go_flags::{parse_go_bool, parse_go_duration};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -90,7 +92,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let parsed = T::try_parse_from(kube_dns_core::go_flags::normalize_pflag_args(args))?;
+    let parsed = T::try_parse_from(go_flags::normalize_pflag_args(args))?;
     check(&parsed).map_err(|message| {
         clap::Error::raw(
             clap::error::ErrorKind::ValueValidation,

@@ -11,7 +11,7 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kube_dns_core::wire::{self, ResponseLayout};
+use dns_wire::{self as wire, ResponseLayout};
 use lru::LruCache;
 
 /// Shards of the LRU; each has its own lock.

@@ -11,11 +11,11 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use dns_transport::forward::{Outcome, Request, TryPolicy};
 use dns_transport::{Fast, PacketHandler, Transport};
+use dns_wire::{self as wire, Query, ResponseContext, class, rtype};
+use dns_wire::{Answer, DnsName, RData as LocalData, Rcode, ResourceRecord};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, RData, Record};
-use kube_dns_core::answer::{Answer, DnsName, RData as LocalData, Rcode, ResourceRecord};
-use kube_dns_core::wire::{self, Query, ResponseContext, class, rtype};
 use tokio::sync::broadcast;
 
 use crate::cache::{CacheKey, Lookup, ResponseCache, ServeAs, shape_reply};
@@ -168,7 +168,7 @@ impl CacheHandler {
             return Some(self.local_answer(query, transport, &answer, out));
         }
         if query.qtype == rtype::PTR
-            && let Some(ip) = kube_dns_core::target::parse_reverse(query.name())
+            && let Some(ip) = dns_wire::parse_reverse(query.name())
             && let Some(name) = hosts.name_of(&ip)
         {
             answer.answers.push(ResourceRecord {

@@ -310,12 +310,7 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
         };
         let mut serial = None;
         for server in servers {
-            let packet = kube_dns_core::wire::build_query(
-                rand::random(),
-                &zone,
-                kube_dns_core::wire::rtype::SOA,
-                None,
-            );
+            let packet = dns_wire::build_query(rand::random(), &zone, dns_wire::rtype::SOA, None);
             if let Ok(reply) = dns_transport::exchange_udp(server, &packet, timeout).await
                 && let Some(found) = soa_serial(&reply)
             {
@@ -384,12 +379,7 @@ async fn detect_loops(state: Arc<CacheState>) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.clone(), upstream.addr);
-        let packet = kube_dns_core::wire::build_query(
-            rand::random(),
-            &name,
-            kube_dns_core::wire::rtype::TXT,
-            None,
-        );
+        let packet = dns_wire::build_query(rand::random(), &name, dns_wire::rtype::TXT, None);
         let _ =
             dns_transport::exchange_udp(upstream.addr, &packet, std::time::Duration::from_secs(2))
                 .await;

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dns_wire as wire;
+use dns_wire::reply::{self as upstream_reply, ReplyInfo};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use kube_dns_core::upstream_reply::{self, ReplyInfo};
-use kube_dns_core::wire;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

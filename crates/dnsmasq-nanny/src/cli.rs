@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kube_dns_core::go_flags::{parse_go_bool as parse_bool, parse_go_duration as parse_duration};
+use daemon_support::go_flags::{parse_go_bool as parse_bool, parse_go_duration as parse_duration};
 use thiserror::Error;
 
 /// The child when `-dnsmasqExec` is not given: the legacy `/usr/sbin/dnsmasq` when it exists,

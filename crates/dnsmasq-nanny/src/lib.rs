@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube_dns_core::config_map::DnsConfig;
+use kube_dns_config::config_map::DnsConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -91,8 +91,8 @@ pub async fn resolve(config: &DnsConfig, kubedns: SocketAddr) -> Result<Forwardi
 }
 
 async fn resolve_via(server: SocketAddr, name: &str) -> Option<std::net::IpAddr> {
+    use dns_wire as wire;
     use hickory_proto::rr::RData;
-    use kube_dns_core::wire;
     let packet = wire::build_query(rand::random(), name, wire::rtype::A, None);
     let reply = dns_transport::exchange_udp(server, &packet, Duration::from_secs(2))
         .await
@@ -121,7 +121,7 @@ pub async fn run(
         tokio::spawn(serve_health(listener, status.clone(), shutdown.clone()));
     }
     let (tx, mut versions) = mpsc::channel(4);
-    tokio::spawn(config_volume::watch(
+    tokio::spawn(kube_dns_config::watch(
         config.config_dir.clone(),
         config.sync_interval,
         tx,
@@ -249,7 +249,7 @@ fn write_servers_file(config: &NannyConfig, forwarding: &ForwardingConfig) -> st
 async fn apply_version(
     config: &NannyConfig,
     status: &NannyStatus,
-    files: &config_volume::ConfigFiles,
+    files: &kube_dns_config::ConfigFiles,
 ) -> Result<ForwardingConfig, String> {
     let result = match DnsConfig::from_files(&files.files) {
         Ok(parsed) => resolve(&parsed, config.kubedns_server).await,

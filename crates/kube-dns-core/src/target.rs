@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use dns_wire::parse_reverse;
+
 /// What a query name addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryTarget<'n> {
@@ -188,34 +190,6 @@ pub fn strip_zone<'n>(name: &'n str, zone: &str) -> Option<&'n str> {
     head.strip_suffix('.')
 }
 
-/// Parses a complete reverse-lookup name.
-pub fn parse_reverse(name: &str) -> Option<IpAddr> {
-    if let Some(head) = name.strip_suffix(".in-addr.arpa") {
-        let mut octets = [0u8; 4];
-        let mut count = 0;
-        for label in head.rsplit('.') {
-            if count == 4 || label.is_empty() || (label.len() > 1 && label.starts_with('0')) {
-                return None;
-            }
-            octets[count] = label.parse().ok()?;
-            count += 1;
-        }
-        return (count == 4).then(|| IpAddr::V4(Ipv4Addr::from(octets)));
-    }
-    let head = name.strip_suffix(".ip6.arpa")?;
-    let mut value: u128 = 0;
-    let mut count = 0;
-    for label in head.rsplit('.') {
-        if label.len() != 1 || count == 32 {
-            return None;
-        }
-        let nibble = label.chars().next()?.to_digit(16)?;
-        value = (value << 4) | u128::from(nibble);
-        count += 1;
-    }
-    (count == 32).then(|| IpAddr::V6(Ipv6Addr::from(value)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +290,7 @@ mod tests {
         );
         assert_eq!(parse_target("0.10.in-addr.arpa", ZONE), Outside);
         assert_eq!(parse_target("1.0.0.010.in-addr.arpa", ZONE), Outside);
-        let v6 = crate::wire::reverse_name_v6("fd00::1".parse().expect("ip"));
+        let v6 = dns_wire::reverse_name_v6("fd00::1".parse().expect("ip"));
         assert_eq!(
             parse_target(&v6, ZONE),
             Reverse("fd00::1".parse().expect("ip"))

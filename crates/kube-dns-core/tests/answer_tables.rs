@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use dns_wire::{self as wire, EdnsInfo, ResponseContext, rtype};
 use hickory_proto::op::Message;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_dns_core::answer::{Outcome, Question, answer};
 use kube_dns_core::model::{ServiceModel, SliceModel};
-use kube_dns_core::wire::{self, EdnsInfo, ResponseContext, rtype};
 use kube_dns_core::{ClusterSnapshot, PodsMode, SnapshotBuilder, ZoneSettings};
 use kube_dns_test_support::dns_client::zone_lines;
 use kube_dns_test_support::{FakeApiServer, fixtures_dir};
@@ -67,7 +67,7 @@ fn ask_with(snapshot: &ClusterSnapshot, name: &str, qtype: &str, payload: Option
         qtype: query.qtype,
         qclass: query.qclass,
     };
-    let encode = |answer: &kube_dns_core::Answer<'_>| {
+    let encode = |answer: &dns_wire::Answer<'_>| {
         let mut out = Vec::new();
         wire::encode_response(&ResponseContext::for_query(&query, false), answer, &mut out);
         let message = Message::from_vec(&out).expect("reply decodes");

@@ -1,11 +1,11 @@
 //! Robustness: random and mutated packets never panic the parser, `answer()` or the encoder,
 //! and every reply we produce decodes with hickory-proto and carries the query's ID.
 
+use dns_wire::{self as wire, EdnsInfo, ResponseContext, rtype};
 use hickory_proto::op::Message;
 use k8s_openapi::api::core::v1::Service;
 use kube_dns_core::answer::{Outcome, Question, answer};
 use kube_dns_core::model::ServiceModel;
-use kube_dns_core::wire::{self, EdnsInfo, ResponseContext, rtype};
 use kube_dns_core::{PodsMode, SnapshotBuilder, ZoneSettings};
 use kube_dns_test_support::objects::service;
 

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
+pub use daemon_support::go_flags::{normalize_pflag_args, parse_go_bool, parse_go_duration};
 use kube_dns_core::PodsMode;
-pub use kube_dns_core::go_flags::{normalize_pflag_args, parse_go_bool, parse_go_duration};
 
 /// Legacy default of `--domain`.
 pub const DEFAULT_DOMAIN: &str = "cluster.local.";
@@ -153,7 +153,7 @@ impl Cli {
             );
         }
         for server in self.nameservers.split(',').filter(|s| !s.trim().is_empty()) {
-            if kube_dns_core::config_map::parse_ip_nameserver(server.trim()).is_none() {
+            if kube_dns_config::config_map::parse_ip_nameserver(server.trim()).is_none() {
                 return Err(format!("--nameservers: {server:?} is not ip[:port]"));
             }
         }
@@ -186,7 +186,7 @@ impl Cli {
 fn parse_domain(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('.');
     for label in trimmed.split('.') {
-        if !kube_dns_core::config_map::is_dns1123_label(&label.to_ascii_lowercase()) {
+        if !kube_dns_config::config_map::is_dns1123_label(&label.to_ascii_lowercase()) {
             return Err(format!("{label:?} in {s:?}: Not a valid DNS label"));
         }
     }

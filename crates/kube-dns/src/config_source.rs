@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_dns_core::config_map::DnsConfig;
+use kube_dns_config::config_map::DnsConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
     for (domain, servers) in &config.stub_domains {
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for server in servers {
-            match kube_dns_core::config_map::parse_ip_nameserver(server) {
+            match kube_dns_config::config_map::parse_ip_nameserver(server) {
                 Some(addr) => addrs.push(addr),
                 None => match tokio::net::lookup_host((server.as_str(), 53)).await {
                     Ok(found) => addrs.extend(found),
@@ -100,7 +100,7 @@ pub async fn watch_config_dir(
         version: None,
     };
     let (tx, mut versions) = mpsc::channel(4);
-    tokio::spawn(config_volume::watch(dir, period, tx, shutdown.clone()));
+    tokio::spawn(kube_dns_config::watch(dir, period, tx, shutdown.clone()));
     while let Some(files) = versions.recv().await {
         let parsed = DnsConfig::from_files(&files.files).map_err(|e| e.to_string());
         applier.offer(files.version, parsed).await;
@@ -140,7 +140,7 @@ pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, 
     let mut data = BTreeMap::new();
     if !federations.is_empty() {
         data.insert(
-            kube_dns_core::config_map::FEDERATIONS_KEY.to_owned(),
+            kube_dns_config::config_map::FEDERATIONS_KEY.to_owned(),
             federations.to_owned(),
         );
     }

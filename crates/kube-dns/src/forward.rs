@@ -165,7 +165,7 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
         .filter_map(|ip| {
             // Drop an IPv6 zone index (fe80::1%eth0): std cannot parse it.
             let ip = ip.split('%').next().unwrap_or(ip);
-            kube_dns_core::config_map::parse_ip_nameserver(ip)
+            kube_dns_config::config_map::parse_ip_nameserver(ip)
         })
         .collect()
 }

@@ -8,7 +8,7 @@ use prometheus::{
 };
 
 use crate::cli::MetricsEnv;
-use kube_dns_core::Rcode;
+use dns_wire::Rcode;
 
 /// The `system` label: which part of the server answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use std::time::Instant;
 use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::Message;
 
-use kube_dns_core::answer::{Answer, Outcome, Question, Rcode, answer};
-use kube_dns_core::wire::{self, ResponseContext, WireError};
+use dns_wire::{self as wire, ResponseContext, WireError};
+use dns_wire::{Answer, Rcode};
+use kube_dns_core::answer::{Outcome, Question, answer};
 
 use crate::forward;
 use crate::metrics::System;

@@ -17,8 +17,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use kube_dns_config::config_map::DnsConfig;
 use kube_dns_core::SnapshotBuilder;
-use kube_dns_core::config_map::DnsConfig;
 use kube_dns_core::model::{PodModel, ServiceModel, SliceModel};
 use kube_dns_core::snapshot::ObjectKind;
 use tokio::sync::mpsc;
@@ -422,7 +422,7 @@ pub async fn watch_config_map(
 /// Validates ConfigMap data the way every source does.
 pub fn config_from_update(
     update: &ConfigMapUpdate,
-) -> Result<DnsConfig, kube_dns_core::config_map::ConfigError> {
+) -> Result<DnsConfig, kube_dns_config::config_map::ConfigError> {
     match &update.data {
         Some(data) => DnsConfig::from_data(data),
         None => Ok(DnsConfig::default()),

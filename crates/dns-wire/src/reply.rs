@@ -9,7 +9,8 @@
 
 use thiserror::Error;
 
-use crate::wire::{self, rtype};
+use crate as wire;
+use crate::types::rtype;
 
 const HEADER_LEN: usize = 12;
 const MAX_NAME_LEN: usize = 255;

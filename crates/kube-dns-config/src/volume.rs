@@ -1,4 +1,4 @@
-//! A mounted ConfigMap directory, watched for new versions.
+//! The mounted ConfigMap directory, watched for new versions.
 //!
 //! kubelet updates a ConfigMap volume by writing a new `..<timestamp>` directory and renaming a
 //! `..data` symlink over the old one, so a watch on a file dies after the first update. This
@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kube_dns_core::config_map::config_version;
+use crate::config_map::config_version;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
