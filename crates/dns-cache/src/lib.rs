@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use dns_transport::{SuffixRoutes, client};
+use hickory_proto::rr::{DNSClass, RecordType};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -113,20 +115,14 @@ fn server_specs(config: &CacheConfig) -> Result<Vec<ServerSpec>, String> {
         .any(|s| s.domains.is_empty() && matches!(s.target, ServerTarget::Address(_)));
     if !has_default && !config.no_resolv {
         match std::fs::read_to_string(&config.resolv_file) {
-            Ok(text) => {
-                for line in text.lines() {
-                    let mut words = line.split_whitespace();
-                    if words.next() == Some("nameserver")
-                        && let Some(ip) = words.next()
-                        && let Ok(addr) = cli::parse_address(ip.split('%').next().unwrap_or(ip))
-                    {
-                        specs.push(ServerSpec {
-                            domains: Vec::new(),
-                            target: ServerTarget::Address(addr),
-                        });
-                    }
-                }
-            }
+            Ok(text) => specs.extend(
+                dns_transport::resolv_conf::nameservers(&text)
+                    .into_iter()
+                    .map(|addr| ServerSpec {
+                        domains: Vec::new(),
+                        target: ServerTarget::Address(addr),
+                    }),
+            ),
             Err(e) => {
                 tracing::warn!(path = %config.resolv_file.display(), error = %e, "cannot read resolv file")
             }
@@ -204,7 +200,6 @@ pub fn build_routes(
             None => Route::new(domain, RouteKind::LocalOnly, config.forward_max),
         })
         .collect();
-    routes.sort_by_key(|route| std::cmp::Reverse(route.domain.len()));
     if !defaults.is_empty() {
         routes.push(Route::new(
             String::new(),
@@ -212,6 +207,7 @@ pub fn build_routes(
             config.forward_max,
         ));
     }
+    let routes = SuffixRoutes::new(routes.into_iter().map(|r| (r.domain.clone(), r)));
     Ok(RouteTable { routes, upstreams })
 }
 
@@ -310,8 +306,8 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
         };
         let mut serial = None;
         for server in servers {
-            let packet = dns_wire::build_query(rand::random(), &zone, dns_wire::rtype::SOA, None);
-            if let Ok(reply) = dns_transport::exchange_udp(server, &packet, timeout).await
+            if let Ok(reply) =
+                client::query(server, &zone, RecordType::SOA, DNSClass::IN, timeout).await
                 && let Some(found) = soa_serial(&reply)
             {
                 serial = Some(found);
@@ -357,15 +353,11 @@ async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: CancellationT
 }
 
 /// The serial of the SOA in the answer section of a reply.
-fn soa_serial(reply: &[u8]) -> Option<u32> {
-    let message = hickory_proto::op::Message::from_vec(reply).ok()?;
-    message
-        .answers
-        .iter()
-        .find_map(|record| match &record.data {
-            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
-            _ => None,
-        })
+fn soa_serial(reply: &hickory_proto::op::Message) -> Option<u32> {
+    reply.answers.iter().find_map(|record| match &record.data {
+        hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
 }
 
 /// Sends a TXT probe with a random name through each upstream; one that comes back to us
@@ -379,10 +371,14 @@ async fn detect_loops(state: Arc<CacheState>) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.clone(), upstream.addr);
-        let packet = dns_wire::build_query(rand::random(), &name, dns_wire::rtype::TXT, None);
-        let _ =
-            dns_transport::exchange_udp(upstream.addr, &packet, std::time::Duration::from_secs(2))
-                .await;
+        let _ = client::query(
+            upstream.addr,
+            &name,
+            RecordType::TXT,
+            DNSClass::IN,
+            std::time::Duration::from_secs(2),
+        )
+        .await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use dns_transport::SuffixRoutes;
 use dns_transport::forward::TrySlots;
 pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, Upstream};
 
@@ -253,26 +254,21 @@ fn smooth_wrr(weights: &[u32]) -> Vec<usize> {
 /// All routes, longest domain first, plus the shared upstream objects by address.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    pub routes: Vec<Route>,
+    /// By domain, longest first; the default route has domain "".
+    pub routes: SuffixRoutes<Route>,
     pub upstreams: HashMap<SocketAddr, Arc<Upstream>>,
 }
 
 impl RouteTable {
     /// The route for a lower-case name (the default route has domain "").
     pub fn route_for(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| {
-            route.domain.is_empty()
-                || name == route.domain
-                || name
-                    .strip_suffix(route.domain.as_str())
-                    .is_some_and(|head| head.ends_with('.'))
-        })
+        self.routes.route_for(name)
     }
 
     /// Every distinct upstream in configuration order (for `servers.bind`).
     pub fn distinct_upstreams(&self) -> Vec<Arc<Upstream>> {
         let mut seen = Vec::<Arc<Upstream>>::new();
-        for route in &self.routes {
+        for (_, route) in self.routes.iter() {
             for server in route.servers() {
                 if !seen.iter().any(|s| s.addr == server.addr) {
                     seen.push(server.clone());

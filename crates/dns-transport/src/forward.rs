@@ -468,7 +468,7 @@ async fn udp_exchange_untimed(
     )?;
     socket.connect(&server.into())?;
     socket.send(packet)?;
-    let socket = crate::register_readable(socket.into())?;
+    let socket = crate::udp::register_readable(socket.into())?;
     // One spare byte tells a reply over the advertised size.
     let mut buf = vec![0u8; limit + 1];
     loop {

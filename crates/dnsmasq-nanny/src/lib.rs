@@ -91,13 +91,16 @@ pub async fn resolve(config: &DnsConfig, kubedns: SocketAddr) -> Result<Forwardi
 }
 
 async fn resolve_via(server: SocketAddr, name: &str) -> Option<std::net::IpAddr> {
-    use dns_wire as wire;
-    use hickory_proto::rr::RData;
-    let packet = wire::build_query(rand::random(), name, wire::rtype::A, None);
-    let reply = dns_transport::exchange_udp(server, &packet, Duration::from_secs(2))
-        .await
-        .ok()?;
-    let message = hickory_proto::op::Message::from_vec(&reply).ok()?;
+    use hickory_proto::rr::{DNSClass, RData, RecordType};
+    let message = dns_transport::client::query(
+        server,
+        name,
+        RecordType::A,
+        DNSClass::IN,
+        Duration::from_secs(2),
+    )
+    .await
+    .ok()?;
     message
         .answers
         .iter()

@@ -14,7 +14,7 @@ use kube_dns_config::config_map::DnsConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{ForwardPolicy, resolv_conf_nameservers};
+use crate::forward::ForwardPolicy;
 use crate::state::ServerState;
 use crate::watch::{ConfigMapUpdate, config_from_update};
 
@@ -24,7 +24,7 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
     let mut upstreams = config.upstream_addrs();
     if upstreams.is_empty() {
         upstreams = match tokio::fs::read_to_string(resolv_conf).await {
-            Ok(text) => resolv_conf_nameservers(&text),
+            Ok(text) => dns_transport::resolv_conf::nameservers(&text),
             Err(error) => {
                 tracing::warn!(path = %resolv_conf.display(), %error, "cannot read resolver config; no default upstreams");
                 Vec::new()

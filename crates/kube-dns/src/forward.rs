@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dns_transport::Transport;
 use dns_transport::forward::{self as engine, Outcome, Request, TryPolicy, TrySlots};
 use dns_transport::upstream::{Upstream, candidates, now_ms};
+use dns_transport::{SuffixRoutes, Transport};
 use thiserror::Error;
 
 /// Per-try timeout before a server's round trip is known, and its cap (legacy kube-dns used
@@ -28,8 +28,8 @@ pub const MAX_OPEN_TRIES: usize = 1024;
 pub struct ForwardPolicy {
     /// Default upstreams (ConfigMap `upstreamNameservers`, else `/etc/resolv.conf`).
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Stub domains (lower-case, no trailing dot), longest first.
-    pub stubs: Vec<(String, Vec<Arc<Upstream>>)>,
+    /// Stub domains (lower-case, no trailing dot).
+    pub stubs: SuffixRoutes<Vec<Arc<Upstream>>>,
 }
 
 impl ForwardPolicy {
@@ -52,25 +52,17 @@ impl ForwardPolicy {
         stubs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         ForwardPolicy {
             upstreams: upstreams.into_iter().map(&mut object).collect(),
-            stubs: stubs
-                .into_iter()
-                .map(|(domain, servers)| (domain, servers.into_iter().map(&mut object).collect()))
-                .collect(),
+            stubs: SuffixRoutes::new(
+                stubs.into_iter().map(|(domain, servers)| {
+                    (domain, servers.into_iter().map(&mut object).collect())
+                }),
+            ),
         }
     }
 
     /// The servers for a lower-cased name without trailing dot.
     pub fn servers_for(&self, name: &str) -> &[Arc<Upstream>] {
-        for (domain, servers) in &self.stubs {
-            let inside = name == domain
-                || name
-                    .strip_suffix(domain.as_str())
-                    .is_some_and(|head| head.ends_with('.'));
-            if inside {
-                return servers;
-            }
-        }
-        &self.upstreams
+        self.stubs.route_for(name).unwrap_or(&self.upstreams)
     }
 
     /// Every server object (a server named twice appears twice).
@@ -153,23 +145,6 @@ pub async fn exchange(
     }
 }
 
-/// Reads `nameserver` lines of a resolv.conf file.
-pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver"))
-                .then(|| words.next())
-                .flatten()
-        })
-        .filter_map(|ip| {
-            // Drop an IPv6 zone index (fe80::1%eth0): std cannot parse it.
-            let ip = ip.split('%').next().unwrap_or(ip);
-            kube_dns_config::config_map::parse_ip_nameserver(ip)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,14 +180,5 @@ mod tests {
             &next.upstreams[1],
             &policy.servers_for("x.acme.local")[0]
         ));
-    }
-
-    #[test]
-    fn resolv_conf_parsing() {
-        let text =
-            "# c\nsearch a b\nnameserver 10.0.0.10\nnameserver fe80::1%eth0\noptions ndots:5\n";
-        let servers = resolv_conf_nameservers(text);
-        assert_eq!(servers.len(), 2);
-        assert_eq!(servers[0], "10.0.0.10:53".parse().expect("addr"));
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use hickory_proto::op::{Message, Query};
+use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
 use tokio_util::sync::CancellationToken;
 
@@ -303,31 +303,16 @@ pub fn rcode_name(rcode: u16) -> String {
 }
 
 /// One UDP query with RD set and a random ID, waiting [`PROBE_TIMEOUT`]; the reply must carry
-/// the query's ID and question and come from `server`.
+/// the query's ID and question and come from `server` ([`dns_transport::client::query`]).
 pub async fn query(
     server: SocketAddr,
     name: &str,
     rtype: RecordType,
     class: hickory_proto::rr::DNSClass,
 ) -> Result<Message, String> {
-    let qname = Name::from_ascii(name).map_err(|e| format!("invalid name {name:?}: {e}"))?;
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    let mut question = Query::query(qname, rtype);
-    question.set_query_class(class);
-    msg.add_query(question);
-    let packet = msg
-        .to_vec()
-        .map_err(|e| format!("cannot encode a query for {name:?}: {e}"))?;
-    let reply = dns_transport::exchange_udp(server, &packet, PROBE_TIMEOUT)
+    dns_transport::client::query(server, name, rtype, class, PROBE_TIMEOUT)
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut => {
-                format!("read udp {server}: i/o timeout after {PROBE_TIMEOUT:?}")
-            }
-            _ => format!("udp exchange with {server}: {e}"),
-        })?;
-    Message::from_vec(&reply).map_err(|e| format!("malformed reply from {server}: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
