@@ -41,7 +41,19 @@ pub struct CacheKey<'n> {
     pub checking_disabled: bool,
 }
 
-impl CacheKey<'_> {
+impl<'n> CacheKey<'n> {
+    /// The key of a plain `IN A` question for `name` (tests).
+    #[cfg(test)]
+    pub(crate) fn a_in(name: &'n str) -> Self {
+        CacheKey {
+            name,
+            qtype: 1,
+            qclass: 1,
+            dnssec_ok: false,
+            checking_disabled: false,
+        }
+    }
+
     fn hash64(&self, hasher: &std::collections::hash_map::RandomState) -> u64 {
         hasher.hash_one(self)
     }
@@ -386,6 +398,10 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+    fn key(name: &str) -> CacheKey<'_> {
+        CacheKey::a_in(name)
+    }
+
     fn policy() -> TtlPolicy {
         TtlPolicy {
             min_cache_ttl: 0,
@@ -394,16 +410,6 @@ mod tests {
             negative_caching: true,
             neg_ttl: None,
             stale_for: None,
-        }
-    }
-
-    fn key(name: &str) -> CacheKey<'_> {
-        CacheKey {
-            name,
-            qtype: 1,
-            qclass: 1,
-            dnssec_ok: false,
-            checking_disabled: false,
         }
     }
 

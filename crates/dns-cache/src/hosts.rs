@@ -4,6 +4,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::config::CacheConfig;
+
+/// The system hosts file.
+pub const ETC_HOSTS: &str = "/etc/hosts";
+
 /// Names and addresses from hosts files.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Hosts {
@@ -48,6 +53,16 @@ impl Hosts {
             }
         }
         hosts
+    }
+
+    /// The system hosts file (unless `--no-hosts`) and every `--addn-hosts` file.
+    pub fn for_config(config: &CacheConfig) -> Self {
+        let mut paths: Vec<&Path> = Vec::new();
+        if !config.no_hosts {
+            paths.push(Path::new(ETC_HOSTS));
+        }
+        paths.extend(config.addn_hosts.iter().map(|p| p.as_path()));
+        Hosts::load(&paths)
     }
 
     /// Addresses for a lower-case name.

@@ -1,12 +1,11 @@
 //! The `dns-cache` binary: dnsmasq-compatible flags (exit 64 on bad usage), bind, serve;
-//! SIGHUP reloads, SIGUSR1 logs statistics, SIGTERM/SIGINT stop.
+//! SIGHUP reloads, SIGUSR1 logs statistics, SIGTERM/SIGINT stop ([`dns_cache::reload`]).
 
 use std::process::ExitCode;
 
-use dns_cache::cli::CacheConfig;
-use tokio_util::sync::CancellationToken;
-
 use daemon_support::EXIT_USAGE;
+use dns_cache::CacheConfig;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let config = match CacheConfig::parse_args(std::env::args().skip(1)) {
@@ -35,7 +34,7 @@ fn main() -> ExitCode {
         let listeners = dns_cache::Listeners::bind(&config)?;
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(handle_signals(shutdown.clone(), ready_rx));
+        tokio::spawn(dns_cache::handle_signals(shutdown.clone(), ready_rx));
         dns_cache::run(config, listeners, shutdown, ready_tx).await
     });
     match result {
@@ -45,30 +44,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn handle_signals(
-    shutdown: CancellationToken,
-    ready: tokio::sync::oneshot::Receiver<dns_cache::Reloader>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let Ok(reloader) = ready.await else { return };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reloader.reload(),
-            _ = usr1.recv() => reloader.log_statistics(),
-        }
-    }
-    shutdown.cancel();
 }

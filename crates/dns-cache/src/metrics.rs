@@ -11,7 +11,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::CacheState;
+use crate::state::CacheState;
 
 /// One unlabelled family: `# HELP`, `# TYPE` and its sample.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {

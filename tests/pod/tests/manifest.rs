@@ -254,7 +254,7 @@ fn every_container_arg_is_accepted_by_its_binary() -> anyhow::Result<()> {
                 .unwrap_or("")
     );
     // The child is dns-cache in the image: its own parser takes the args after `--`.
-    let cache = dns_cache::cli::CacheConfig::parse_args(nanny.child_args.clone())
+    let cache = dns_cache::config::CacheConfig::parse_args(nanny.child_args.clone())
         .map_err(|e| anyhow::anyhow!("dns-cache args {:?}: {e}", nanny.child_args))?;
     ensure!(cache.cache_size == 10000, "cache size {}", cache.cache_size);
     ensure!(

@@ -55,7 +55,7 @@ fn dnsmasq_nanny_flags_are_documented() -> anyhow::Result<()> {
 #[test]
 fn dns_cache_options_are_documented() -> anyhow::Result<()> {
     let mut code = BTreeSet::new();
-    for (long, short, _) in dns_cache::cli::known_options() {
+    for (long, short, _) in dns_cache::config::known_options() {
         code.insert(format!("--{long}"));
         if let Some(c) = short {
             code.insert(format!("-{c}"));

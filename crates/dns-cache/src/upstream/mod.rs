@@ -1,6 +1,9 @@
-//! Routes and the selection policies (`--upstream-policy`, `--strict-order`, `--all-servers`).
-//! Each server's health (down after queries that got no valid reply, probed back after a
-//! backoff) is [`dns_transport::upstream::Upstream`], shared with kube-dns.
+//! Upstream selection: routes ([`routes`] builds them from the configuration) and the selection
+//! policies (`--upstream-policy`, `--strict-order`, `--all-servers`). Each server's health (down
+//! after queries that got no valid reply, probed back after a backoff) is
+//! [`dns_transport::upstream::Upstream`], shared with kube-dns.
+
+pub mod routes;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -12,7 +15,7 @@ use dns_transport::SuffixRoutes;
 use dns_transport::forward::TrySlots;
 pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, Upstream};
 
-use crate::cli::UpstreamPolicy;
+use crate::config::UpstreamPolicy;
 
 /// dnsmasq re-races its servers every 50 queries or 20 s (`FORWARD_TEST`, `FORWARD_TIME`).
 const RACE_EVERY_QUERIES: u64 = 50;

@@ -1,0 +1,362 @@
+//! The getopt-style parser: short bundles (`-kN`, `-p5353`), long options with `=` or a
+//! separate value, and `--conf-file` lines (`option[=value]`, `#` comments).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::options::{Arg, find_long, find_short};
+use super::servers::{parse_address, parse_server};
+use super::{CacheConfig, CliError, DEFAULT_STALE_SECS, UpstreamPolicy};
+
+impl CacheConfig {
+    /// Parses argv (without the program name).
+    pub fn parse_args<I, S>(args: I) -> Result<Self, CliError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args = expand_short_bundles(args.into_iter().map(Into::into).collect())?;
+        let mut config = CacheConfig::default();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            i += 1;
+            let (long, inline) = if let Some(body) = arg.strip_prefix("--") {
+                let (name, value) = match body.split_once('=') {
+                    Some((name, value)) => (name, Some(value.to_owned())),
+                    None => (body, None),
+                };
+                let (long, ..) =
+                    find_long(name).ok_or_else(|| CliError::Unknown(format!("--{name}")))?;
+                (long, value)
+            } else {
+                // After expansion a short option is exactly `-c`.
+                let c = arg.chars().nth(1).unwrap_or('-');
+                let (long, ..) = find_short(c).ok_or_else(|| CliError::Unknown(arg.clone()))?;
+                (long, None)
+            };
+            let (_, kind, _) = find_long(long).ok_or_else(|| CliError::Unknown(arg.clone()))?;
+            let value = match (kind, inline) {
+                (Arg::None, Some(_)) => {
+                    return Err(CliError::BadValue {
+                        option: format!("--{long}"),
+                        reason: "takes no value".into(),
+                    });
+                }
+                (Arg::None, None) => None,
+                (Arg::Required, Some(v)) => Some(v),
+                (Arg::Required, None) => {
+                    let v = args
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| CliError::MissingValue(format!("--{long}")))?;
+                    i += 1;
+                    Some(v)
+                }
+                (Arg::Optional, v) => v,
+            };
+            config.apply(long, value.as_deref())?;
+        }
+        Ok(config)
+    }
+
+    /// Applies one option (long name) with its value.
+    fn apply(&mut self, long: &str, value: Option<&str>) -> Result<(), CliError> {
+        let bad = |reason: String| CliError::BadValue {
+            option: format!("--{long}"),
+            reason,
+        };
+        let need = || value.ok_or_else(|| CliError::MissingValue(format!("--{long}")));
+        let number = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{v:?} is not a number")))
+        };
+        if let Some((_, _, true)) = find_long(long) {
+            self.ignored.push(format!("--{long}"));
+            return Ok(());
+        }
+        match long {
+            "keep-in-foreground" | "no-daemon" => self.keep_in_foreground = true,
+            "port" => {
+                self.port =
+                    u16::try_from(number(need()?)?).map_err(|_| bad("port out of range".into()))?
+            }
+            "listen-address" => {
+                for part in need()?.split(',').filter(|p| !p.is_empty()) {
+                    let ip = part
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(format!("{part:?} is not an IP address")))?;
+                    self.listen_addresses.push(ip);
+                }
+            }
+            "bind-interfaces" | "bind-dynamic" => {}
+            "cache-size" => self.cache_size = number(need()?)? as usize,
+            "no-negcache" => self.no_negcache = true,
+            "neg-ttl" => self.neg_ttl = Some(number(need()?)? as u32),
+            "min-cache-ttl" => {
+                // dnsmasq limits it to one hour.
+                self.min_cache_ttl = (number(need()?)? as u32).min(3600);
+            }
+            "max-cache-ttl" => self.max_cache_ttl = Some(number(need()?)? as u32),
+            "max-ttl" => self.max_ttl = Some(number(need()?)? as u32),
+            "local-ttl" => self.local_ttl = number(need()?)? as u32,
+            "dns-loop-detect" => self.dns_loop_detect = true,
+            "log-facility" => {}
+            "log-queries" => self.log_queries = true,
+            "server" | "local" => self
+                .servers
+                .push(parse_server(need()?).map_err(|e| bad(e.to_string()))?),
+            "no-resolv" => self.no_resolv = true,
+            "resolv-file" => self.resolv_file = PathBuf::from(need()?),
+            "servers-file" => self.servers_file = Some(PathBuf::from(need()?)),
+            "no-hosts" => self.no_hosts = true,
+            "addn-hosts" => self.addn_hosts.push(PathBuf::from(need()?)),
+            "dns-forward-max" => self.forward_max = (number(need()?)? as usize).max(1),
+            "all-servers" => self.all_servers = true,
+            "strict-order" => self.strict_order = true,
+            "use-stale-cache" => {
+                self.use_stale_cache = Some(match value {
+                    Some(v) => number(v)? as u32,
+                    None => DEFAULT_STALE_SECS,
+                })
+            }
+            "no-round-robin" => self.no_round_robin = true,
+            "conf-file" => {
+                if let Some(path) = value {
+                    self.read_conf_file(path)?;
+                }
+            }
+            "upstream-policy" => {
+                self.upstream_policy = need()?
+                    .parse::<UpstreamPolicy>()
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            "upstream-weight" => {
+                let v = need()?;
+                let (server, weight) = v
+                    .rsplit_once('=')
+                    .ok_or_else(|| bad(format!("{v:?} is not <ip>[#port]=<weight>")))?;
+                let addr = parse_address(server).map_err(|e| bad(e.to_string()))?;
+                let weight = number(weight)? as u32;
+                self.upstream_weights.push((addr, weight.max(1)));
+            }
+            "upstream-timeout" => {
+                self.upstream_timeout = Duration::from_millis(number(need()?)?.max(10))
+            }
+            "forward-deadline" => {
+                self.forward_deadline = Duration::from_millis(number(need()?)?.max(100))
+            }
+            "metrics-address" => {
+                let v = need()?;
+                self.metrics_address = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("{v:?} is not ip:port")))?,
+                )
+            }
+            "workers" => self.workers = number(need()?)? as usize,
+            "version" => self.version = true,
+            "watch-soa" => {
+                let domain = need()?
+                    .trim_matches(|c| c == '/' || c == '.')
+                    .to_ascii_lowercase();
+                if domain.is_empty() {
+                    return Err(CliError::BadValue {
+                        option: "--watch-soa".into(),
+                        reason: "needs a zone such as cluster.local".into(),
+                    });
+                }
+                self.watch_soa.push(domain);
+            }
+            "watch-soa-interval" => {
+                self.watch_soa_interval = Duration::from_millis(number(need()?)?.max(10))
+            }
+            other => return Err(CliError::Unknown(format!("--{other}"))),
+        }
+        Ok(())
+    }
+
+    /// Reads `option[=value]` lines (dnsmasq.conf syntax; `#` comments).
+    fn read_conf_file(&mut self, path: &str) -> Result<(), CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::ConfFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = match line.split_once('=') {
+                Some((name, value)) => (name.trim(), Some(value.trim())),
+                None => (line, None),
+            };
+            let Some((long, _, _)) = find_long(name) else {
+                return Err(CliError::ConfFile {
+                    path: path.to_owned(),
+                    reason: format!("line {}: unknown option {name:?}", n + 1),
+                });
+            };
+            self.apply(long, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits getopt bundles: `-kN` becomes `-k -N`, `-p5353` becomes `-p 5353`.
+fn expand_short_bundles(args: Vec<String>) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::with_capacity(args.len());
+    for arg in args {
+        if arg.starts_with("--") || !arg.starts_with('-') || arg.len() <= 2 {
+            out.push(arg);
+            continue;
+        }
+        let mut rest = &arg[1..];
+        while let Some(c) = rest.chars().next() {
+            let (_, kind, _) = find_short(c).ok_or_else(|| CliError::Unknown(format!("-{c}")))?;
+            out.push(format!("-{c}"));
+            rest = &rest[c.len_utf8()..];
+            if kind != Arg::None && !rest.is_empty() {
+                out.push(rest.to_owned());
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::{ServerTarget, UpstreamPolicy};
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CacheConfig, CliError> {
+        CacheConfig::parse_args(args.iter().copied())
+    }
+
+    #[test]
+    fn legacy_manifest_args_are_accepted() {
+        let config = parse(&[
+            "-k",
+            "--cache-size=1000",
+            "--no-negcache",
+            "--dns-loop-detect",
+            "--log-facility=-",
+            "--server=/cluster.local/127.0.0.1#10053",
+            "--server=/in-addr.arpa/127.0.0.1#10053",
+            "--server=/ip6.arpa/127.0.0.1#10053",
+        ])
+        .expect("legacy args");
+        assert!(config.keep_in_foreground && config.no_negcache && config.dns_loop_detect);
+        assert_eq!(config.cache_size, 1000);
+        assert_eq!(config.servers.len(), 3);
+        assert_eq!(config.servers[0].domains, vec!["cluster.local"]);
+        assert_eq!(
+            config.servers[0].target,
+            ServerTarget::Address("127.0.0.1:10053".parse().expect("addr"))
+        );
+        let nanny = parse(&[
+            "-k",
+            "--cache-size=1000",
+            "--server",
+            "8.8.8.8",
+            "--no-resolv",
+        ])
+        .expect("nanny");
+        assert_eq!(
+            nanny.servers[0].target,
+            ServerTarget::Address("8.8.8.8:53".parse().expect("addr"))
+        );
+        assert!(nanny.no_resolv);
+    }
+
+    #[test]
+    fn defaults_match_dnsmasq() {
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.cache_size, 150);
+        assert_eq!(config.forward_max, 150);
+        assert_eq!(config.port, 53);
+        assert_eq!(config.resolv_file, PathBuf::from("/etc/resolv.conf"));
+        assert_eq!(config.upstream_policy, UpstreamPolicy::Fastest);
+    }
+
+    #[test]
+    fn short_forms_with_separate_attached_and_bundled_values() {
+        let config = parse(&[
+            "-p",
+            "5353",
+            "-c500",
+            "-kN",
+            "-a",
+            "127.0.0.1,::1",
+            "-S",
+            "/x/1.2.3.4",
+        ])
+        .expect("short forms");
+        assert_eq!(config.port, 5353);
+        assert_eq!(config.cache_size, 500);
+        assert!(config.keep_in_foreground && config.no_negcache);
+        assert_eq!(config.listen_addresses.len(), 2);
+        assert_eq!(config.servers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_and_bad_options_are_named() {
+        assert_eq!(
+            parse(&["--bogus"]),
+            Err(CliError::Unknown("--bogus".into()))
+        );
+        assert_eq!(parse(&["-Y"]), Err(CliError::Unknown("-Y".into())));
+        let err = parse(&["--cache-size=lots"]).expect_err("bad");
+        assert!(err.to_string().contains("--cache-size"), "{err}");
+        assert_eq!(
+            parse(&["--port"]),
+            Err(CliError::MissingValue("--port".into()))
+        );
+        let err = parse(&["--upstream-policy=random"]).expect_err("bad");
+        assert!(err.to_string().contains("--upstream-policy"));
+    }
+
+    #[test]
+    fn known_unimplemented_options_are_accepted_and_listed() {
+        let config =
+            parse(&["--user=root", "--domain-needed", "-b", "--cache-size=10"]).expect("ok");
+        assert_eq!(
+            config.ignored,
+            vec!["--user", "--domain-needed", "--bogus-priv"]
+        );
+        assert_eq!(config.cache_size, 10);
+    }
+
+    #[test]
+    fn stale_weights_and_conf_file() {
+        let dir = std::env::temp_dir().join(format!("dns-cache-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("dnsmasq.conf");
+        std::fs::write(
+            &conf,
+            "# comment\nno-negcache\nserver=/corp/10.1.1.1\ncache-size=42\n",
+        )
+        .expect("write");
+        let config = parse(&[
+            "--use-stale-cache",
+            "--upstream-policy=wrr",
+            "--upstream-weight=10.0.0.1#53=3",
+            &format!("--conf-file={}", conf.display()),
+        ])
+        .expect("ok");
+        assert_eq!(config.use_stale_cache, Some(DEFAULT_STALE_SECS));
+        assert_eq!(
+            config.upstream_weights,
+            vec![("10.0.0.1:53".parse().expect("addr"), 3)]
+        );
+        assert!(config.no_negcache);
+        assert_eq!(config.cache_size, 42);
+        assert_eq!(config.servers.len(), 1);
+        let err = parse(&["--conf-file=/nonexistent/x.conf"]).expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/x.conf"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The dnsmasq-compatible command line (dnsmasq 2.90 syntax: short and long options, `=` or a
+//! separate argument, `--conf-file` lines without dashes) plus the options of ours, parsed into
+//! one typed [`CacheConfig`].
+//!
+//! - [`options`]: the table of every option (implemented, or accepted with a warning);
+//! - [`getopt`]: the getopt-style parser and the `--conf-file` reader;
+//! - [`servers`]: `--server`/`--local` specs and the `--servers-file` format.
+//!
+//! An unknown option is an error naming it; a dnsmasq option we do not implement is accepted
+//! with one warning so existing manifests keep starting.
+
+pub mod getopt;
+pub mod options;
+pub mod servers;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use options::known_options;
+pub use servers::{
+    ServerError, ServerSpec, ServerTarget, parse_address, parse_server, parse_servers_file,
+};
+
+/// dnsmasq's default `--cache-size`.
+pub const DEFAULT_CACHE_SIZE: usize = 150;
+/// dnsmasq's default `--dns-forward-max`.
+pub const DEFAULT_FORWARD_MAX: usize = 150;
+/// dnsmasq's default port.
+pub const DEFAULT_PORT: u16 = 53;
+/// `--forward-deadline`: under glibc's 5 s resolver timeout, so a client that gets nothing
+/// from upstreams hears SERVFAIL (and moves on to its next search suffix or server) before it
+/// would time out and resend, while a slow upstream still has 4 s to answer.
+pub const DEFAULT_FORWARD_DEADLINE: Duration = Duration::from_secs(4);
+/// Where dnsmasq reads upstreams by default.
+pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
+/// dnsmasq's default for `--use-stale-cache` without a value: one day.
+pub const DEFAULT_STALE_SECS: u32 = 86400;
+
+/// Why the command line was rejected (exit 64).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("unknown option {0}")]
+    Unknown(String),
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    #[error("option {option}: {reason}")]
+    BadValue { option: String, reason: String },
+    #[error("cannot read --conf-file {path}: {reason}")]
+    ConfFile { path: String, reason: String },
+}
+
+/// How a route picks among its upstreams (`--upstream-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamPolicy {
+    /// dnsmasq: race all servers now and then, stick with the fastest.
+    #[default]
+    Fastest,
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    WeightedLeastConnections,
+    ShortestExpectedDelay,
+    NeverQueue,
+    SourceHashing,
+    DestinationHashing,
+}
+
+/// An `--upstream-policy` name that is not one of ours.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{0:?} is not one of fastest, rr, wrr, lc, wlc, sed, nq, sh, dh")]
+pub struct UnknownPolicy(pub String);
+
+impl std::str::FromStr for UpstreamPolicy {
+    type Err = UnknownPolicy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "fastest" => UpstreamPolicy::Fastest,
+            "rr" => UpstreamPolicy::RoundRobin,
+            "wrr" => UpstreamPolicy::WeightedRoundRobin,
+            "lc" => UpstreamPolicy::LeastConnections,
+            "wlc" => UpstreamPolicy::WeightedLeastConnections,
+            "sed" => UpstreamPolicy::ShortestExpectedDelay,
+            "nq" => UpstreamPolicy::NeverQueue,
+            "sh" => UpstreamPolicy::SourceHashing,
+            "dh" => UpstreamPolicy::DestinationHashing,
+            other => return Err(UnknownPolicy(other.to_owned())),
+        })
+    }
+}
+
+/// Everything the command line says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// `-v`/`--version`: print the version and exit.
+    pub version: bool,
+    pub keep_in_foreground: bool,
+    pub port: u16,
+    pub listen_addresses: Vec<IpAddr>,
+    pub cache_size: usize,
+    pub no_negcache: bool,
+    pub neg_ttl: Option<u32>,
+    pub min_cache_ttl: u32,
+    pub max_cache_ttl: Option<u32>,
+    pub max_ttl: Option<u32>,
+    pub dns_loop_detect: bool,
+    pub log_queries: bool,
+    pub servers: Vec<ServerSpec>,
+    pub no_resolv: bool,
+    pub resolv_file: PathBuf,
+    pub servers_file: Option<PathBuf>,
+    pub no_hosts: bool,
+    pub addn_hosts: Vec<PathBuf>,
+    pub forward_max: usize,
+    pub all_servers: bool,
+    pub strict_order: bool,
+    /// Seconds past expiry an entry may still be served (`--use-stale-cache`); 0 = unlimited.
+    pub use_stale_cache: Option<u32>,
+    pub no_round_robin: bool,
+    pub local_ttl: u32,
+    // ---- ours ----
+    pub upstream_policy: UpstreamPolicy,
+    pub upstream_weights: Vec<(SocketAddr, u32)>,
+    pub metrics_address: Option<SocketAddr>,
+    pub workers: usize,
+    pub upstream_timeout: Duration,
+    /// How long a forwarded query may wait for any valid reply before SERVFAIL
+    /// (`--forward-deadline`, ms).
+    pub forward_deadline: Duration,
+    /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
+    pub watch_soa: Vec<String>,
+    pub watch_soa_interval: Duration,
+    /// Options accepted but not implemented (warned about once).
+    pub ignored: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            version: false,
+            keep_in_foreground: false,
+            port: DEFAULT_PORT,
+            listen_addresses: Vec::new(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            no_negcache: false,
+            neg_ttl: None,
+            min_cache_ttl: 0,
+            max_cache_ttl: None,
+            max_ttl: None,
+            dns_loop_detect: false,
+            log_queries: false,
+            servers: Vec::new(),
+            no_resolv: false,
+            resolv_file: PathBuf::from(DEFAULT_RESOLV_FILE),
+            servers_file: None,
+            no_hosts: false,
+            addn_hosts: Vec::new(),
+            forward_max: DEFAULT_FORWARD_MAX,
+            all_servers: false,
+            strict_order: false,
+            use_stale_cache: None,
+            no_round_robin: false,
+            local_ttl: 0,
+            upstream_policy: UpstreamPolicy::default(),
+            upstream_weights: Vec::new(),
+            metrics_address: None,
+            workers: 0,
+            upstream_timeout: Duration::from_millis(1500),
+            forward_deadline: DEFAULT_FORWARD_DEADLINE,
+            watch_soa: Vec::new(),
+            watch_soa_interval: Duration::from_millis(250),
+            ignored: Vec::new(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The addresses to listen on (dnsmasq listens on every address by default).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        if self.listen_addresses.is_empty() {
+            return vec![SocketAddr::new(IpAddr::from([0, 0, 0, 0]), self.port)];
+        }
+        self.listen_addresses
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.port))
+            .collect()
+    }
+}

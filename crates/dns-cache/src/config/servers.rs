@@ -1,0 +1,149 @@
+//! `--server`/`--local` specs (`[/<domain>/[<domain>/]][<ip>[#<port>]]`) and the
+//! `--servers-file` the nanny writes.
+
+use std::net::{IpAddr, SocketAddr};
+
+use thiserror::Error;
+
+use super::DEFAULT_PORT;
+
+/// Why a server spec or a servers file was rejected.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ServerError {
+    #[error("{0:?} is not a port")]
+    Port(String),
+    #[error("{0:?} is not an IP address")]
+    Address(String),
+    #[error("{0:?}: a domain list must end with /")]
+    UnclosedDomains(String),
+    #[error("--server needs an address")]
+    NoAddress,
+    #[error("line {line}: expected server=...")]
+    NotAServerLine { line: usize },
+    #[error("line {line}: {source}")]
+    Line {
+        line: usize,
+        #[source]
+        source: Box<ServerError>,
+    },
+}
+
+/// One `--server` (or `--local`) line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Lower-case domains without dots at the ends; empty for a default server.
+    pub domains: Vec<String>,
+    pub target: ServerTarget,
+}
+
+/// What a `--server` line points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTarget {
+    Address(SocketAddr),
+    /// `--server=/domain/`: answered locally only (hosts, else NXDOMAIN).
+    LocalOnly,
+    /// `--server=/domain/#`: the default servers.
+    Default,
+}
+
+/// `ip`, `ip#port`, `[v6]`-less IPv6 (`fd00::1#53`); `@interface`/`@source` parts are dropped.
+pub fn parse_address(text: &str) -> Result<SocketAddr, ServerError> {
+    let text = text.split('@').next().unwrap_or(text);
+    let (ip, port) = match text.split_once('#') {
+        Some((ip, port)) => (
+            ip,
+            port.parse::<u16>()
+                .map_err(|_| ServerError::Port(port.to_owned()))?,
+        ),
+        None => (text, DEFAULT_PORT),
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| ServerError::Address(ip.to_owned()))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// dnsmasq's `--server` syntax: `[/<domain>/[<domain>/]][<ip>[#<port>]]`, also `/<domain>/#`.
+pub fn parse_server(text: &str) -> Result<ServerSpec, ServerError> {
+    let (domains, target) = if let Some(rest) = text.strip_prefix('/') {
+        let Some(last) = rest.rfind('/') else {
+            return Err(ServerError::UnclosedDomains(text.to_owned()));
+        };
+        let domains: Vec<String> = rest[..last]
+            .split('/')
+            .map(|d| d.trim_matches('.').to_ascii_lowercase())
+            .collect();
+        (domains, &rest[last + 1..])
+    } else {
+        (Vec::new(), text)
+    };
+    let target = match target {
+        "" if !domains.is_empty() => ServerTarget::LocalOnly,
+        "#" if !domains.is_empty() => ServerTarget::Default,
+        "" => return Err(ServerError::NoAddress),
+        address => ServerTarget::Address(parse_address(address)?),
+    };
+    Ok(ServerSpec { domains, target })
+}
+
+/// Reads a `--servers-file`: `server=...` (or `local=...`) lines.
+pub fn parse_servers_file(text: &str) -> Result<Vec<ServerSpec>, ServerError> {
+    let mut servers = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let value = line
+            .strip_prefix("server=")
+            .or_else(|| line.strip_prefix("local="))
+            .ok_or(ServerError::NotAServerLine { line: n + 1 })?;
+        servers.push(parse_server(value).map_err(|e| ServerError::Line {
+            line: n + 1,
+            source: Box::new(e),
+        })?);
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_syntax() {
+        assert_eq!(
+            parse_server("/a.b/c.d/10.0.0.1#5353").expect("ok"),
+            ServerSpec {
+                domains: vec!["a.b".into(), "c.d".into()],
+                target: ServerTarget::Address("10.0.0.1:5353".parse().expect("addr")),
+            }
+        );
+        assert_eq!(
+            parse_server("/local/").expect("ok").target,
+            ServerTarget::LocalOnly
+        );
+        assert_eq!(
+            parse_server("/x/#").expect("ok").target,
+            ServerTarget::Default
+        );
+        assert_eq!(
+            parse_server("fd00::1#53").expect("ok").target,
+            ServerTarget::Address("[fd00::1]:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_server("10.0.0.1@eth0").expect("ok").target,
+            ServerTarget::Address("10.0.0.1:53".parse().expect("addr"))
+        );
+        assert!(parse_server("/x").is_err());
+        assert!(parse_server("nothost#53").is_err());
+    }
+
+    #[test]
+    fn servers_file_lines() {
+        let servers =
+            parse_servers_file("server=/a/1.1.1.1\n\n# x\nserver=2.2.2.2#5353\n").expect("ok");
+        assert_eq!(servers.len(), 2);
+        assert!(parse_servers_file("nonsense").is_err());
+    }
+}

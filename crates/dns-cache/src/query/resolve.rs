@@ -1,0 +1,141 @@
+//! Misses: joined with an identical one in flight ([`super::coalesce`]) or forwarded to the
+//! route's servers, with at most `--dns-forward-max` tries open per route, and cached.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dns_transport::Transport;
+use dns_transport::forward::{Outcome, Request, TryPolicy};
+use dns_wire::{self as wire, Query};
+
+use super::coalesce::Join;
+use super::key_of;
+use crate::state::CacheState;
+use crate::upstream::{Route, Upstream};
+
+/// The outcome of resolving a miss.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// Upstream bytes (any ID, question as sent upstream), shared by coalesced queries.
+    Reply(Arc<Vec<u8>>),
+    /// Over `--dns-forward-max`.
+    Refused,
+    Failed,
+}
+
+/// Resolves a packet's question (used by stale refreshes, which discard the answer).
+pub async fn resolve(state: &Arc<CacheState>, packet: &[u8]) -> Option<Resolved> {
+    let query = wire::parse_query(packet).ok()?;
+    Some(resolve_with(state, &query, IpAddr::from([0, 0, 0, 0]), Transport::Udp).await)
+}
+
+/// Forwards (or joins an identical in-flight forward) and caches the answer.
+pub(super) async fn resolve_with(
+    state: &Arc<CacheState>,
+    query: &Query<'_>,
+    client: IpAddr,
+    transport: Transport,
+) -> Resolved {
+    let key = key_of(query);
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    };
+    let leader = match state.inflight.join(hash) {
+        Join::Leader(leader) => leader,
+        Join::Waiter(waiter) => {
+            state.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return match waiter.wait().await.flatten() {
+                Some(bytes) => Resolved::Reply(bytes),
+                None => Resolved::Failed,
+            };
+        }
+    };
+    let routes = state.routes.load_full();
+    let route = routes.route_for(query.name());
+    let result = match route {
+        Some(route) => forward(state, route, query, client, transport).await,
+        None => Resolved::Failed,
+    };
+    let shared = match &result {
+        Resolved::Reply(bytes) => {
+            if let Some(route) = route {
+                let _ = state
+                    .cache
+                    .insert(&key, bytes, route.signature, state.now_ms());
+            }
+            Some(bytes.clone())
+        }
+        _ => None,
+    };
+    leader.finish(shared);
+    result
+}
+
+/// Sends the query to the route's servers as its plan says, with tries that stay open until
+/// the deadline ([`dns_transport::forward`]).
+async fn forward(
+    state: &Arc<CacheState>,
+    route: &Route,
+    query: &Query<'_>,
+    client: IpAddr,
+    transport: Transport,
+) -> Resolved {
+    let plan = route.plan(
+        &state.selection(),
+        client,
+        query.name(),
+        dns_transport::upstream::now_ms(),
+    );
+    let all = route.servers();
+    let servers: Vec<Arc<Upstream>> = plan.order.iter().map(|&i| all[i].clone()).collect();
+    let packet = wire::build_forward_query(
+        rand::random(),
+        query.question_bytes(),
+        query.recursion_desired,
+        query.checking_disabled,
+        query.edns.is_some_and(|e| e.dnssec_ok),
+    );
+    let request = Request {
+        servers: &servers,
+        parallel: plan.parallel,
+        transport,
+        query: &packet,
+    };
+    let policy = TryPolicy {
+        deadline: state.config.forward_deadline,
+        max_try_timeout: state.config.upstream_timeout,
+        max_tries: TryPolicy::tries_for(servers.len()),
+    };
+    match dns_transport::forward::forward(&request, &policy, &route.slots).await {
+        Outcome::Answer { reply, server } => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            if plan.parallel {
+                route.race_won(plan.order[server]);
+            }
+            Resolved::Reply(Arc::new(reply))
+        }
+        // SERVFAIL or REFUSED from every server that replied: passed on, as dnsmasq does.
+        Outcome::Rejected { reply, .. } => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            Resolved::Reply(Arc::new(reply))
+        }
+        Outcome::Deadline => {
+            state.stats.misses.fetch_add(1, Ordering::Relaxed);
+            Resolved::Failed
+        }
+        Outcome::NoSlot => {
+            state
+                .stats
+                .refused_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(held_back) = state.over_limit_log.allow() {
+                tracing::warn!(route = %route.domain, limit = state.config.forward_max, held_back, "too many upstream tries open; REFUSED");
+            }
+            Resolved::Refused
+        }
+    }
+}
