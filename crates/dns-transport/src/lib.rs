@@ -22,11 +22,13 @@
 //! | [`client`] | the one-shot client for control-plane queries |
 //! | [`routes`] | longest-suffix routing of names |
 //! | [`resolv_conf`] | the `nameserver` lines of resolv.conf |
+//! | [`lookup`] | control-plane host-name lookups (hickory-resolver) |
 
 pub mod bind;
 pub mod client;
 pub mod forward;
 pub mod handler;
+pub mod lookup;
 pub mod resolv_conf;
 pub mod routes;
 pub mod tcp;
@@ -36,6 +38,7 @@ pub mod upstream;
 pub use bind::{bind_tcp, bind_udp, bind_udp_group, default_workers};
 pub use client::exchange_udp;
 pub use handler::{Fast, PacketHandler, Transport};
+pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
 pub use tcp::{TCP_IDLE_TIMEOUT, serve_tcp};
 pub use udp::{UdpMode, UdpWorkers};

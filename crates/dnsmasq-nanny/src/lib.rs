@@ -70,11 +70,10 @@ pub async fn resolve(config: &DnsConfig, kubedns: SocketAddr) -> Result<Forwardi
             let ip = if server.ends_with("cluster.local") {
                 resolve_via(kubedns, server).await
             } else {
-                tokio::net::lookup_host((server.as_str(), 53))
+                dns_transport::lookup_host(server, 53)
                     .await
                     .ok()
-                    .and_then(|mut addrs| addrs.next())
-                    .map(|a| a.ip())
+                    .and_then(|addrs| addrs.first().map(|a| a.ip()))
             };
             match ip {
                 Some(ip) => resolved.push(ip.to_string()),

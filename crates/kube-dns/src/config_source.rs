@@ -37,7 +37,7 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
         for server in servers {
             match kube_dns_config::config_map::parse_ip_nameserver(server) {
                 Some(addr) => addrs.push(addr),
-                None => match tokio::net::lookup_host((server.as_str(), 53)).await {
+                None => match dns_transport::lookup_host(server, 53).await {
                     Ok(found) => addrs.extend(found),
                     Err(error) => {
                         tracing::warn!(domain, server, %error, "stub domain nameserver does not resolve; skipped")

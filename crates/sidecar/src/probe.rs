@@ -52,10 +52,11 @@ impl ProbeServer {
     async fn resolve(&self) -> Result<SocketAddr, String> {
         match self {
             ProbeServer::Addr(addr) => Ok(*addr),
-            ProbeServer::Host(host, port) => tokio::net::lookup_host((host.as_str(), *port))
+            ProbeServer::Host(host, port) => dns_transport::lookup_host(host, *port)
                 .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .next()
+                .map_err(|e| e.to_string())?
+                .first()
+                .copied()
                 .ok_or_else(|| format!("no address for {host}")),
         }
     }

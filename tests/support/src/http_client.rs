@@ -1,13 +1,14 @@
-//! A minimal HTTP/1.1 client over a raw TCP stream, for probing test servers (`/readiness`,
-//! `/metrics`, the fake apiserver's REST and watch endpoints) without an HTTP client crate.
+//! The HTTP client of the tests: reqwest (no default features, plain HTTP on loopback) for
+//! probing test servers (`/readiness`, `/metrics`, the fake apiserver's REST and watch
+//! endpoints). Responses are read whole into [`HttpResponse`]; watches are read line by line
+//! through [`LineStream`].
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// How long [`request`] waits for a complete response.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +39,56 @@ impl HttpResponse {
     }
 }
 
-/// Sends one request (`Connection: close`) and reads the whole response.
+/// One client for every test in the process: no proxy from the environment, no pooled
+/// connections (every request is a fresh connection, as a probe is).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client without TLS always builds")
+    })
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<reqwest::Response> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("bad HTTP method {method:?}"))?;
+    let url = format!("http://{addr}{path}");
+    let mut request = client()
+        .request(method.clone(), &url)
+        .header("accept", "application/json");
+    if body.is_some() || matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.map(Value::to_string).unwrap_or_default());
+    }
+    request
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))
+}
+
+fn headers_of(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Sends one request and reads the whole response.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -46,27 +96,14 @@ pub async fn request(
     body: Option<&Value>,
 ) -> anyhow::Result<HttpResponse> {
     let exchange = async {
-        let mut reader = send_request(addr, method, path, body).await?;
-        let (status, headers) = read_head(&mut reader).await?;
-        let chunked = is_chunked(&headers);
-        let length = header_value(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-        let mut body = Vec::new();
-        if chunked {
-            while let Some(chunk) = read_chunk(&mut reader).await? {
-                body.extend_from_slice(&chunk);
-            }
-        } else if let Some(length) = length {
-            body.resize(length, 0);
-            reader
-                .read_exact(&mut body)
-                .await
-                .context("reading response body")?;
-        } else {
-            reader
-                .read_to_end(&mut body)
-                .await
-                .context("reading response body")?;
-        }
+        let response = send(addr, method, path, body).await?;
+        let status = response.status().as_u16();
+        let headers = headers_of(&response);
+        let body = response
+            .bytes()
+            .await
+            .context("reading response body")?
+            .to_vec();
         anyhow::Ok(HttpResponse {
             status,
             headers,
@@ -86,17 +123,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpResponse> {
 
 /// Opens a streaming GET (a watch) and hands back its body line by line.
 pub async fn stream_lines(addr: SocketAddr, path: &str) -> anyhow::Result<LineStream> {
-    let mut reader = send_request(addr, "GET", path, None).await?;
-    let (status, headers) = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut reader))
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, send(addr, "GET", path, None))
         .await
         .map_err(|_| {
             anyhow!("GET {path} on {addr}: no response head within {REQUEST_TIMEOUT:?}")
         })??;
     Ok(LineStream {
-        status,
-        chunked: is_chunked(&headers),
-        headers,
-        reader,
+        status: response.status().as_u16(),
+        headers: headers_of(&response),
+        response,
         pending: Vec::new(),
         finished: false,
     })
@@ -106,8 +141,7 @@ pub async fn stream_lines(addr: SocketAddr, path: &str) -> anyhow::Result<LineSt
 pub struct LineStream {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    chunked: bool,
-    reader: BufReader<TcpStream>,
+    response: reqwest::Response,
     pending: Vec<u8>,
     finished: bool,
 }
@@ -155,129 +189,16 @@ impl LineStream {
                 let rest = std::mem::take(&mut self.pending);
                 return Ok(Some(String::from_utf8_lossy(&rest).into_owned()));
             }
-            if self.chunked {
-                match read_chunk(&mut self.reader).await? {
-                    Some(chunk) => self.pending.extend_from_slice(&chunk),
-                    None => self.finished = true,
-                }
-            } else {
-                let mut buf = [0u8; 4096];
-                let n = self.reader.read(&mut buf).await.context("reading stream")?;
-                if n == 0 {
-                    self.finished = true;
-                }
-                self.pending.extend_from_slice(&buf[..n]);
+            // A body cut off before its end (a chunked body without its last chunk) is an error.
+            match self
+                .response
+                .chunk()
+                .await
+                .context("reading stream (cut off?)")?
+            {
+                Some(chunk) => self.pending.extend_from_slice(&chunk),
+                None => self.finished = true,
             }
         }
     }
-}
-
-async fn send_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<BufReader<TcpStream>> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
-    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .context("writing request")?;
-    stream
-        .write_all(body.as_bytes())
-        .await
-        .context("writing request body")?;
-    Ok(BufReader::new(stream))
-}
-
-async fn read_head(
-    reader: &mut BufReader<TcpStream>,
-) -> anyhow::Result<(u16, Vec<(String, String)>)> {
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .await
-        .context("reading status line")?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader
-            .read_line(&mut line)
-            .await
-            .context("reading header")?
-            == 0
-        {
-            bail!("connection closed inside the response head");
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = trimmed.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    Ok((status, headers))
-}
-
-fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-fn is_chunked(headers: &[(String, String)]) -> bool {
-    header_value(headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-}
-
-/// One chunk of a chunked body; None after the terminating zero-length chunk.
-/// A connection that closes before that chunk is an error: the stream was cut off.
-async fn read_chunk(reader: &mut BufReader<TcpStream>) -> anyhow::Result<Option<Vec<u8>>> {
-    let mut line = String::new();
-    if reader
-        .read_line(&mut line)
-        .await
-        .context("reading chunk size")?
-        == 0
-    {
-        bail!("connection closed before the end of the chunked body");
-    }
-    let size_text = line.trim().split(';').next().unwrap_or_default();
-    let size =
-        usize::from_str_radix(size_text, 16).with_context(|| format!("bad chunk size {line:?}"))?;
-    if size == 0 {
-        // Trailers (none expected) end with an empty line.
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                return Ok(None);
-            }
-        }
-    }
-    let mut chunk = vec![0; size + 2];
-    reader
-        .read_exact(&mut chunk)
-        .await
-        .context("reading chunk (cut off?)")?;
-    chunk.truncate(size);
-    Ok(Some(chunk))
 }
