@@ -45,10 +45,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Why a ConfigMap version was not applied (the previous one keeps serving). Both are worth
+/// retrying: a new version may be valid, and a name may resolve later.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Invalid(#[from] kube_dns_config::config_map::ConfigError),
+    #[error("stubDomains {domain}: nameserver {server:?} does not resolve")]
+    Unresolved { domain: String, server: String },
+}
+
 /// Resolves stub-domain nameserver hostnames (every reload): names under `cluster.local`
 /// through kube-dns at `kubedns`, others through the system resolver. A name that does not
 /// resolve rejects the whole update.
-pub async fn resolve(config: &DnsConfig, kubedns: SocketAddr) -> Result<ForwardingConfig, String> {
+pub async fn resolve(
+    config: &DnsConfig,
+    kubedns: SocketAddr,
+) -> Result<ForwardingConfig, ApplyError> {
     let mut out = ForwardingConfig {
         upstreams: config.upstream_nameservers.clone(),
         ..ForwardingConfig::default()
@@ -78,9 +91,10 @@ pub async fn resolve(config: &DnsConfig, kubedns: SocketAddr) -> Result<Forwardi
             match ip {
                 Some(ip) => resolved.push(ip.to_string()),
                 None => {
-                    return Err(format!(
-                        "stubDomains {domain}: nameserver {server:?} does not resolve"
-                    ));
+                    return Err(ApplyError::Unresolved {
+                        domain: domain.clone(),
+                        server: server.clone(),
+                    });
                 }
             }
         }
@@ -252,10 +266,10 @@ async fn apply_version(
     config: &NannyConfig,
     status: &NannyStatus,
     files: &kube_dns_config::ConfigFiles,
-) -> Result<ForwardingConfig, String> {
+) -> Result<ForwardingConfig, ApplyError> {
     let result = match DnsConfig::from_files(&files.files) {
         Ok(parsed) => resolve(&parsed, config.kubedns_server).await,
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(error.into()),
     };
     match &result {
         Ok(_) => {

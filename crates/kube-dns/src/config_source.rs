@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_dns_config::config_map::DnsConfig;
+use kube_dns_config::config_map::{ConfigError, DnsConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +66,7 @@ struct ConfigApplier<'a> {
 }
 
 impl ConfigApplier<'_> {
-    async fn offer(&mut self, version: String, parsed: Result<DnsConfig, String>) {
+    async fn offer(&mut self, version: String, parsed: Result<DnsConfig, ConfigError>) {
         if self.version.as_deref() == Some(version.as_str()) {
             return;
         }
@@ -102,7 +102,7 @@ pub async fn watch_config_dir(
     let (tx, mut versions) = mpsc::channel(4);
     tokio::spawn(kube_dns_config::watch(dir, period, tx, shutdown.clone()));
     while let Some(files) = versions.recv().await {
-        let parsed = DnsConfig::from_files(&files.files).map_err(|e| e.to_string());
+        let parsed = DnsConfig::from_files(&files.files);
         applier.offer(files.version, parsed).await;
     }
 }
@@ -128,7 +128,7 @@ pub async fn apply_config_map_updates(
         if update.data.is_none() {
             tracing::info!("ConfigMap absent; reverting to default configuration");
         }
-        let parsed = config_from_update(&update).map_err(|e| e.to_string());
+        let parsed = config_from_update(&update);
         applier.offer(update.version, parsed).await;
     }
 }
@@ -136,7 +136,7 @@ pub async fn apply_config_map_updates(
 /// The static configuration used with neither `--config-dir` nor `--config-map`: upstreams
 /// from `--nameservers` (validated by the CLI; the three-server ConfigMap limit does not apply)
 /// and federations from `--federations` (validated, otherwise unused).
-pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, String> {
+pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, ConfigError> {
     let mut data = BTreeMap::new();
     if !federations.is_empty() {
         data.insert(
@@ -144,7 +144,7 @@ pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, 
             federations.to_owned(),
         );
     }
-    let mut config = DnsConfig::from_data(&data).map_err(|e| format!("--federations: {e}"))?;
+    let mut config = DnsConfig::from_data(&data)?;
     config.upstream_nameservers = nameservers
         .split(',')
         .map(str::trim)

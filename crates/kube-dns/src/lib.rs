@@ -42,8 +42,10 @@ pub enum RunError {
     Client(String),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid --federations: {0}")]
+    Federations(#[source] kube_dns_config::config_map::ConfigError),
+    #[error("cannot start a UDP thread: {0}")]
+    UdpThread(#[source] io::Error),
 }
 
 /// Sockets bound before anything runs (tests bind port 0 and read the ports back).
@@ -134,7 +136,7 @@ pub async fn run(
     let resolv_conf = cli.resolv_conf.clone();
     if cli.config_dir.is_empty() && cli.config_map.is_empty() {
         let config = config_source::static_config(&cli.nameservers, &cli.federations)
-            .map_err(RunError::Config)?;
+            .map_err(RunError::Federations)?;
         config_source::apply_config(&state, &config, &resolv_conf).await;
     }
 
@@ -243,7 +245,7 @@ pub async fn run(
         server::MAX_SLOW_QUERIES,
         "dns",
     )
-    .map_err(|e| RunError::Config(format!("cannot start a UDP thread: {e}")))?;
+    .map_err(RunError::UdpThread)?;
 
     shutdown.cancelled().await;
     state.enter_lameduck();

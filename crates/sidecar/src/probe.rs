@@ -10,6 +10,9 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
 use tokio_util::sync::CancellationToken;
 
+use dns_transport::LookupError;
+use dns_transport::client::QueryError;
+
 use crate::metrics::ProbeMetrics;
 
 /// Legacy default probe interval.
@@ -49,17 +52,30 @@ impl fmt::Display for ProbeServer {
 }
 
 impl ProbeServer {
-    async fn resolve(&self) -> Result<SocketAddr, String> {
+    async fn resolve(&self) -> Result<SocketAddr, LookupError> {
         match self {
             ProbeServer::Addr(addr) => Ok(*addr),
-            ProbeServer::Host(host, port) => dns_transport::lookup_host(host, *port)
-                .await
-                .map_err(|e| e.to_string())?
-                .first()
-                .copied()
-                .ok_or_else(|| format!("no address for {host}")),
+            ProbeServer::Host(host, port) => {
+                let found = dns_transport::lookup_host(host, *port).await?;
+                found
+                    .first()
+                    .copied()
+                    .ok_or_else(|| LookupError::NoAddress { host: host.clone() })
+            }
         }
     }
+}
+
+/// Why one probe failed; all of them are retried at the next interval.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The legacy rule: a reply without answer records is a failure, whatever its rcode.
+    #[error("no RRs for domain {0:?}")]
+    NoRecords(String),
 }
 
 /// One parsed `--probe=<label>,<server>[:port],<name>[,<interval>][,<type>]`.
@@ -266,14 +282,14 @@ impl Probe {
                 *status = ProbeStatus {
                     ok: false,
                     latency: Duration::ZERO,
-                    error,
+                    error: error.to_string(),
                 };
             }
         }
     }
 
     /// The legacy rule: success is a reply with at least one answer RR, whatever its rcode.
-    async fn exchange(&self) -> Result<(), String> {
+    async fn exchange(&self) -> Result<(), ProbeError> {
         let spec = &self.spec;
         let server = spec.server.resolve().await?;
         let reply = query(
@@ -286,7 +302,7 @@ impl Probe {
         self.metrics
             .rcode(&rcode_name(u16::from(reply.metadata.response_code)));
         if reply.answers.is_empty() {
-            return Err(format!("no RRs for domain {:?}", spec.name));
+            return Err(ProbeError::NoRecords(spec.name.clone()));
         }
         Ok(())
     }
@@ -310,10 +326,8 @@ pub async fn query(
     name: &str,
     rtype: RecordType,
     class: hickory_proto::rr::DNSClass,
-) -> Result<Message, String> {
-    dns_transport::client::query(server, name, rtype, class, PROBE_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())
+) -> Result<Message, QueryError> {
+    dns_transport::client::query(server, name, rtype, class, PROBE_TIMEOUT).await
 }
 
 #[cfg(test)]

@@ -23,35 +23,56 @@ pub const STAT_NAMES: [&str; 5] = [
 /// One round's values, in [`STAT_NAMES`] order.
 pub type Round = [u64; 5];
 
+/// Why a round of statistics could not be read. Every variant is retried at the next poll.
+#[derive(Debug, thiserror::Error)]
+pub enum StatError {
+    #[error(transparent)]
+    Query(#[from] dns_transport::client::QueryError),
+    #[error("invalid number of Answer records for {name}: {count} (rcode {rcode})")]
+    AnswerCount {
+        name: String,
+        count: usize,
+        rcode: String,
+    },
+    #[error("missing TXT record for {name}: got {got}")]
+    NotTxt { name: String, got: RecordType },
+    #[error("invalid number of TXT records for {name}: {count}")]
+    TxtCount { name: String, count: usize },
+    #[error("{name}: {text:?} is not a non-negative integer")]
+    NotANumber { name: String, text: String },
+}
+
 /// Reads one statistic from a reply: exactly one answer, a TXT with exactly one decimal string.
-pub fn parse_stat_reply(name: &str, reply: &Message) -> Result<u64, String> {
+pub fn parse_stat_reply(name: &str, reply: &Message) -> Result<u64, StatError> {
     if reply.answers.len() != 1 {
-        return Err(format!(
-            "invalid number of Answer records for {name}: {} (rcode {})",
-            reply.answers.len(),
-            reply.metadata.response_code
-        ));
+        return Err(StatError::AnswerCount {
+            name: name.to_owned(),
+            count: reply.answers.len(),
+            rcode: reply.metadata.response_code.to_string(),
+        });
     }
     let record = &reply.answers[0];
     let RData::TXT(txt) = &record.data else {
-        return Err(format!(
-            "missing TXT record for {name}: got {}",
-            record.record_type()
-        ));
+        return Err(StatError::NotTxt {
+            name: name.to_owned(),
+            got: record.record_type(),
+        });
     };
     if txt.txt_data.len() != 1 {
-        return Err(format!(
-            "invalid number of TXT records for {name}: {}",
-            txt.txt_data.len()
-        ));
+        return Err(StatError::TxtCount {
+            name: name.to_owned(),
+            count: txt.txt_data.len(),
+        });
     }
     let text = String::from_utf8_lossy(&txt.txt_data[0]);
-    text.parse()
-        .map_err(|_| format!("{name}: {text:?} is not a non-negative integer"))
+    text.parse().map_err(|_| StatError::NotANumber {
+        name: name.to_owned(),
+        text: text.into_owned(),
+    })
 }
 
 /// One round of the five queries; any error discards the whole round.
-pub async fn poll_once(server: SocketAddr) -> Result<Round, String> {
+pub async fn poll_once(server: SocketAddr) -> Result<Round, StatError> {
     let mut round = [0; 5];
     for (slot, name) in round.iter_mut().zip(STAT_NAMES) {
         let reply = crate::probe::query(server, name, RecordType::TXT, DNSClass::CH).await?;
@@ -139,7 +160,7 @@ mod tests {
     #[test]
     fn a_single_decimal_txt_is_read() {
         let msg = reply(vec![RData::TXT(TXT::new(vec!["42".into()]))]);
-        assert_eq!(parse_stat_reply("hits.bind.", &msg), Ok(42));
+        assert_eq!(parse_stat_reply("hits.bind.", &msg).expect("a number"), 42);
     }
 
     #[test]
@@ -171,7 +192,9 @@ mod tests {
             ),
         ];
         for (msg, needle) in cases {
-            let error = parse_stat_reply("hits.bind.", &msg).expect_err(needle);
+            let error = parse_stat_reply("hits.bind.", &msg)
+                .expect_err(needle)
+                .to_string();
             assert!(error.contains(needle), "{error}");
         }
     }
