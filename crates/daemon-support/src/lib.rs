@@ -2,6 +2,7 @@
 //! command lines carry, logging to stderr through `tracing`, the async runtime, and stopping on
 //! SIGTERM or SIGINT.
 
+pub mod clock;
 pub mod go_flags;
 
 use std::time::Duration;
@@ -153,7 +154,7 @@ impl Throttle {
     pub fn new(period: Duration) -> Self {
         Throttle {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
-            epoch: std::time::Instant::now(),
+            epoch: clock::now(),
             next_ms: std::sync::atomic::AtomicU64::new(0),
             held_back: std::sync::atomic::AtomicU64::new(0),
         }

@@ -1,5 +1,7 @@
-//! dns-cache's one reading of the monotonic clock (see `clippy.toml`): the cache counts in
-//! milliseconds since start; timers go through tokio, whose clock tests can pause.
+//! dns-cache's clock (see `clippy.toml`): the cache counts in milliseconds since start; both
+//! read dns-transport's clock, which is tokio's, so tests can pause it.
+
+pub use dns_transport::clock::now;
 
 /// Milliseconds since the cache started.
 #[derive(Debug, Clone, Copy)]
@@ -9,9 +11,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn start() -> Self {
-        Clock {
-            start: tokio::time::Instant::now(),
-        }
+        Clock { start: now() }
     }
 
     pub fn elapsed_ms(&self) -> u64 {

@@ -59,7 +59,7 @@ pub async fn watch_soa(state: Arc<CacheState>, zone: String, shutdown: Cancellat
         }
         match (serial, last) {
             (None, _) => {
-                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                let since = *failing_since.get_or_insert_with(crate::clock::now);
                 if !reported && since.elapsed() >= SOA_WATCH_QUIET {
                     tracing::warn!(
                         zone,

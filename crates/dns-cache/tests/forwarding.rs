@@ -1,5 +1,7 @@
 //! Forwarding under slow, silent and broken upstreams: the real `dns-cache` binary with the
 //! legacy manifest's flags, next to a real dnsmasq 2.90 run through the same slow cases.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

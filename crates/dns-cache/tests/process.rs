@@ -1,5 +1,7 @@
 //! Process tests: the real `dns-cache` binary in front of the fake upstream (and a real dnsmasq
 //! 2.90 where byte compatibility is the point), queried with a Rust client over UDP and TCP.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

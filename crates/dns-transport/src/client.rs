@@ -51,7 +51,7 @@ pub async fn exchange_udp(
     packet: &[u8],
     timeout: Duration,
 ) -> io::Result<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::clock::now() + timeout;
     forward::udp_exchange(server, packet, deadline, &|| {})
         .await
         .map(|(reply, _)| reply)

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::Transport;
+use crate::clock;
 use crate::upstream::{Upstream, now_ms};
 
 /// The shortest per-try timeout. A lost UDP packet should cost a fraction of a second, not the
@@ -211,7 +212,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     let Some(first_slot) = slots.acquire() else {
         return Outcome::NoSlot;
     };
-    let deadline = Instant::now() + policy.deadline;
+    let deadline = clock::now() + policy.deadline;
     let max_tries = policy.max_tries.max(1);
     let mut tally = Tally::default();
     // Read once from the query: what every try may receive, and whether it carries EDNS.
@@ -255,7 +256,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
         launched += 1;
         cursor = (server + 1) % n;
     }
-    next_at = next_at.min(Instant::now() + soonest);
+    next_at = next_at.min(clock::now() + soonest);
     let mut fallback: Option<(Vec<u8>, ReplyInfo, usize)> = None;
     let mut winner: Option<(Vec<u8>, ReplyInfo, usize)> = None;
     let mut starved = false;
@@ -298,19 +299,19 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                             Some(untried) => {
                                 cursor = untried;
                                 timing = None;
-                                Instant::now()
+                                clock::now()
                             }
                             None => next_at,
                         };
                     }
                     TryResult::Failed => {
                         timing = None;
-                        next_at = Instant::now();
+                        next_at = clock::now();
                     }
                 }
             }
             () = &mut timer => {
-                if Instant::now() >= deadline {
+                if clock::now() >= deadline {
                     break;
                 }
                 if let Some((server, timeout)) = timing.take()
@@ -329,7 +330,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                         let timeout = launch(server, place, &mut tries, &mut tally);
                         launched += 1;
                         cursor = (server + 1) % n;
-                        next_at = Instant::now() + timeout;
+                        next_at = clock::now() + timeout;
                         timing = Some((server, timeout));
                     }
                     None => starved = true,
@@ -383,7 +384,7 @@ async fn one_try(
 ) -> TryEnd {
     let _slot = slot;
     let _outstanding = upstream.begin();
-    let started = Instant::now();
+    let started = clock::now();
     let broken = || upstream.broken_reply();
     let exchanged = match transport {
         Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, limit, &broken).await,

@@ -19,6 +19,7 @@
 //! | [`tcp`] | DNS over TCP |
 //! | [`forward`] | the forwarding engine: tries, deadline, reply checks |
 //! | [`upstream`] | each upstream server's health and statistics |
+//! | [`clock`] | the one reading of the clock (tokio's, pausable) |
 //! | [`client`] | the one-shot client for control-plane queries |
 //! | [`routes`] | longest-suffix routing of names |
 //! | [`resolv_conf`] | the `nameserver` lines of resolv.conf |
@@ -26,6 +27,7 @@
 
 pub mod bind;
 pub mod client;
+pub mod clock;
 pub mod forward;
 pub mod handler;
 pub mod lookup;

@@ -7,8 +7,8 @@
 //! paused clock drives it).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 /// Consecutive failed queries before a server is marked down.
 pub const FAILURES_BEFORE_DOWN: u32 = 3;
@@ -16,14 +16,7 @@ pub const FAILURES_BEFORE_DOWN: u32 = 3;
 const DOWN_MIN_MS: u64 = 1_000;
 const DOWN_MAX_MS: u64 = 30_000;
 
-/// Milliseconds since the first call, on tokio's clock.
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<tokio::time::Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
-    tokio::time::Instant::now()
-        .saturating_duration_since(epoch)
-        .as_millis() as u64
-}
+pub use crate::clock::now_ms;
 
 /// One upstream server and its statistics (shared by every route that names it).
 #[derive(Debug)]

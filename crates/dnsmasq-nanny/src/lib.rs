@@ -12,7 +12,7 @@ pub mod process;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -180,7 +180,7 @@ pub async fn run(
         let pid = child.id().unwrap_or(0);
         status.pid.store(pid, Ordering::Relaxed);
         status.running.store(true, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = daemon_support::clock::now();
         let exit = loop {
             tokio::select! {
                 exit = child.wait() => break exit,

@@ -1,5 +1,7 @@
 //! Process tests: the real `dnsmasq-nanny` supervising a fake child (a shell script that records
 //! its argv and signals), the real `dns-cache`, and a real dnsmasq 2.90.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

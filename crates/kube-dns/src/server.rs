@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::Message;
@@ -191,7 +190,7 @@ impl PacketHandler for DnsHandler {
         _peer: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Fast {
-        let started = Instant::now();
+        let started = daemon_support::clock::now();
         match fast_path(&self.state, packet, transport == Transport::Tcp, out) {
             Action::Reply { rcode, system } => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -215,7 +214,7 @@ impl PacketHandler for DnsHandler {
         transport: Transport,
         _peer: SocketAddr,
     ) -> Option<Vec<u8>> {
-        let started = Instant::now();
+        let started = daemon_support::clock::now();
         let (reply, rcode, system) =
             slow_path(&self.state, &packet, transport == Transport::Tcp).await;
         if reply.is_empty() {

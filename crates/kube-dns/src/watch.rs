@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
@@ -118,9 +117,7 @@ enum Change<T> {
 impl Watches {
     /// Publishes the builder's current state.
     fn publish(&self, builder: &SnapshotBuilder) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() as u32);
+        let now = daemon_support::clock::unix_secs().max(1) as u32;
         let serial = kube_dns_core::snapshot::next_serial(self.state.snapshot.load().serial, now);
         let snapshot = builder.snapshot(serial, self.sync.all_synced());
         self.state
@@ -157,7 +154,7 @@ impl Watches {
                 event = stream.next() => event,
             };
             let Some(event) = event else { return };
-            let received = Instant::now();
+            let received = daemon_support::clock::now();
             let change = match event {
                 Ok(Event::Init) => {
                     relists += 1;

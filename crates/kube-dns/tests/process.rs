@@ -1,5 +1,7 @@
 //! Process tests: the real `kube-dns` binary against the fake API server over HTTP, queried
 //! with a Rust DNS client and with `dig` over UDP and TCP.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::path::Path;

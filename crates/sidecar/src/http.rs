@@ -75,7 +75,7 @@ async fn healthcheck(State(state): State<Arc<HttpState>>, Path(label): Path<Stri
 }
 
 async fn healthz() -> String {
-    format!("ok ({})\n", go_time(SystemTime::now()))
+    format!("ok ({})\n", go_time(daemon_support::clock::wall()))
 }
 
 async fn metrics_text(State(state): State<Arc<HttpState>>) -> Response {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
@@ -245,7 +245,7 @@ impl Probe {
             _ = shutdown.cancelled() => return,
         }
         loop {
-            let started = Instant::now();
+            let started = daemon_support::clock::now();
             self.probe_once().await;
             let rest = interval.saturating_sub(started.elapsed());
             tokio::select! {
@@ -257,7 +257,7 @@ impl Probe {
 
     /// One query and its bookkeeping.
     pub async fn probe_once(&self) {
-        let started = Instant::now();
+        let started = daemon_support::clock::now();
         let outcome = self.exchange().await;
         let latency = started.elapsed();
         let mut status = self
@@ -266,7 +266,8 @@ impl Probe {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match outcome {
             Ok(()) => {
-                self.metrics.succeeded(latency, SystemTime::now());
+                self.metrics
+                    .succeeded(latency, daemon_support::clock::wall());
                 if !status.ok {
                     tracing::info!(probe = %self.spec.label, ?latency, "probe ok");
                 }

@@ -1,5 +1,7 @@
 //! Process tests: the real `sidecar` binary probing and scraping a real dnsmasq 2.90 and our
 //! `dns-cache`, both in front of the fake upstream, over real sockets.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

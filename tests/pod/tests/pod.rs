@@ -3,6 +3,8 @@
 //! probe interval shortened), the ConfigMap directory mounted into two of them, against the fake
 //! API server loaded with the demo cluster. Every probe of the manifest is called on the
 //! container that declares its port.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;

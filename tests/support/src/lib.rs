@@ -1,6 +1,8 @@
 //! Test-only support for kube-dns-rs: a fake Kubernetes API server, Kubernetes object builders,
 //! a DNS test client, a minimal HTTP client, a harness for spawned processes, and the forwarding
 //! scenarios every forwarder (dns-cache, kube-dns, a real dnsmasq) is put through.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 pub mod dns_client;
 pub mod dnsmasq;

@@ -1,5 +1,7 @@
 //! The fake apiserver over real HTTP: paging, selectors, watch replay and live events,
 //! in-stream 410, bookmarks, writes and fault injection.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

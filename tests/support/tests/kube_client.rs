@@ -1,5 +1,7 @@
 //! A real kube-rs 5 client, watcher and reflector against the fake apiserver, in-process and
 //! over TCP through a written kubeconfig.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

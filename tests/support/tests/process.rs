@@ -1,4 +1,6 @@
 //! The process harness, exercised on the `fake-apiserver` binary and on `sh`.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 
