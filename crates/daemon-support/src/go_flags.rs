@@ -32,18 +32,27 @@ where
         .collect()
 }
 
+/// A flag value Go's parsers would reject; the message quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoFlagError {
+    #[error("{0:?} is not a boolean")]
+    NotABool(String),
+    #[error("{0:?} is not a duration such as 10s, 500ms or 1m30s")]
+    NotADuration(String),
+}
+
 /// Go's `strconv.ParseBool`.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub fn parse_go_bool(s: &str) -> Result<bool, GoFlagError> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean")),
+        other => Err(GoFlagError::NotABool(other.to_owned())),
     }
 }
 
 /// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`, `0`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration such as 10s, 500ms or 1m30s");
+pub fn parse_go_duration(s: &str) -> Result<Duration, GoFlagError> {
+    let bad = || GoFlagError::NotADuration(s.to_owned());
     if s == "0" {
         return Ok(Duration::ZERO);
     }

@@ -84,12 +84,13 @@ pub async fn cancel_on_signal(shutdown: CancellationToken, then: &'static str) {
 
 /// Parses a pflag-style command line (`_` equals `-`, single-dash long flags accepted) into a
 /// clap parser, then applies `check`; errors carry clap's message, which names the flag.
-pub fn parse_pflag_args<T, I, S>(
+pub fn parse_pflag_args<T, E, I, S>(
     args: I,
-    check: impl FnOnce(&T) -> Result<(), String>,
+    check: impl FnOnce(&T) -> Result<(), E>,
 ) -> Result<T, clap::Error>
 where
     T: clap::Parser,
+    E: std::fmt::Display,
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {

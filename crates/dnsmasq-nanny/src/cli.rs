@@ -207,13 +207,19 @@ impl NannyConfig {
             };
             match name.as_str() {
                 "dnsmasqExec" => config.dnsmasq_exec = PathBuf::from(&value),
-                "restartDnsmasq" => config.restart_dnsmasq = parse_bool(&value).map_err(bad)?,
+                "restartDnsmasq" => {
+                    config.restart_dnsmasq = parse_bool(&value).map_err(|e| bad(e.to_string()))?
+                }
                 "configDir" => config.config_dir = PathBuf::from(&value),
-                "syncInterval" => config.sync_interval = parse_duration(&value).map_err(bad)?,
+                "syncInterval" => {
+                    config.sync_interval = parse_duration(&value).map_err(|e| bad(e.to_string()))?
+                }
                 "kubednsServer" => {
                     config.kubedns_server = value.parse().map_err(|_| bad("not ip:port".into()))?
                 }
-                "logInterval" => config.log_interval = parse_duration(&value).map_err(bad)?,
+                "logInterval" => {
+                    config.log_interval = parse_duration(&value).map_err(|e| bad(e.to_string()))?
+                }
                 "v" => config.verbosity = value.parse().map_err(|_| bad("not a number".into()))?,
                 "childMode" => mode = value.clone(),
                 "serversFile" => config.servers_file = PathBuf::from(&value),
@@ -225,13 +231,19 @@ impl NannyConfig {
                     }
                 }
                 "restartBackoff" => {
-                    config.restart_backoff_min = parse_duration(&value).map_err(bad)?
+                    config.restart_backoff_min =
+                        parse_duration(&value).map_err(|e| bad(e.to_string()))?
                 }
                 "restartBackoffMax" => {
-                    config.restart_backoff_max = parse_duration(&value).map_err(bad)?
+                    config.restart_backoff_max =
+                        parse_duration(&value).map_err(|e| bad(e.to_string()))?
                 }
-                "stopGrace" => config.stop_grace = parse_duration(&value).map_err(bad)?,
-                "exitWithChild" => config.exit_with_child = parse_bool(&value).map_err(bad)?,
+                "stopGrace" => {
+                    config.stop_grace = parse_duration(&value).map_err(|e| bad(e.to_string()))?
+                }
+                "exitWithChild" => {
+                    config.exit_with_child = parse_bool(&value).map_err(|e| bad(e.to_string()))?
+                }
                 _ => {} // klog flags
             }
         }

@@ -8,6 +8,8 @@ use clap::Parser;
 pub use daemon_support::go_flags::{normalize_pflag_args, parse_go_bool, parse_go_duration};
 use kube_dns_core::PodsMode;
 
+use crate::config::{CliError, Config};
+
 /// Legacy default of `--domain`.
 pub const DEFAULT_DOMAIN: &str = "cluster.local.";
 /// Legacy default of `--dns-port`.
@@ -112,25 +114,52 @@ pub struct MetricsEnv {
     pub subsystem: String,
 }
 
+/// A `PROMETHEUS_*` variable kube-dns cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("{ENV_PROMETHEUS_PORT}={0:?} is not a port number")]
+    Port(String),
+    #[error("{ENV_PROMETHEUS_PATH}={0:?} must start with /")]
+    Path(String),
+}
+
+/// A `--domain` that is not a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{label:?} in {domain:?}: Not a valid DNS label")]
+pub struct DomainError {
+    label: String,
+    domain: String,
+}
+
+impl Default for MetricsEnv {
+    /// Legacy defaults: no extra listener, `/metrics`, `skydns_skydns_*` names.
+    fn default() -> Self {
+        MetricsEnv {
+            port: None,
+            path: "/metrics".into(),
+            namespace: "skydns".into(),
+            subsystem: "skydns".into(),
+        }
+    }
+}
+
 impl MetricsEnv {
     /// Reads the variables; an unparsable port is an error naming the variable.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let defaults = MetricsEnv::default();
         let port = match get(ENV_PROMETHEUS_PORT).filter(|p| !p.is_empty()) {
-            Some(p) => Some(
-                p.parse()
-                    .map_err(|_| format!("{ENV_PROMETHEUS_PORT}={p:?} is not a port number"))?,
-            ),
+            Some(p) => Some(p.parse().map_err(|_| EnvError::Port(p))?),
             None => None,
         };
-        let path = get(ENV_PROMETHEUS_PATH).unwrap_or_else(|| "/metrics".into());
+        let path = get(ENV_PROMETHEUS_PATH).unwrap_or(defaults.path);
         if !path.starts_with('/') {
-            return Err(format!("{ENV_PROMETHEUS_PATH}={path:?} must start with /"));
+            return Err(EnvError::Path(path));
         }
         Ok(MetricsEnv {
             port,
             path,
-            namespace: get(ENV_PROMETHEUS_NAMESPACE).unwrap_or_else(|| "skydns".into()),
-            subsystem: get(ENV_PROMETHEUS_SUBSYSTEM).unwrap_or_else(|| "skydns".into()),
+            namespace: get(ENV_PROMETHEUS_NAMESPACE).unwrap_or(defaults.namespace),
+            subsystem: get(ENV_PROMETHEUS_SUBSYSTEM).unwrap_or(defaults.subsystem),
         })
     }
 }
@@ -146,30 +175,10 @@ impl Cli {
         daemon_support::parse_pflag_args(args, Cli::check)
     }
 
-    fn check(&self) -> Result<(), String> {
-        if !self.config_dir.is_empty() && !self.config_map.is_empty() {
-            return Err(
-                "Cannot use both ConfigMap and ConfigDir (--config-map and --config-dir)".into(),
-            );
-        }
-        for server in self.nameservers.split(',').filter(|s| !s.trim().is_empty()) {
-            if kube_dns_config::config_map::parse_ip_nameserver(server.trim()).is_none() {
-                return Err(format!("--nameservers: {server:?} is not ip[:port]"));
-            }
-        }
-        if !self.kube_master_url.is_empty() {
-            let url = self.master_url();
-            let ok = url
-                .split_once("://")
-                .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty());
-            if !ok {
-                return Err(format!("invalid kube-master-url specified: {url:?}"));
-            }
-        }
-        if self.ttl == 0 {
-            return Err("--ttl must be at least 1".into());
-        }
-        Ok(())
+    /// What clap cannot check alone: the flags together, as [`Config::from_cli`] validates
+    /// them (the environment is read later, by `main`).
+    fn check(&self) -> Result<(), CliError> {
+        Config::from_cli(self, MetricsEnv::default()).map(drop)
     }
 
     /// The zone without its trailing dot, lower-cased.
@@ -183,11 +192,14 @@ impl Cli {
     }
 }
 
-fn parse_domain(s: &str) -> Result<String, String> {
+fn parse_domain(s: &str) -> Result<String, DomainError> {
     let trimmed = s.trim_end_matches('.');
     for label in trimmed.split('.') {
         if !kube_dns_config::config_map::is_dns1123_label(&label.to_ascii_lowercase()) {
-            return Err(format!("{label:?} in {s:?}: Not a valid DNS label"));
+            return Err(DomainError {
+                label: label.to_owned(),
+                domain: s.to_owned(),
+            });
         }
     }
     Ok(format!("{trimmed}."))

@@ -136,7 +136,10 @@ pub async fn apply_config_map_updates(
 /// The static configuration used with neither `--config-dir` nor `--config-map`: upstreams
 /// from `--nameservers` (validated by the CLI; the three-server ConfigMap limit does not apply)
 /// and federations from `--federations` (validated, otherwise unused).
-pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, ConfigError> {
+pub fn static_config(
+    nameservers: Vec<String>,
+    federations: &str,
+) -> Result<DnsConfig, ConfigError> {
     let mut data = BTreeMap::new();
     if !federations.is_empty() {
         data.insert(
@@ -145,11 +148,6 @@ pub fn static_config(nameservers: &str, federations: &str) -> Result<DnsConfig, 
         );
     }
     let mut config = DnsConfig::from_data(&data)?;
-    config.upstream_nameservers = nameservers
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    config.upstream_nameservers = nameservers;
     Ok(config)
 }

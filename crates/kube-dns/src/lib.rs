@@ -1,9 +1,10 @@
 //! kube-dns: watches the Kubernetes API and answers the cluster zone.
 //!
-//! [`run`] takes parsed flags, already-bound [`Listeners`] and an API client, so tests start it
-//! in-process on port 0; `main.rs` only parses, binds, and maps errors to exit codes.
+//! [`run`] takes a validated [`Config`], already-bound [`Listeners`] and an API client, so tests
+//! start it in-process on port 0; `main.rs` only parses, binds, and maps errors to exit codes.
 
 pub mod cli;
+pub mod config;
 pub mod config_source;
 pub mod forward;
 pub mod http;
@@ -18,11 +19,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kube_dns_core::{ClusterSnapshot, SnapshotBuilder, ZoneSettings};
+use kube_dns_core::{ClusterSnapshot, SnapshotBuilder};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, MetricsEnv};
+pub use crate::config::{ApiSource, Config, ConfigSource, ListenConfig};
 use crate::forward::{ForwardPolicy, Forwarding};
 use crate::metrics::Metrics;
 use crate::state::ServerState;
@@ -39,13 +40,33 @@ pub enum RunError {
         source: io::Error,
     },
     #[error("cannot build the Kubernetes client: {0}")]
-    Client(String),
+    Client(#[from] ClientError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("invalid --federations: {0}")]
-    Federations(#[source] kube_dns_config::config_map::ConfigError),
     #[error("cannot start a UDP thread: {0}")]
     UdpThread(#[source] io::Error),
+}
+
+/// Why the API client could not be built; none of these is retried (the flags or the pod's
+/// service account are wrong).
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("--kubecfg-file {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("failed to parse kube-master-url {url:?}: {source}")]
+    MasterUrl {
+        url: String,
+        #[source]
+        source: axum::http::uri::InvalidUri,
+    },
+    #[error("no kubeconfig and not in a cluster: {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error(transparent)]
+    Build(#[from] kube::Error),
 }
 
 /// Sockets bound before anything runs (tests bind port 0 and read the ports back).
@@ -60,12 +81,12 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the DNS port (UDP with SO_REUSEPORT, `workers` sockets, and TCP), the HTTP port,
     /// and the metrics port when `PROMETHEUS_PORT` is set.
-    pub fn bind(cli: &Cli, env: &MetricsEnv) -> Result<Self, RunError> {
-        let addr = SocketAddr::new(cli.dns_bind_address, cli.dns_port);
+    pub fn bind(listen: &ListenConfig) -> Result<Self, RunError> {
+        let addr = listen.dns;
         let bind_error = |what: &'static str, addr: SocketAddr| {
             move |source: io::Error| RunError::Bind { what, addr, source }
         };
-        let workers = dns_transport::default_workers(cli.dns_workers);
+        let workers = dns_transport::default_workers(listen.dns_workers);
         let udp = dns_transport::bind_udp_group(addr, workers)
             .map_err(bind_error("DNS over UDP", addr))?;
         // TCP joins the port UDP got (it may have been 0).
@@ -74,13 +95,9 @@ impl Listeners {
             .and_then(|s| s.local_addr().ok())
             .unwrap_or(addr);
         let tcp = dns_transport::bind_tcp(addr).map_err(bind_error("DNS over TCP", addr))?;
-        let http_addr = SocketAddr::new(cli.healthz_bind_address, cli.healthz_port);
-        let http = dns_transport::bind_tcp(http_addr).map_err(bind_error("HTTP", http_addr))?;
-        let metrics = match env.port {
-            Some(port) => {
-                let addr = SocketAddr::new(cli.healthz_bind_address, port);
-                Some(dns_transport::bind_tcp(addr).map_err(bind_error("metrics", addr))?)
-            }
+        let http = dns_transport::bind_tcp(listen.http).map_err(bind_error("HTTP", listen.http))?;
+        let metrics = match listen.metrics {
+            Some(addr) => Some(dns_transport::bind_tcp(addr).map_err(bind_error("metrics", addr))?),
             None => None,
         };
         Ok(Listeners {
@@ -94,50 +111,49 @@ impl Listeners {
 
 /// Builds the API client from `--kubecfg-file`, `--kube-master-url`, else the environment
 /// (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
-pub async fn client_from_cli(cli: &Cli) -> Result<kube::Client, RunError> {
-    let config = if !cli.kubecfg_file.is_empty() {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&cli.kubecfg_file)
-            .map_err(|e| RunError::Client(format!("--kubecfg-file {}: {e}", cli.kubecfg_file)))?;
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .map_err(|e| RunError::Client(format!("--kubecfg-file {}: {e}", cli.kubecfg_file)))?
-    } else if !cli.kube_master_url.is_empty() {
-        let url = cli.master_url();
-        let uri = url.parse().map_err(|e| {
-            RunError::Client(format!("failed to parse kube-master-url {url:?}: {e}"))
-        })?;
-        kube::Config::new(uri)
-    } else {
-        kube::Config::infer()
-            .await
-            .map_err(|e| RunError::Client(e.to_string()))?
+pub async fn api_client(api: &ApiSource) -> Result<kube::Client, ClientError> {
+    let config = match api {
+        ApiSource::Kubeconfig(path) => {
+            let kubeconfig_error = |source| ClientError::Kubeconfig {
+                path: path.clone(),
+                source,
+            };
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        ApiSource::MasterUrl(url) => {
+            let uri = url.parse().map_err(|source| ClientError::MasterUrl {
+                url: url.clone(),
+                source,
+            })?;
+            kube::Config::new(uri)
+        }
+        ApiSource::Infer => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
-    kube::Client::try_from(config).map_err(|e| RunError::Client(e.to_string()))
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Runs kube-dns until `shutdown` is cancelled, then keeps answering DNS for `--lameduck`
 /// with readiness failing, and returns.
 pub async fn run(
-    cli: Cli,
-    env: MetricsEnv,
+    config: Config,
     listeners: Listeners,
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let settings = ZoneSettings::new(&cli.zone(), cli.ttl, cli.pods);
-    let builder = SnapshotBuilder::new(settings.clone());
-    let metrics = Metrics::new(&env)?;
+    let builder = SnapshotBuilder::new(config.zone.clone());
+    let metrics = Metrics::new(&config.metrics)?;
     let state = Arc::new(ServerState::new(
-        ClusterSnapshot::empty(Arc::new(settings)),
+        ClusterSnapshot::empty(Arc::new(config.zone.clone())),
         ForwardPolicy::default(),
-        Forwarding::new(cli.forward_deadline),
+        Forwarding::new(config.forward_deadline),
         metrics,
     ));
-    let resolv_conf = cli.resolv_conf.clone();
-    if cli.config_dir.is_empty() && cli.config_map.is_empty() {
-        let config = config_source::static_config(&cli.nameservers, &cli.federations)
-            .map_err(RunError::Federations)?;
-        config_source::apply_config(&state, &config, &resolv_conf).await;
+    let resolv_conf = config.resolv_conf.clone();
+    if let ConfigSource::Static(dns_config) = &config.source {
+        config_source::apply_config(&state, dns_config, &resolv_conf).await;
     }
 
     // Everything below stops on `stop`, which fires after the lameduck period.
@@ -145,7 +161,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
 
     let mut kinds = vec!["services", watch::ENDPOINTS];
-    if cli.pods == kube_dns_core::PodsMode::Verified {
+    if config.watches_pods() {
         kinds.push("pods");
     }
     let watches = Watches {
@@ -158,13 +174,17 @@ pub async fn run(
     tasks.spawn(
         watches
             .clone()
-            .endpoints_any(cli.watch_endpoints, stop.clone()),
+            .endpoints_any(config.watch_endpoints, stop.clone()),
     );
-    if cli.pods == kube_dns_core::PodsMode::Verified {
+    if config.watches_pods() {
         tasks.spawn(watches.clone().pods(stop.clone()));
     }
     {
-        let (sync, timeout, stop) = (watches.sync.clone(), cli.initial_sync_timeout, stop.clone());
+        let (sync, timeout, stop) = (
+            watches.sync.clone(),
+            config.initial_sync_timeout,
+            stop.clone(),
+        );
         tasks.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
@@ -177,32 +197,36 @@ pub async fn run(
         });
     }
 
-    if !cli.config_dir.is_empty() {
-        tasks.spawn(config_source::watch_config_dir(
-            state.clone(),
-            PathBuf::from(&cli.config_dir),
-            cli.config_period,
-            resolv_conf.clone(),
-            stop.clone(),
-        ));
-    } else if !cli.config_map.is_empty() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tasks.spawn(watch::watch_config_map(
-            client.clone(),
-            cli.config_map_namespace.clone(),
-            cli.config_map.clone(),
-            tx,
-            stop.clone(),
-        ));
-        tasks.spawn(config_source::apply_config_map_updates(
-            state.clone(),
-            rx,
-            resolv_conf.clone(),
-            stop.clone(),
-        ));
+    match &config.source {
+        ConfigSource::Static(_) => {}
+        ConfigSource::Dir { path, period } => {
+            tasks.spawn(config_source::watch_config_dir(
+                state.clone(),
+                path.clone(),
+                *period,
+                resolv_conf.clone(),
+                stop.clone(),
+            ));
+        }
+        ConfigSource::ConfigMap { namespace, name } => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tasks.spawn(watch::watch_config_map(
+                client.clone(),
+                namespace.clone(),
+                name.clone(),
+                tx,
+                stop.clone(),
+            ));
+            tasks.spawn(config_source::apply_config_map_updates(
+                state.clone(),
+                rx,
+                resolv_conf.clone(),
+                stop.clone(),
+            ));
+        }
     }
 
-    let router = http::router(state.clone(), &env.path);
+    let router = http::router(state.clone(), &config.metrics.path);
     let http_listener = to_tokio(listeners.http)?;
     tracing::info!("listening on http {}", local(&http_listener));
     tasks.spawn(daemon_support::serve_http(
@@ -249,8 +273,8 @@ pub async fn run(
 
     shutdown.cancelled().await;
     state.enter_lameduck();
-    tracing::info!(lameduck = ?cli.lameduck, "shutting down: readiness fails now, DNS keeps answering");
-    tokio::time::sleep(cli.lameduck).await;
+    tracing::info!(lameduck = ?config.lameduck, "shutting down: readiness fails now, DNS keeps answering");
+    tokio::time::sleep(config.lameduck).await;
     stop.cancel();
     udp.stop().await;
     while tasks.join_next().await.is_some() {}

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use kube_dns::Config;
 use kube_dns::cli::{Cli, MetricsEnv};
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let env = match MetricsEnv::from_env(|k| std::env::var(k).ok()) {
-        Ok(env) => env,
+    let config = match MetricsEnv::from_env(|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())
+        .and_then(|env| Config::from_cli(&cli, env).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
         Err(message) => {
             eprintln!("kube-dns: {message}");
             return ExitCode::from(EXIT_USAGE);
@@ -34,8 +38,8 @@ fn main() -> ExitCode {
         "{},kube_client=warn,hyper=warn,tower=warn",
         daemon_support::klog_level(cli.klog.v)
     ));
-    tracing::info!(?cli, "starting kube-dns {}", env!("CARGO_PKG_VERSION"));
-    let listeners = match kube_dns::Listeners::bind(&cli, &env) {
+    tracing::info!(?config, "starting kube-dns {}", env!("CARGO_PKG_VERSION"));
+    let listeners = match kube_dns::Listeners::bind(&config.listen) {
         Ok(listeners) => listeners,
         Err(error) => {
             tracing::error!(%error, "cannot start");
@@ -50,13 +54,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let client = kube_dns::client_from_cli(&cli).await?;
+        let client = kube_dns::api_client(&config.api).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(daemon_support::cancel_on_signal(
             shutdown.clone(),
             "stopping",
         ));
-        kube_dns::run(cli, env, listeners, client, shutdown).await
+        kube_dns::run(config, listeners, client, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

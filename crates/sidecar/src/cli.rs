@@ -55,14 +55,11 @@ impl Cli {
         daemon_support::parse_pflag_args(args, Cli::check)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), CliError> {
         let mut seen = std::collections::HashSet::new();
         for probe in &self.probe {
             if !seen.insert(probe.label.as_str()) {
-                return Err(format!(
-                    "--probe: duplicate label {:?} (each label has its own /healthcheck path and metrics)",
-                    probe.label
-                ));
+                return Err(CliError::DuplicateLabel(probe.label.clone()));
             }
         }
         Ok(())
@@ -75,26 +72,35 @@ impl Cli {
     }
 }
 
-fn parse_path(s: &str) -> Result<String, String> {
+/// A flag value the sidecar rejects (beyond what [`ProbeSpec::parse`] checks).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "--probe: duplicate label {0:?} (each label has its own /healthcheck path and metrics)"
+    )]
+    DuplicateLabel(String),
+    #[error("{0:?} must start with / and not be /healthz or under /healthcheck/")]
+    MetricsPath(String),
+    #[error("{0:?} is not a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)")]
+    MetricsNamespace(String),
+}
+
+fn parse_path(s: &str) -> Result<String, CliError> {
     if !s.starts_with('/')
         || s.starts_with(crate::http::HEALTHCHECK_PREFIX)
         || s == crate::http::HEALTHZ_PATH
     {
-        return Err(format!(
-            "{s:?} must start with / and not be /healthz or under /healthcheck/"
-        ));
+        return Err(CliError::MetricsPath(s.to_owned()));
     }
     Ok(s.to_owned())
 }
 
-fn parse_namespace(s: &str) -> Result<String, String> {
+fn parse_namespace(s: &str) -> Result<String, CliError> {
     let valid = s.chars().enumerate().all(|(i, c)| {
         c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
     });
     if !valid {
-        return Err(format!(
-            "{s:?} is not a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)"
-        ));
+        return Err(CliError::MetricsNamespace(s.to_owned()));
     }
     Ok(s.to_owned())
 }

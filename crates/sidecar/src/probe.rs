@@ -78,6 +78,33 @@ pub enum ProbeError {
     NoRecords(String),
 }
 
+/// Why a `--probe` value was rejected; each form has its own message, legacy wording first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeSpecError {
+    #[error(
+        "invalid format to --probe: {0:?} (want <label>,<server>[:port],<name>[,<interval seconds>][,<type>])"
+    )]
+    Format(String),
+    #[error("label must be of format ^[a-zA-Z0-9_]+$, got {0:?}")]
+    Label(String),
+    #[error("empty server in --probe")]
+    EmptyServer,
+    #[error("invalid port {port:?} in server {server:?} of --probe")]
+    Port { port: String, server: String },
+    #[error("invalid server {0:?} in --probe: not an ip[:port], [ipv6]:port or host[:port]")]
+    Server(String),
+    #[error("invalid DNS name {name:?} in --probe{reason}")]
+    Name { name: String, reason: String },
+    #[error(
+        "invalid interval {0:?} in --probe: strconv.Atoi: parsing {0:?}: invalid syntax (whole seconds)"
+    )]
+    IntervalSyntax(String),
+    #[error("invalid interval {0:?} in --probe: must be at least 1 second")]
+    IntervalTooShort(String),
+    #[error("invalid type for DNS: {given} (one of {known})")]
+    Type { given: String, known: String },
+}
+
 /// One parsed `--probe=<label>,<server>[:port],<name>[,<interval>][,<type>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
@@ -91,12 +118,10 @@ pub struct ProbeSpec {
 
 impl ProbeSpec {
     /// Parses the flag value. Each invalid form gets its own message, legacy wording first.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, ProbeSpecError> {
         let fields: Vec<&str> = value.split(',').collect();
         if !(3..=5).contains(&fields.len()) {
-            return Err(format!(
-                "invalid format to --probe: {value:?} (want <label>,<server>[:port],<name>[,<interval seconds>][,<type>])"
-            ));
+            return Err(ProbeSpecError::Format(value.to_owned()));
         }
         let label = fields[0];
         if label.is_empty()
@@ -104,9 +129,7 @@ impl ProbeSpec {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!(
-                "label must be of format ^[a-zA-Z0-9_]+$, got {label:?}"
-            ));
+            return Err(ProbeSpecError::Label(label.to_owned()));
         }
         let server = parse_server(fields[1])?;
         let name = parse_name(fields[2])?;
@@ -128,9 +151,9 @@ impl ProbeSpec {
     }
 }
 
-fn parse_server(s: &str) -> Result<ProbeServer, String> {
+fn parse_server(s: &str) -> Result<ProbeServer, ProbeSpecError> {
     if s.is_empty() {
-        return Err("empty server in --probe".into());
+        return Err(ProbeSpecError::EmptyServer);
     }
     // A bare IPv6 address would be ambiguous with legacy's "append :53 when there is no colon";
     // it means port 53.
@@ -147,55 +170,59 @@ fn parse_server(s: &str) -> Result<ProbeServer, String> {
     }
     let (host, port) = with_port
         .rsplit_once(':')
-        .ok_or_else(|| format!("invalid server {s:?} in --probe"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("invalid port {port:?} in server {s:?} of --probe"))?;
+        .ok_or_else(|| ProbeSpecError::Server(s.to_owned()))?;
+    let port: u16 = port.parse().map_err(|_| ProbeSpecError::Port {
+        port: port.to_owned(),
+        server: s.to_owned(),
+    })?;
     if host.is_empty()
         || !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
-        return Err(format!(
-            "invalid server {s:?} in --probe: not an ip[:port], [ipv6]:port or host[:port]"
-        ));
+        return Err(ProbeSpecError::Server(s.to_owned()));
     }
     Ok(ProbeServer::Host(host.to_owned(), port))
 }
 
-fn parse_name(s: &str) -> Result<String, String> {
+fn parse_name(s: &str) -> Result<String, ProbeSpecError> {
+    let invalid = |reason: String| ProbeSpecError::Name {
+        name: s.to_owned(),
+        reason,
+    };
     let name = if s.ends_with('.') {
         s.to_owned()
     } else {
         format!("{s}.")
     };
     if name == "." || name.contains("..") {
-        return Err(format!("invalid DNS name {s:?} in --probe"));
+        return Err(invalid(String::new()));
     }
-    Name::from_ascii(&name).map_err(|e| format!("invalid DNS name {s:?} in --probe: {e}"))?;
+    Name::from_ascii(&name).map_err(|e| invalid(format!(": {e}")))?;
     Ok(name)
 }
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let seconds: i64 = s.parse().map_err(|_| {
-        format!("invalid interval {s:?} in --probe: strconv.Atoi: parsing {s:?}: invalid syntax (whole seconds)")
-    })?;
+fn parse_interval(s: &str) -> Result<Duration, ProbeSpecError> {
+    let seconds: i64 = s
+        .parse()
+        .map_err(|_| ProbeSpecError::IntervalSyntax(s.to_owned()))?;
     if seconds < 1 {
-        return Err(format!(
-            "invalid interval {s:?} in --probe: must be at least 1 second"
-        ));
+        return Err(ProbeSpecError::IntervalTooShort(s.to_owned()));
     }
     Ok(Duration::from_secs(seconds.unsigned_abs()))
 }
 
-fn parse_type(s: &str) -> Result<RecordType, String> {
+fn parse_type(s: &str) -> Result<RecordType, ProbeSpecError> {
     TYPES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(s))
         .map(|&(_, rtype)| rtype)
         .ok_or_else(|| {
             let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-            format!("invalid type for DNS: {s} (one of {})", known.join(", "))
+            ProbeSpecError::Type {
+                given: s.to_owned(),
+                known: known.join(", "),
+            }
         })
 }
 
@@ -340,7 +367,7 @@ mod tests {
     }
 
     fn err(value: &str) -> String {
-        ProbeSpec::parse(value).expect_err(value)
+        ProbeSpec::parse(value).expect_err(value).to_string()
     }
 
     #[test]
