@@ -8,8 +8,10 @@
 pub mod child_args;
 pub mod cli;
 pub mod process;
+pub mod supervisor;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::child_args::ForwardingConfig;
 use crate::cli::{ChildKind, NannyConfig};
-
-/// A child that ran this long has its restart backoff reset.
-const STABLE_RUN: Duration = Duration::from_secs(60);
+use crate::supervisor::{Action, ChildSignal, Event, Phase, Policy};
 
 /// What `/healthz` and `/metrics` report.
 #[derive(Debug, Default)]
@@ -124,6 +124,8 @@ async fn resolve_via(server: SocketAddr, name: &str) -> Option<std::net::IpAddr>
 }
 
 /// Runs the nanny until `shutdown`; returns the child's last exit code when `exitWithChild`.
+/// The decisions are [`supervisor::step`]'s; this loop turns signals, exits, timers and
+/// ConfigMap versions into its events and carries out its actions.
 pub async fn run(
     config: NannyConfig,
     status: Arc<NannyStatus>,
@@ -151,99 +153,163 @@ pub async fn run(
             Err(error) => tracing::error!(%error, "Error getting initial config, using default"),
         }
     }
-    let mut backoff = config.restart_backoff_min;
+    let policy = Policy {
+        child_kind: config.child_kind,
+        restart_dnsmasq: config.restart_dnsmasq,
+        exit_with_child: config.exit_with_child,
+        backoff_min: config.restart_backoff_min,
+        backoff_max: config.restart_backoff_max,
+        stop_grace: config.stop_grace,
+        reap_orphans: std::process::id() == 1,
+    };
+    let mut child = Supervised::default();
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut log_ticker =
         (!config.log_interval.is_zero()).then(|| tokio::time::interval(config.log_interval));
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
-    let pid1 = std::process::id() == 1;
+    let mut shutdown_seen = false;
+    let (mut phase, mut actions) = Phase::start(&policy);
     loop {
-        let argv = child_argv(&config, &forwarding);
-        if config.child_kind == ChildKind::DnsCache
-            && let Err(error) = write_servers_file(&config, &forwarding)
-        {
-            tracing::error!(%error, path = %config.servers_file.display(), "cannot write the servers file");
-        }
-        tracing::info!(exec = %config.dnsmasq_exec.display(), ?argv, "Starting dnsmasq");
-        let mut child = match process::spawn(&config.dnsmasq_exec, &argv) {
-            Ok(child) => child,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the child; retrying after {backoff:?}");
-                status.restarts.fetch_add(1, Ordering::Relaxed);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return 0,
-                    _ = tokio::time::sleep(backoff) => {}
+        // Carry out the actions; a spawn's outcome is the next event at once.
+        let mut next = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Spawn => next = Some(child.spawn(&config, &forwarding)),
+                Action::WriteServersFile => write_servers_file_logged(&config, &forwarding),
+                Action::Signal { pid, signal } => {
+                    match signal {
+                        ChildSignal::Hangup => {
+                            tracing::info!("configuration changed; reloading the cache with SIGHUP")
+                        }
+                        ChildSignal::Kill => tracing::warn!(
+                            pid,
+                            "child ignored SIGTERM for {:?}; killing it",
+                            config.stop_grace
+                        ),
+                        ChildSignal::User1 | ChildSignal::Terminate => {}
+                    }
+                    if let Err(error) = process::signal_group(pid, signal) {
+                        tracing::debug!(pid, ?signal, %error, "cannot signal the child");
+                    }
                 }
-                backoff = (backoff * 2).min(config.restart_backoff_max);
-                continue;
+                Action::Wait(duration) => timer = Some(Box::pin(tokio::time::sleep(duration))),
+                Action::CountRestart => {
+                    status.restarts.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::ReapOrphans { keep } => process::reap_orphans(Some(keep)),
+                Action::Exit(code) => return code,
             }
-        };
-        let pid = child.id().unwrap_or(0);
-        status.pid.store(pid, Ordering::Relaxed);
-        status.running.store(true, Ordering::Relaxed);
-        let started = daemon_support::clock::now();
-        let exit = loop {
-            tokio::select! {
-                exit = child.wait() => break exit,
-                _ = shutdown.cancelled() => {
-                    stop_child(&mut child, pid, config.stop_grace).await;
-                    status.running.store(false, Ordering::Relaxed);
-                    return 0;
+        }
+        if !phase.waits() {
+            timer = None;
+        }
+        status
+            .running
+            .store(matches!(phase, Phase::Running { .. }), Ordering::Relaxed);
+        if let Some(pid) = phase.pid() {
+            status.pid.store(pid, Ordering::Relaxed);
+        }
+        let event = match next {
+            Some(event) => event,
+            None => tokio::select! {
+                exit = child.wait() => exit,
+                _ = shutdown.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    Event::Shutdown
                 }
                 Some(files) = versions.recv() => {
                     match apply_version(&config, &status, &files).await {
-                        Ok(resolved) if resolved == forwarding => {}
+                        Ok(resolved) if resolved == forwarding => continue,
                         Ok(resolved) => {
                             forwarding = resolved;
-                            match config.child_kind {
-                                ChildKind::DnsCache => {
-                                    if let Err(error) = write_servers_file(&config, &forwarding) {
-                                        tracing::error!(%error, "cannot write the servers file");
-                                    }
-                                    tracing::info!("configuration changed; reloading the cache with SIGHUP");
-                                    let _ = process::signal_group(pid, libc::SIGHUP);
-                                }
-                                ChildKind::Dnsmasq if config.restart_dnsmasq => {
-                                    tracing::info!("Restarting dnsmasq with new configuration");
-                                    stop_child(&mut child, pid, config.stop_grace).await;
-                                    status.running.store(false, Ordering::Relaxed);
-                                    backoff = config.restart_backoff_min;
-                                    break Err(std::io::Error::other("restart for a new configuration"));
-                                }
-                                ChildKind::Dnsmasq => tracing::info!("Not restarting dnsmasq (--restartDnsmasq=false)"),
+                            match (config.child_kind, config.restart_dnsmasq) {
+                                (ChildKind::Dnsmasq, true) => tracing::info!("Restarting dnsmasq with new configuration"),
+                                (ChildKind::Dnsmasq, false) => tracing::info!("Not restarting dnsmasq (--restartDnsmasq=false)"),
+                                (ChildKind::DnsCache, _) => {}
                             }
+                            Event::ConfigChanged
                         }
-                        Err(error) => tracing::error!(%error, "Invalid configuration, ignoring update"),
+                        Err(error) => {
+                            tracing::error!(%error, "Invalid configuration, ignoring update");
+                            continue;
+                        }
                     }
                 }
-                _ = async { match log_ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                    let _ = process::signal_group(pid, libc::SIGUSR1);
+                _ = pending_unless(timer.as_mut()) => {
+                    timer = None;
+                    Event::TimerElapsed
                 }
-                _ = async { match sigchld.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                    if pid1 {
-                        process::reap_orphans(Some(pid));
-                    }
-                }
+                _ = async { match log_ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => Event::LogTick,
+                _ = async { match sigchld.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => Event::ChildSignal,
+            },
+        };
+        if let (Phase::Running { backoff, .. }, Event::Exited { code, .. }) = (phase, event) {
+            tracing::error!(code = code.unwrap_or(-1), "dnsmasq exited");
+            if !config.exit_with_child {
+                tracing::info!("restarting the child after at most {backoff:?}");
+            }
+        }
+        (phase, actions) = supervisor::step(&policy, phase, event);
+    }
+}
+
+/// `future`, or never when there is none.
+async fn pending_unless<F: std::future::Future + Unpin>(future: Option<&mut F>) {
+    match future {
+        Some(future) => {
+            future.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The child process, when there is one, and when it started.
+#[derive(Default)]
+struct Supervised {
+    child: Option<(tokio::process::Child, std::time::Instant)>,
+}
+
+impl Supervised {
+    fn spawn(&mut self, config: &NannyConfig, forwarding: &ForwardingConfig) -> Event {
+        let argv = child_argv(config, forwarding);
+        if config.child_kind == ChildKind::DnsCache {
+            write_servers_file_logged(config, forwarding);
+        }
+        tracing::info!(exec = %config.dnsmasq_exec.display(), ?argv, "Starting dnsmasq");
+        match process::spawn(&config.dnsmasq_exec, &argv) {
+            Ok(child) => {
+                let pid = child.id().unwrap_or(0);
+                self.child = Some((child, daemon_support::clock::now()));
+                Event::Spawned { pid }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start the child; retrying after the backoff");
+                Event::SpawnFailed
+            }
+        }
+    }
+
+    /// Waits for the child to exit (forever when there is none).
+    async fn wait(&mut self) -> Event {
+        let Some((child, started)) = self.child.as_mut() else {
+            return std::future::pending().await;
+        };
+        let code = match child.wait().await {
+            Ok(status) => status.code(),
+            Err(error) => {
+                tracing::error!(%error, "cannot wait for the child");
+                None
             }
         };
-        status.running.store(false, Ordering::Relaxed);
-        let planned = exit.is_err();
-        if !planned {
-            let code = exit.as_ref().ok().and_then(|s| s.code()).unwrap_or(-1);
-            tracing::error!(code, "dnsmasq exited");
-            if config.exit_with_child {
-                return code;
-            }
-            status.restarts.fetch_add(1, Ordering::Relaxed);
-            if started.elapsed() >= STABLE_RUN {
-                backoff = config.restart_backoff_min;
-            }
-            tracing::info!("restarting the child after {backoff:?}");
-            tokio::select! {
-                _ = shutdown.cancelled() => return 0,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(config.restart_backoff_max);
-        }
+        let ran = started.elapsed();
+        self.child = None;
+        Event::Exited { code, ran }
+    }
+}
+
+fn write_servers_file_logged(config: &NannyConfig, forwarding: &ForwardingConfig) {
+    if let Err(error) = write_servers_file(config, forwarding) {
+        tracing::error!(%error, path = %config.servers_file.display(), "cannot write the servers file");
     }
 }
 
@@ -283,16 +349,6 @@ async fn apply_version(
         }
     }
     result
-}
-
-/// SIGTERM to the child's group, a grace period, then SIGKILL; always waits for the exit.
-async fn stop_child(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
-    let _ = process::signal_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(pid, "child ignored SIGTERM for {grace:?}; killing it");
-        let _ = process::signal_group(pid, libc::SIGKILL);
-        let _ = child.wait().await;
-    }
 }
 
 async fn serve_health(

@@ -5,8 +5,13 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::supervisor::ChildSignal;
 
 /// Starts `program` with `args`.
 #[allow(unsafe_code)]
@@ -19,13 +24,11 @@ pub fn spawn(program: &Path, args: &[String]) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    // SAFETY: pre_exec is unsafe because the hook runs between fork and exec; prctl
+    // (PR_SET_PDEATHSIG) is async-signal-safe, allocates nothing and touches no parent memory.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }
     let mut child = command.spawn()?;
@@ -56,38 +59,33 @@ async fn relay(stream: impl tokio::io::AsyncRead + Unpin, name: &'static str) {
 }
 
 /// Sends `signal` to the child's process group.
-#[allow(unsafe_code)]
-pub fn signal_group(pid: u32, signal: i32) -> std::io::Result<()> {
+pub fn signal_group(pid: u32, signal: ChildSignal) -> std::io::Result<()> {
     let pid = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    if unsafe { libc::kill(-pid, signal) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let signal = match signal {
+        ChildSignal::Hangup => Signal::SIGHUP,
+        ChildSignal::User1 => Signal::SIGUSR1,
+        ChildSignal::Terminate => Signal::SIGTERM,
+        ChildSignal::Kill => Signal::SIGKILL,
+    };
+    nix::sys::signal::killpg(Pid::from_raw(pid), signal).map_err(std::io::Error::from)
 }
 
 /// Reaps exited processes other than `keep` (the supervised child, which tokio reaps). Needed
 /// when the nanny is PID 1, where orphans of the child are re-parented to it.
-#[allow(unsafe_code)]
 pub fn reap_orphans(keep: Option<u32>) {
     loop {
-        // SAFETY: siginfo_t is plain data; waitid writes it. WNOWAIT only peeks.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let peeked = unsafe {
-            libc::waitid(
-                libc::P_ALL,
-                0,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
+        // WNOWAIT only peeks, so the supervised child is left for tokio to reap.
+        let peeked = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let Some(pid) = peeked.ok().and_then(|status| status.pid()) else {
+            return;
         };
-        // SAFETY: si_pid is valid for SIGCHLD-style infos filled by waitid.
-        let pid = unsafe { info.si_pid() };
-        if peeked != 0 || pid == 0 || Some(pid as u32) == keep {
+        if u32::try_from(pid.as_raw()).ok() == keep {
             return;
         }
-        let mut status = 0;
-        // SAFETY: reaps exactly the orphan we peeked at.
-        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        // Reaps exactly the orphan peeked at.
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
 }
