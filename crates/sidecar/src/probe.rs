@@ -272,7 +272,7 @@ impl Probe {
             _ = shutdown.cancelled() => return,
         }
         loop {
-            let started = daemon_support::clock::now();
+            let started = dns_transport::clock::now();
             self.probe_once().await;
             let rest = interval.saturating_sub(started.elapsed());
             tokio::select! {
@@ -284,7 +284,7 @@ impl Probe {
 
     /// One query and its bookkeeping.
     pub async fn probe_once(&self) {
-        let started = daemon_support::clock::now();
+        let started = dns_transport::clock::now();
         let outcome = self.exchange().await;
         let latency = started.elapsed();
         let mut status = self

@@ -69,8 +69,26 @@ pub async fn query_tcp(
     query_tcp_with(server, query_message(name, rtype)?).await
 }
 
+/// [`query_tcp`], waiting up to `timeout` for the reply.
+pub async fn query_tcp_timeout(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
+    query_tcp_with_timeout(server, query_message(name, rtype)?, timeout).await
+}
+
 /// Sends a caller-built message over TCP and returns the reply.
 pub async fn query_tcp_with(server: SocketAddr, msg: Message) -> anyhow::Result<Message> {
+    query_tcp_with_timeout(server, msg, QUERY_TIMEOUT).await
+}
+
+async fn query_tcp_with_timeout(
+    server: SocketAddr,
+    msg: Message,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
     let bytes = msg.to_vec().context("encoding query")?;
     let exchange = async {
         let mut stream = TcpStream::connect(server)
@@ -95,11 +113,11 @@ pub async fn query_tcp_with(server: SocketAddr, msg: Message) -> anyhow::Result<
             .context("reading TCP reply")?;
         anyhow::Ok(reply)
     };
-    let reply = tokio::time::timeout(QUERY_TIMEOUT, exchange)
+    let reply = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| {
             anyhow!(
-                "no TCP reply from {server} within {QUERY_TIMEOUT:?} for {}",
+                "no TCP reply from {server} within {timeout:?} for {}",
                 describe(&msg)
             )
         })??;
