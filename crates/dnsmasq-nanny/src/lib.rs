@@ -243,13 +243,13 @@ pub async fn run(
                 _ = async { match sigchld.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => Event::ChildSignal,
             },
         };
-        if let (Phase::Running { backoff, .. }, Event::Exited { code, .. }) = (phase, event) {
+        if let (Phase::Running { .. }, Event::Exited { code, .. }) = (phase, event) {
             tracing::error!(code = code.unwrap_or(-1), "dnsmasq exited");
-            if !config.exit_with_child {
-                tracing::info!("restarting the child after at most {backoff:?}");
-            }
         }
         (phase, actions) = supervisor::step(&policy, phase, event);
+        if let (Phase::BackingOff { backoff }, Event::Exited { .. }) = (phase, event) {
+            tracing::info!("restarting the child after {backoff:?}");
+        }
     }
 }
 

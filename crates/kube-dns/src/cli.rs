@@ -183,7 +183,9 @@ impl Cli {
 
     /// The zone without its trailing dot, lower-cased.
     pub fn zone(&self) -> String {
-        self.domain.trim_end_matches('.').to_ascii_lowercase()
+        kube_dns_core::ZoneSettings::new(&self.domain, self.ttl, self.pods)
+            .zone
+            .into()
     }
 
     /// `--kube-master-url` with `$VAR` and `${VAR}` expanded from the environment.
