@@ -49,6 +49,8 @@ pub enum RunError {
         source: io::Error,
     },
     #[error(transparent)]
+    DnsPort(#[from] dns_transport::DnsPortError),
+    #[error(transparent)]
     Routes(#[from] RoutesError),
     #[error("cannot start a UDP thread: {0}")]
     UdpThread(#[source] io::Error),
@@ -69,24 +71,9 @@ impl Listeners {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in config.listen_addrs() {
-            let group =
-                dns_transport::bind_udp_group(addr, workers).map_err(|source| RunError::Bind {
-                    what: "DNS over UDP",
-                    addr,
-                    source,
-                })?;
-            let bound = group
-                .first()
-                .and_then(|s| s.local_addr().ok())
-                .unwrap_or(addr);
-            tcp.push(
-                dns_transport::bind_tcp(bound).map_err(|source| RunError::Bind {
-                    what: "DNS over TCP",
-                    addr: bound,
-                    source,
-                })?,
-            );
-            udp.extend(group);
+            let port = dns_transport::bind_dns_port(addr, workers)?;
+            udp.extend(port.udp);
+            tcp.push(port.tcp);
         }
         let metrics = match config.metrics_address {
             Some(addr) => Some(

@@ -30,6 +30,68 @@ pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
+/// A DNS port: its UDP group and the TCP listener on the same port.
+#[derive(Debug)]
+pub struct DnsPort {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: std::net::TcpListener,
+}
+
+/// Why a DNS port could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind DNS over {protocol} on {addr}: {source}")]
+pub struct DnsPortError {
+    pub protocol: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// How many fresh ports to try when port 0 was asked for and TCP finds the kernel's UDP choice
+/// taken (the UDP and TCP port spaces are separate, so the kernel's pick is only free for UDP).
+const PORT_ZERO_TRIES: usize = 16;
+
+/// Binds `workers` UDP sockets and a TCP listener to one port. With port 0 the kernel picks the
+/// UDP port; if that port is already taken for TCP, the group is dropped and a fresh port tried.
+pub fn bind_dns_port(addr: SocketAddr, workers: usize) -> Result<DnsPort, DnsPortError> {
+    bind_dns_port_with(addr, workers, bind_tcp)
+}
+
+fn bind_dns_port_with(
+    addr: SocketAddr,
+    workers: usize,
+    mut bind_tcp: impl FnMut(SocketAddr) -> io::Result<std::net::TcpListener>,
+) -> Result<DnsPort, DnsPortError> {
+    let tries = if addr.port() == 0 { PORT_ZERO_TRIES } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = bind_udp_group(addr, workers).map_err(|source| DnsPortError {
+            protocol: "UDP",
+            addr,
+            source,
+        })?;
+        let bound = udp
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(addr);
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok(DnsPort { udp, tcp }),
+            Err(source) => {
+                let retry = addr.port() == 0 && source.kind() == io::ErrorKind::AddrInUse;
+                last = Some(DnsPortError {
+                    protocol: "TCP",
+                    addr: bound,
+                    source,
+                });
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
 /// Binds a listening TCP socket (non-blocking, ready for tokio).
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -49,5 +111,58 @@ pub fn default_workers(requested: usize) -> usize {
         requested
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_moves_on_when_tcp_has_the_udp_port() {
+        // The first three UDP picks are "taken" for TCP; the fourth port gets both.
+        let mut refused = Vec::new();
+        let port = bind_dns_port_with("127.0.0.1:0".parse().unwrap(), 2, |addr| {
+            if refused.len() < 3 {
+                refused.push(addr);
+                Err(io::Error::from(io::ErrorKind::AddrInUse))
+            } else {
+                bind_tcp(addr)
+            }
+        })
+        .unwrap();
+        assert_eq!(refused.len(), 3);
+        let udp_port = port.udp[0].local_addr().unwrap().port();
+        assert_eq!(port.udp.len(), 2);
+        assert!(
+            port.udp
+                .iter()
+                .all(|s| s.local_addr().unwrap().port() == udp_port)
+        );
+        assert_eq!(port.tcp.local_addr().unwrap().port(), udp_port);
+    }
+
+    #[test]
+    fn port_zero_gives_up_after_its_tries_and_says_tcp() {
+        let mut calls = 0;
+        let error = bind_dns_port_with("127.0.0.1:0".parse().unwrap(), 1, |_| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::AddrInUse))
+        })
+        .unwrap_err();
+        assert_eq!(calls, PORT_ZERO_TRIES);
+        assert_eq!(error.protocol, "TCP");
+        assert_ne!(error.addr.port(), 0);
+    }
+
+    #[test]
+    fn a_fixed_port_taken_for_tcp_is_an_error_naming_tcp() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind_dns_port(addr, 1).unwrap_err();
+        assert_eq!(error.protocol, "TCP");
+        assert_eq!(error.addr, addr);
+        assert_eq!(error.source.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().contains("DNS over TCP"));
     }
 }

@@ -37,7 +37,9 @@ pub mod tcp;
 pub mod udp;
 pub mod upstream;
 
-pub use bind::{bind_tcp, bind_udp, bind_udp_group, default_workers};
+pub use bind::{
+    DnsPort, DnsPortError, bind_dns_port, bind_tcp, bind_udp, bind_udp_group, default_workers,
+};
 pub use client::exchange_udp;
 pub use handler::{Fast, PacketHandler, Transport};
 pub use lookup::{LookupError, lookup_host};

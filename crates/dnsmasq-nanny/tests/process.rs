@@ -347,9 +347,7 @@ async fn a_real_dnsmasq_is_restarted_on_config_change_and_binds_again() -> anyho
         &format!("[\"{}\"]", first.addr),
     )?;
     // dnsmasq takes -p 0 as "no DNS": a port that was free a moment ago.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = kube_dns_test_support::free_dns_port()?;
     let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
         .into_iter()
         .find(|p| Path::new(p).exists())

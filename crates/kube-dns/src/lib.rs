@@ -39,6 +39,8 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    DnsPort(#[from] dns_transport::DnsPortError),
     #[error("cannot build the Kubernetes client: {0}")]
     Client(#[from] ClientError),
     #[error("cannot register metrics: {0}")]
@@ -82,19 +84,12 @@ impl Listeners {
     /// Binds the DNS port (UDP with SO_REUSEPORT, `workers` sockets, and TCP), the HTTP port,
     /// and the metrics port when `PROMETHEUS_PORT` is set.
     pub fn bind(listen: &ListenConfig) -> Result<Self, RunError> {
-        let addr = listen.dns;
         let bind_error = |what: &'static str, addr: SocketAddr| {
             move |source: io::Error| RunError::Bind { what, addr, source }
         };
         let workers = dns_transport::default_workers(listen.dns_workers);
-        let udp = dns_transport::bind_udp_group(addr, workers)
-            .map_err(bind_error("DNS over UDP", addr))?;
-        // TCP joins the port UDP got (it may have been 0).
-        let addr = udp
-            .first()
-            .and_then(|s| s.local_addr().ok())
-            .unwrap_or(addr);
-        let tcp = dns_transport::bind_tcp(addr).map_err(bind_error("DNS over TCP", addr))?;
+        let dns_transport::DnsPort { udp, tcp } =
+            dns_transport::bind_dns_port(listen.dns, workers)?;
         let http = dns_transport::bind_tcp(listen.http).map_err(bind_error("HTTP", listen.http))?;
         let metrics = match listen.metrics {
             Some(addr) => Some(dns_transport::bind_tcp(addr).map_err(bind_error("metrics", addr))?),

@@ -29,10 +29,7 @@ pub async fn start_dnsmasq<S: AsRef<str>>(args: &[S]) -> anyhow::Result<Dnsmasq>
     {
         bail!("dnsmasq is not installed (scripts/test installs dnsmasq-base)");
     }
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port().to_string()
-    };
+    let port = crate::free_dns_port()?.to_string();
     let mut all: Vec<String> = [
         "-k",
         "-p",

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -148,9 +149,12 @@ impl FakeUpstream {
 
     /// Starts on `addr` (port 0 picks one port for both transports).
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let port = dns_transport::bind_dns_port(addr, 1)?;
+        let udp = port.udp.into_iter().next().context("no UDP socket")?;
+        udp.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(udp)?);
         let addr = socket.local_addr()?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = TcpListener::from_std(port.tcp)?;
         let state = Arc::new(Mutex::new(State::default()));
         let udp_task = {
             let (socket, state) = (socket.clone(), state.clone());
