@@ -118,51 +118,56 @@ pub fn default_workers(requested: usize) -> usize {
 mod tests {
     use super::*;
 
+    const LOOPBACK_ANY: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
     #[test]
-    fn port_zero_moves_on_when_tcp_has_the_udp_port() {
+    fn port_zero_moves_on_when_tcp_has_the_udp_port() -> Result<(), Box<dyn std::error::Error>> {
         // The first three UDP picks are "taken" for TCP; the fourth port gets both.
         let mut refused = Vec::new();
-        let port = bind_dns_port_with("127.0.0.1:0".parse().unwrap(), 2, |addr| {
+        let port = bind_dns_port_with(LOOPBACK_ANY, 2, |addr| {
             if refused.len() < 3 {
                 refused.push(addr);
                 Err(io::Error::from(io::ErrorKind::AddrInUse))
             } else {
                 bind_tcp(addr)
             }
-        })
-        .unwrap();
+        })?;
         assert_eq!(refused.len(), 3);
-        let udp_port = port.udp[0].local_addr().unwrap().port();
+        let udp_port = port.udp[0].local_addr()?.port();
         assert_eq!(port.udp.len(), 2);
-        assert!(
-            port.udp
-                .iter()
-                .all(|s| s.local_addr().unwrap().port() == udp_port)
-        );
-        assert_eq!(port.tcp.local_addr().unwrap().port(), udp_port);
+        for socket in &port.udp {
+            assert_eq!(socket.local_addr()?.port(), udp_port);
+        }
+        assert_eq!(port.tcp.local_addr()?.port(), udp_port);
+        Ok(())
     }
 
     #[test]
     fn port_zero_gives_up_after_its_tries_and_says_tcp() {
         let mut calls = 0;
-        let error = bind_dns_port_with("127.0.0.1:0".parse().unwrap(), 1, |_| {
+        let Err(error) = bind_dns_port_with(LOOPBACK_ANY, 1, |_| {
             calls += 1;
             Err(io::Error::from(io::ErrorKind::AddrInUse))
-        })
-        .unwrap_err();
+        }) else {
+            panic!("every TCP bind failed, yet the port was bound");
+        };
         assert_eq!(calls, PORT_ZERO_TRIES);
         assert_eq!(error.protocol, "TCP");
         assert_ne!(error.addr.port(), 0);
     }
 
     #[test]
-    fn a_fixed_port_taken_for_tcp_is_an_error_naming_tcp() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap();
-        let error = bind_dns_port(addr, 1).unwrap_err();
+    fn a_fixed_port_taken_for_tcp_is_an_error_naming_tcp() -> io::Result<()> {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = taken.local_addr()?;
+        let Err(error) = bind_dns_port(addr, 1) else {
+            panic!("{addr} is taken for TCP, yet it was bound");
+        };
         assert_eq!(error.protocol, "TCP");
         assert_eq!(error.addr, addr);
         assert_eq!(error.source.kind(), io::ErrorKind::AddrInUse);
         assert!(error.to_string().contains("DNS over TCP"));
+        Ok(())
     }
 }
