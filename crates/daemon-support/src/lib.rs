@@ -4,6 +4,9 @@
 
 pub mod clock;
 pub mod go_flags;
+pub mod http;
+
+pub use http::{HttpLimits, HttpStats, serve_http};
 
 use std::time::Duration;
 
@@ -121,21 +124,6 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn metrics_response(text: String) -> axum::response::Response {
     use axum::response::IntoResponse;
     ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown`; `what` names the server in the error log.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-    what: &'static str,
-) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "{what} server failed");
-    }
 }
 
 /// How often a warning raised per query under overload may be logged.

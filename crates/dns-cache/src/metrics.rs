@@ -100,6 +100,7 @@ pub fn render(state: &CacheState) -> String {
     }
     let upstreams = state.routes.load().distinct_upstreams();
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);
+    state.http.render("dnscache", &mut out);
     out
 }
 
@@ -112,7 +113,16 @@ pub async fn serve(listener: TcpListener, state: Arc<CacheState>, shutdown: Canc
                 daemon_support::metrics_response(render(&state))
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state);
-    daemon_support::serve_http(listener, router, shutdown, "metrics").await;
+        .route("/healthz", get(|| async { "ok\n" }));
+    let http_stats = state.http.clone();
+    let router = router.with_state(state);
+    daemon_support::serve_http(
+        listener,
+        router,
+        daemon_support::HttpLimits::default(),
+        http_stats,
+        shutdown,
+        "metrics",
+    )
+    .await;
 }

@@ -48,6 +48,8 @@ pub struct CacheState {
     pub(crate) runtime: tokio::runtime::Handle,
     /// The over-limit warning is raised per query; at most one line per second is logged.
     pub(crate) over_limit_log: daemon_support::Throttle,
+    /// What the metrics server refused.
+    pub http: Arc<daemon_support::HttpStats>,
 }
 
 impl CacheState {
@@ -69,6 +71,7 @@ impl CacheState {
             clock: Clock::start(),
             runtime: tokio::runtime::Handle::current(),
             over_limit_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
+            http: Arc::default(),
         }
     }
 

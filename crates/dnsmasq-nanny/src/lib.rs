@@ -39,6 +39,8 @@ pub struct NannyStatus {
     pub config_errors: AtomicU64,
     pub version: Mutex<String>,
     pub last_error: Mutex<Option<String>>,
+    /// What the health server refused.
+    pub http: Arc<daemon_support::HttpStats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -356,6 +358,7 @@ async fn serve_health(
     status: Arc<NannyStatus>,
     shutdown: CancellationToken,
 ) {
+    let http_stats = status.http.clone();
     let router = Router::new()
         .route(
             "/healthz",
@@ -385,9 +388,19 @@ async fn serve_health(
                     status.config_errors.load(Ordering::Relaxed),
                     u8::from(status.running.load(Ordering::Relaxed)),
                 );
+                let mut text = text;
+                status.http.render("dnsmasq_nanny", &mut text);
                 daemon_support::metrics_response(text)
             }),
         )
         .with_state(status);
-    daemon_support::serve_http(listener, router, shutdown, "health").await;
+    daemon_support::serve_http(
+        listener,
+        router,
+        daemon_support::HttpLimits::default(),
+        http_stats,
+        shutdown,
+        "health",
+    )
+    .await;
 }

@@ -90,6 +90,12 @@ pub struct Cli {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = parse_go_bool)]
     pub watch_endpoints: bool,
+    /// Serve `/cache` (a JSON dump of every Service and endpoint, built per request) on the
+    /// HTTP ports, to loopback clients only. Off by default: it is large, and it tells any pod
+    /// the whole cluster's topology.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool)]
+    pub cache_dump: bool,
     /// After SIGTERM: readiness fails at once, DNS keeps answering this long, then exit 0.
     #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
     pub lameduck: Duration,

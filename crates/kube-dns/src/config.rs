@@ -41,10 +41,12 @@ pub struct ListenConfig {
     pub dns: SocketAddr,
     /// UDP sockets with SO_REUSEPORT, one thread each (`--dns-workers`, 0 = one per CPU).
     pub dns_workers: usize,
-    /// `/readiness`, `/healthz`, `/cache` and `/metrics`.
+    /// `/readiness`, `/healthz`, `/metrics` (and `/cache` with `--cache-dump`).
     pub http: SocketAddr,
     /// The extra metrics listener, when `PROMETHEUS_PORT` is set.
     pub metrics: Option<SocketAddr>,
+    /// `/cache` served to loopback clients (`--cache-dump`); otherwise 404.
+    pub cache_dump: bool,
 }
 
 /// kube-dns's whole configuration.
@@ -90,6 +92,7 @@ impl Config {
             metrics: metrics
                 .port
                 .map(|port| SocketAddr::new(cli.healthz_bind_address, port)),
+            cache_dump: cli.cache_dump,
         };
         Ok(Config {
             zone: ZoneSettings::new(&cli.domain, cli.ttl, cli.pods),

@@ -1,9 +1,10 @@
-//! HTTP on `--healthz-port` (and `PROMETHEUS_PORT`): `/readiness`, `/healthz`, `/cache`, metrics.
+//! HTTP on `--healthz-port` (and `PROMETHEUS_PORT`): `/readiness`, `/healthz`, metrics, and
+//! `/cache` for loopback clients when `--cache-dump` is given.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,13 +20,17 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 pub const CACHE_PATH: &str = "/cache";
 
 /// The router for every HTTP listener (legacy kube-dns served one mux on every port).
-pub fn router(state: Arc<ServerState>, metrics_path: &str) -> Router {
-    Router::new()
+pub fn router(state: Arc<ServerState>, metrics_path: &str, cache_dump: bool) -> Router {
+    let router = Router::new()
         .route(READINESS_PATH, get(readiness))
         .route(HEALTHZ_PATH, get(healthz))
-        .route(CACHE_PATH, get(cache))
-        .route(metrics_path, get(metrics))
-        .with_state(state)
+        .route(metrics_path, get(metrics));
+    let router = if cache_dump {
+        router.route(CACHE_PATH, get(cache))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 async fn readiness(State(state): State<Arc<ServerState>>) -> Response {
@@ -57,11 +62,22 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         }
     }
     dns_transport::upstream::render_metrics("kubedns", &upstreams, &mut text);
+    state.http.render("kubedns", &mut text);
     daemon_support::metrics_response(text)
 }
 
 /// A JSON dump of the published snapshot (the legacy tree shape is not kept).
-async fn cache(State(state): State<Arc<ServerState>>) -> Response {
+async fn cache(
+    State(state): State<Arc<ServerState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "/cache is served to loopback clients only\n",
+        )
+            .into_response();
+    }
     let snapshot = state.snapshot.load_full();
     let services: Vec<Value> = snapshot
         .services_sorted()

@@ -221,12 +221,18 @@ pub async fn run(
         }
     }
 
-    let router = http::router(state.clone(), &config.metrics.path);
+    let router = http::router(
+        state.clone(),
+        &config.metrics.path,
+        config.listen.cache_dump,
+    );
     let http_listener = to_tokio(listeners.http)?;
     tracing::info!("listening on http {}", local(&http_listener));
     tasks.spawn(daemon_support::serve_http(
         http_listener,
         router.clone(),
+        daemon_support::HttpLimits::default(),
+        state.http.clone(),
         stop.clone(),
         "HTTP",
     ));
@@ -236,6 +242,8 @@ pub async fn run(
         tasks.spawn(daemon_support::serve_http(
             listener,
             router,
+            daemon_support::HttpLimits::default(),
+            state.http.clone(),
             stop.clone(),
             "metrics",
         ));

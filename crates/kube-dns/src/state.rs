@@ -1,5 +1,6 @@
 //! State shared by the listeners, the watchers and the HTTP endpoints.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
@@ -16,6 +17,8 @@ pub struct ServerState {
     /// The deadline and open-try bound of forwarded queries.
     pub forward_limits: Forwarding,
     pub metrics: Metrics,
+    /// What the HTTP listeners refused (both ports count here).
+    pub http: Arc<daemon_support::HttpStats>,
     lameduck: AtomicBool,
 }
 
@@ -31,6 +34,7 @@ impl ServerState {
             forwarding: ArcSwap::from_pointee(forwarding),
             forward_limits,
             metrics,
+            http: Arc::default(),
             lameduck: AtomicBool::new(false),
         }
     }

@@ -933,3 +933,35 @@ async fn forwarding_prefers_the_fast_upstream_over_a_slow_or_silent_one() -> any
     );
     Ok(())
 }
+
+/// Issue 12's kube-dns HTTP row: 150 connections from one client with up to 390 KB of an
+/// unfinished header each. Memory stays under 100 MiB (the manifest's limit is 170Mi),
+/// `/readiness` keeps answering another client, every attacking connection is closed, and
+/// `/cache` (every Service and endpoint in one JSON) is not served unless `--cache-dump` is
+/// given, and then to loopback clients.
+#[tokio::test]
+async fn stalled_http_headers_neither_grow_memory_nor_block_readiness() -> anyhow::Result<()> {
+    let (_api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    assert_eq!(http_client::get(kd.http, "/cache").await?.status, 404);
+    let report = kube_dns_test_support::hostile::stalled_header_attack(
+        kd.process.pid(),
+        kd.http,
+        "/readiness",
+        150,
+        Duration::from_secs(8),
+    )
+    .await;
+    eprintln!("attack: {report:?}");
+    report.check(100 * 1024)?;
+    let refused = metric(kd.http, "kubedns_http_refused_per_client_total").await?;
+    assert!(refused > 0.0, "no connection refused per client");
+
+    let dumping = start_kube_dns(api_addr, &["--cache-dump"], &[]).await?;
+    wait_ready(dumping.http).await?;
+    let dump = http_client::get(dumping.http, "/cache").await?;
+    assert_eq!(dump.status, 200);
+    assert!(dump.text().contains("kubernetes"), "{}", dump.text());
+    Ok(())
+}

@@ -21,16 +21,23 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 struct HttpState {
     probes: HashMap<String, Arc<Probe>>,
     metrics: Arc<Metrics>,
+    http: Arc<daemon_support::HttpStats>,
 }
 
 /// The router: one health check per probe label, `/healthz`, and metrics at `metrics_path`.
-pub fn router(probes: &[Arc<Probe>], metrics: Arc<Metrics>, metrics_path: &str) -> Router {
+pub fn router(
+    probes: &[Arc<Probe>],
+    metrics: Arc<Metrics>,
+    http: Arc<daemon_support::HttpStats>,
+    metrics_path: &str,
+) -> Router {
     let state = Arc::new(HttpState {
         probes: probes
             .iter()
             .map(|p| (p.spec.label.clone(), p.clone()))
             .collect(),
         metrics,
+        http,
     });
     Router::new()
         .route("/healthcheck/{label}", get(healthcheck))
@@ -79,7 +86,9 @@ async fn healthz() -> String {
 }
 
 async fn metrics_text(State(state): State<Arc<HttpState>>) -> Response {
-    daemon_support::metrics_response(state.metrics.render())
+    let mut text = state.metrics.render();
+    state.http.render("sidecar", &mut text);
+    daemon_support::metrics_response(text)
 }
 
 /// `time.Time.String()` in UTC: `2006-01-02 15:04:05.999999999 +0000 UTC`.

@@ -60,8 +60,17 @@ pub async fn run(
         None => tracing::info!("cache statistics polling off (--dnsmasq-poll-interval-ms=0)"),
     }
     tracing::info!("listening on http {}", listener.local_addr()?);
-    let router = http::router(&probes, metrics, &cli.prometheus_path);
-    daemon_support::serve_http(listener, router, shutdown.clone(), "HTTP").await;
+    let http_stats = Arc::new(daemon_support::HttpStats::default());
+    let router = http::router(&probes, metrics, http_stats.clone(), &cli.prometheus_path);
+    daemon_support::serve_http(
+        listener,
+        router,
+        daemon_support::HttpLimits::default(),
+        http_stats,
+        shutdown.clone(),
+        "HTTP",
+    )
+    .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

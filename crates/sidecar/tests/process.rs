@@ -326,3 +326,32 @@ async fn legacy_manifest_args_start_and_bad_flags_exit_64() -> anyhow::Result<()
     ensure!(version.output_text().contains("Kube-DNS "));
     Ok(())
 }
+
+/// Issue 12's sidecar row: 150 connections from one client that send up to 390 KB of a header
+/// and stall. Memory stays under 24 MiB (the manifest's limit is 32Mi), `/healthcheck/<label>`
+/// keeps answering a second client, and the server closes every attacking connection (the 390
+/// KB ones at the header limit, the others at the 5 s header timeout).
+#[tokio::test]
+async fn stalled_http_headers_neither_grow_memory_nor_block_health_checks() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let sidecar = start_sidecar(&[
+        format!("--dnsmasq-port={}", dead_port()?),
+        format!("--probe=kubedns,{},a.example.com,1,A", upstream.addr),
+    ])
+    .await?;
+    wait_health(&sidecar, "kubedns", 200).await?;
+    let report = kube_dns_test_support::hostile::stalled_header_attack(
+        sidecar.process.pid(),
+        sidecar.http,
+        "/healthcheck/kubedns",
+        150,
+        Duration::from_secs(8),
+    )
+    .await;
+    eprintln!("attack: {report:?}");
+    report.check(24 * 1024)?;
+    let text = metrics(&sidecar).await?;
+    let refused = sample(&text, "sidecar_http_refused_per_client_total").unwrap_or(0.0);
+    ensure!(refused > 0.0, "no connection refused per client:\n{text}");
+    stop(sidecar).await
+}

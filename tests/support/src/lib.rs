@@ -9,6 +9,7 @@ pub mod dnsmasq;
 pub mod fake_api;
 pub mod fake_upstream;
 pub mod forwarding;
+pub mod hostile;
 pub mod http_client;
 pub mod objects;
 pub mod process;

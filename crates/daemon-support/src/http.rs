@@ -1,0 +1,423 @@
+//! The one HTTP server of every binary (health, readiness, metrics), bounded whatever clients
+//! send: a header read timeout that is also the keep-alive idle timeout, a header size limit,
+//! request bodies refused, a lifetime per connection (which also ends responses a client stops
+//! reading), and a connection cap, global and per client. At the global cap the client holding
+//! the most connections loses its oldest one, so one client cannot keep probes out. Handlers
+//! can read the client's address with `ConnectInfo<SocketAddr>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+/// What one HTTP server allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections at most; at the cap the busiest client's oldest connection is closed.
+    pub max_connections: usize,
+    /// Open connections per client address; more are closed at once.
+    pub max_per_client: usize,
+    /// Time to send a whole request header, also the idle time allowed between requests.
+    pub header_timeout: Duration,
+    /// The most a connection may buffer for a request header (hyper's minimum is 8 KiB).
+    pub max_header_bytes: usize,
+    /// How long a connection may stay open at all.
+    pub lifetime: Duration,
+}
+
+impl Default for HttpLimits {
+    /// 128 connections of 16 KiB headers: about 4 MiB at most, and a probe always gets in.
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 128,
+            max_per_client: 16,
+            header_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of what an HTTP server refused, for the binaries' metrics.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub accepted: AtomicU64,
+    pub refused_per_client: AtomicU64,
+    pub evicted_at_cap: AtomicU64,
+    pub bodies_refused: AtomicU64,
+    pub lifetime_expired: AtomicU64,
+    pub open: AtomicU64,
+}
+
+impl HttpStats {
+    /// Appends the counters in the Prometheus text format, names starting with `prefix`.
+    pub fn render(&self, prefix: &str, out: &mut String) {
+        use std::fmt::Write;
+        let counters = [
+            ("accepted", "HTTP connections accepted.", &self.accepted),
+            (
+                "refused_per_client",
+                "HTTP connections closed at once: the client had its maximum open.",
+                &self.refused_per_client,
+            ),
+            (
+                "evicted_at_cap",
+                "HTTP connections closed to make room at the connection cap.",
+                &self.evicted_at_cap,
+            ),
+            (
+                "bodies_refused",
+                "HTTP requests refused because they carried a body.",
+                &self.bodies_refused,
+            ),
+            (
+                "lifetime_expired",
+                "HTTP connections closed at the end of their lifetime.",
+                &self.lifetime_expired,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Ordering::Relaxed);
+            let _ = write!(
+                out,
+                "# HELP {prefix}_http_{name}_total {help}\n# TYPE {prefix}_http_{name}_total counter\n{prefix}_http_{name}_total {value}\n"
+            );
+        }
+        let open = self.open.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP {prefix}_http_connections Open HTTP connections.\n# TYPE {prefix}_http_connections gauge\n{prefix}_http_connections {open}\n"
+        );
+    }
+}
+
+/// The open connections: who holds them and how to close each.
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// What the table decided for a new connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Admitted { id: u64, evicted: bool },
+    RefusedPerClient,
+}
+
+impl Connections {
+    fn admit(
+        &mut self,
+        client: IpAddr,
+        limits: &HttpLimits,
+        token: CancellationToken,
+    ) -> Admission {
+        let held = self.per_client.get(&client).copied().unwrap_or(0);
+        if held >= limits.max_per_client.max(1) {
+            return Admission::RefusedPerClient;
+        }
+        let mut evicted = false;
+        if self.open.len() >= limits.max_connections.max(1) {
+            evicted = self.evict_busiest();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(id, (client, token));
+        *self.per_client.entry(client).or_default() += 1;
+        Admission::Admitted { id, evicted }
+    }
+
+    /// Closes the oldest connection of the client holding the most (oldest first on ties).
+    fn evict_busiest(&mut self) -> bool {
+        let Some((&busiest, _)) = self.per_client.iter().max_by_key(|(_, n)| **n) else {
+            return false;
+        };
+        let Some((&id, _)) = self.open.iter().find(|(_, (ip, _))| *ip == busiest) else {
+            return false;
+        };
+        if let Some((_, token)) = self.remove(id) {
+            token.cancel();
+            return true;
+        }
+        false
+    }
+
+    fn remove(&mut self, id: u64) -> Option<(IpAddr, CancellationToken)> {
+        let (client, token) = self.open.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+        Some((client, token))
+    }
+}
+
+/// Whether a request says it carries a body.
+fn has_body<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`; `what` names the server in
+/// the logs.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    stats: Arc<HttpStats>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024))
+        .keep_alive(true);
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(%error, "{what} server cannot accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let token = CancellationToken::new();
+        let admission = connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(peer.ip(), &limits, token.clone());
+        let id = match admission {
+            Admission::RefusedPerClient => {
+                stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
+            Admission::Admitted { id, evicted } => {
+                if evicted {
+                    stats.evicted_at_cap.fetch_add(1, Ordering::Relaxed);
+                }
+                id
+            }
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let service = {
+            let router = router.clone();
+            let stats = stats.clone();
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                let mut router = router.clone();
+                let stats = stats.clone();
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                async move {
+                    if has_body(&request) {
+                        stats.bodies_refused.fetch_add(1, Ordering::Relaxed);
+                        return Ok(body_refused());
+                    }
+                    router.call(request).await
+                }
+            })
+        };
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connections = connections.clone();
+        let stats = stats.clone();
+        let lifetime = limits.lifetime;
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut draining = false;
+            let deadline = tokio::time::sleep(lifetime);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    _ = &mut deadline => {
+                        stats.lifetime_expired.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    // Evicted at the cap: closed at once.
+                    _ = token.cancelled() => break,
+                    // The server stops: the request in flight is answered, then it closes.
+                    _ = shutdown.cancelled(), if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn body_refused() -> Response<axum::body::Body> {
+    let mut response = Response::new(axum::body::Body::from("request bodies are not accepted\n"));
+    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn limits(max_connections: usize, max_per_client: usize) -> HttpLimits {
+        HttpLimits {
+            max_connections,
+            max_per_client,
+            ..HttpLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_client_at_its_maximum_is_refused_and_others_are_not() {
+        let mut table = Connections::default();
+        let limits = limits(10, 2);
+        for _ in 0..2 {
+            assert!(matches!(
+                table.admit(ip(1), &limits, CancellationToken::new()),
+                Admission::Admitted { evicted: false, .. }
+            ));
+        }
+        assert_eq!(
+            table.admit(ip(1), &limits, CancellationToken::new()),
+            Admission::RefusedPerClient
+        );
+        assert!(matches!(
+            table.admit(ip(2), &limits, CancellationToken::new()),
+            Admission::Admitted { evicted: false, .. }
+        ));
+    }
+
+    #[test]
+    fn at_the_cap_the_busiest_clients_oldest_connection_goes() {
+        let mut table = Connections::default();
+        let limits = limits(4, 3);
+        let probe = CancellationToken::new();
+        table.admit(ip(9), &limits, probe.clone());
+        let flood: Vec<_> = (0..3).map(|_| CancellationToken::new()).collect();
+        for token in &flood {
+            table.admit(ip(1), &limits, token.clone());
+        }
+        // Full: a newcomer gets in, the flooding client's oldest is closed, the probe stays.
+        let newcomer = table.admit(ip(2), &limits, CancellationToken::new());
+        assert!(matches!(
+            newcomer,
+            Admission::Admitted { evicted: true, .. }
+        ));
+        assert!(flood[0].is_cancelled());
+        assert!(!flood[1].is_cancelled() && !flood[2].is_cancelled());
+        assert!(!probe.is_cancelled());
+        assert_eq!(table.open.len(), 4);
+        assert_eq!(table.per_client.get(&ip(1)), Some(&2));
+    }
+
+    #[test]
+    fn closed_connections_leave_no_state_behind() {
+        let mut table = Connections::default();
+        let limits = limits(4, 4);
+        let Admission::Admitted { id, .. } = table.admit(ip(1), &limits, CancellationToken::new())
+        else {
+            panic!("refused on an empty table");
+        };
+        assert!(table.remove(id).is_some());
+        assert!(table.open.is_empty() && table.per_client.is_empty());
+        assert!(table.remove(id).is_none());
+    }
+
+    #[test]
+    fn a_body_is_any_length_but_zero_or_any_transfer_encoding() {
+        let request = |name: header::HeaderName, value: &str| {
+            Request::builder()
+                .header(name, value)
+                .body(())
+                .unwrap_or_else(|_| Request::new(()))
+        };
+        assert!(!has_body(&Request::new(())));
+        assert!(!has_body(&request(header::CONTENT_LENGTH, "0")));
+        assert!(has_body(&request(header::CONTENT_LENGTH, "12")));
+        assert!(has_body(&request(header::TRANSFER_ENCODING, "chunked")));
+    }
+
+    /// Sends `request` on a fresh connection; the status code of the reply.
+    async fn status_of(addr: std::net::SocketAddr, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request).await?;
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply).await;
+        let text = String::from_utf8_lossy(&reply);
+        Ok(text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0))
+    }
+
+    #[tokio::test]
+    async fn bodies_and_oversized_headers_are_refused_and_gets_answered() -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(HttpStats::default());
+        let shutdown = CancellationToken::new();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(serve_http(
+            listener,
+            router,
+            HttpLimits::default(),
+            stats.clone(),
+            shutdown.clone(),
+            "test",
+        ));
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        assert_eq!(status_of(addr, get).await?, 200);
+        let post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(status_of(addr, post).await?, 413);
+        let chunked = b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(status_of(addr, chunked).await?, 413);
+        let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+        big.extend(b"\r\n\r\n");
+        assert_eq!(status_of(addr, &big).await?, 431);
+        assert_eq!(stats.bodies_refused.load(Ordering::Relaxed), 2);
+        shutdown.cancel();
+        let _ = server.await;
+        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        Ok(())
+    }
+}

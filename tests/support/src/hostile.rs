@@ -1,0 +1,231 @@
+//! Hostile clients for the hostile-traffic tests, and the memory readings they assert on: a
+//! process's resident set from `/proc/<pid>/status` (sampled for its peak while an attack runs),
+//! HTTP connections that send part of a header and stall, and a well-behaved HTTP probe from
+//! another loopback address (so per-client limits hit the attacker, not the probe).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A process's resident memory in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Samples a process's resident memory every 10 ms until stopped; keeps the peak.
+pub struct PeakRss {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(kib) = rss_kib(pid) {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        PeakRss { peak, stop, task }
+    }
+
+    /// The peak so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Stops sampling; returns the peak in KiB.
+    pub async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let peak = self.peak.clone();
+        let _ = self.task.await;
+        peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens `connections` HTTP connections that each send the start of a request and `header_bytes`
+/// of one header line that never ends, then stall. Connections the server refuses or closes
+/// are kept all the same (the caller checks what the server did with them).
+pub async fn stalled_http_headers(
+    addr: SocketAddr,
+    connections: usize,
+    header_bytes: usize,
+) -> Vec<TcpStream> {
+    let chunk = vec![b'a'; 16 * 1024];
+    let mut streams = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+            .await;
+        let mut left = header_bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let sent =
+                tokio::time::timeout(Duration::from_millis(200), stream.write_all(&chunk[..n]))
+                    .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                break;
+            }
+            left -= n;
+        }
+        streams.push(stream);
+    }
+    streams
+}
+
+/// How many of `streams` the server has not closed within `within` (their reads neither end
+/// nor fail). Whatever the server sent before closing (a 431, say) is read and dropped.
+pub async fn still_open(streams: Vec<TcpStream>, within: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut open = 0;
+    for mut stream in streams {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => {
+                    open += 1;
+                    break;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+    open
+}
+
+/// `GET path` over a fresh connection from `source` (any 127.0.0.0/8 address works on
+/// loopback); the status code, within `timeout`.
+pub async fn http_get_status_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<u16> {
+    let exchange = async {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let mut stream = socket.connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| {
+            format!("GET {path} from {source} to {addr}: no answer in {timeout:?}")
+        })??;
+    let text = String::from_utf8_lossy(&response);
+    let Some(code) = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+    else {
+        bail!("GET {path} from {source}: not an HTTP response: {text:?}");
+    };
+    Ok(code)
+}
+
+/// What [`stalled_header_attack`] saw.
+#[derive(Debug)]
+pub struct HttpAttackReport {
+    /// The server's peak resident memory during the attack, KiB.
+    pub peak_kib: u64,
+    /// The status of every health probe sent (from 127.0.0.2) while the attack ran.
+    pub probes: Vec<u16>,
+    /// Probes that got no answer in time, with the reason.
+    pub probe_failures: Vec<String>,
+    /// Attacking connections the server had not closed `close_within` after the attack.
+    pub still_open: usize,
+}
+
+/// The attack of the table, from one client (127.0.0.1): `connections` HTTP
+/// connections, half sending 390 KB of a header that never ends and half a few bytes, all then
+/// stalling. Meanwhile `health_path` is asked every 100 ms from 127.0.0.2.
+pub async fn stalled_header_attack(
+    pid: u32,
+    addr: SocketAddr,
+    health_path: &str,
+    connections: usize,
+    close_within: Duration,
+) -> HttpAttackReport {
+    let rss = PeakRss::start(pid);
+    let attack = tokio::spawn(async move {
+        let mut streams = stalled_http_headers(addr, connections / 2, 390 * 1024).await;
+        streams.extend(stalled_http_headers(addr, connections - connections / 2, 16).await);
+        streams
+    });
+    let probe_source = IpAddr::from([127, 0, 0, 2]);
+    let mut probes = Vec::new();
+    let mut probe_failures = Vec::new();
+    while !attack.is_finished() || probes.len() + probe_failures.len() < 5 {
+        match http_get_status_from(probe_source, addr, health_path, Duration::from_secs(2)).await {
+            Ok(code) => probes.push(code),
+            Err(error) => probe_failures.push(format!("{error:#}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let streams = attack.await.unwrap_or_default();
+    let still_open = still_open(streams, close_within).await;
+    HttpAttackReport {
+        peak_kib: rss.finish().await,
+        probes,
+        probe_failures,
+        still_open,
+    }
+}
+
+impl HttpAttackReport {
+    /// Fails unless memory stayed under `ceiling_kib`, every probe got `200`, and every
+    /// attacking connection was closed.
+    pub fn check(&self, ceiling_kib: u64) -> anyhow::Result<()> {
+        if self.peak_kib >= ceiling_kib {
+            bail!(
+                "peak RSS {} KiB, ceiling {ceiling_kib} KiB: {self:?}",
+                self.peak_kib
+            );
+        }
+        if !self.probe_failures.is_empty() || self.probes.iter().any(|&code| code != 200) {
+            bail!("health probes failed during the attack: {self:?}");
+        }
+        if self.still_open > 0 {
+            bail!(
+                "{} attacking connections still open: {self:?}",
+                self.still_open
+            );
+        }
+        Ok(())
+    }
+}
