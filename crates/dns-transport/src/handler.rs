@@ -46,3 +46,12 @@ pub trait PacketHandler: Send + Sync + 'static {
     /// sends nothing.
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool;
 }
+
+/// What a query waiting for the slow path keeps of its datagram: the header, the question and
+/// a plain OPT ([`dns_wire::compact_query`]), never the rest of the (up to 64 KB) buffer.
+/// `None` for a packet that does not parse (the fast path answers or drops those first).
+pub(crate) fn slow_copy(packet: &[u8]) -> Option<Vec<u8>> {
+    dns_wire::parse_query(packet)
+        .ok()
+        .map(|query| dns_wire::compact_query(&query))
+}

@@ -14,6 +14,9 @@ use crate::handler::{Fast, PacketHandler, Transport};
 /// How long an idle TCP connection stays open (RFC 7766 §6.2.3).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a TCP query's buffer starts at; it grows only as the client's bytes arrive.
+const INITIAL_QUERY_CAPACITY: usize = 512;
+
 /// Accepts TCP connections until `shutdown` is cancelled.
 pub async fn serve_tcp<H: PacketHandler>(
     listener: TcpListener,
@@ -65,17 +68,28 @@ async fn serve_tcp_connection<H: PacketHandler>(
                 result?;
             }
         }
-        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet))
+        // The buffer grows as bytes arrive: a length prefix alone reserves nothing.
+        let want = usize::from(u16::from_be_bytes(len));
+        let mut packet = Vec::with_capacity(want.min(INITIAL_QUERY_CAPACITY));
+        let mut body = (&mut stream).take(want as u64);
+        tokio::time::timeout(TCP_IDLE_TIMEOUT, body.read_to_end(&mut packet))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
+        if packet.len() < want {
+            return Ok(());
+        }
         match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
             Fast::Reply => {}
             Fast::Drop => return Ok(()),
-            Fast::Slow => match handler.clone().slow(packet, Transport::Tcp, peer).await {
-                Some(reply) => out = reply,
-                None => return Ok(()),
-            },
+            Fast::Slow => {
+                let Some(packet) = crate::handler::slow_copy(&packet) else {
+                    return Ok(());
+                };
+                match handler.clone().slow(packet, Transport::Tcp, peer).await {
+                    Some(reply) => out = reply,
+                    None => return Ok(()),
+                }
+            }
         }
         let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
         let mut frame = Vec::with_capacity(out.len() + 2);

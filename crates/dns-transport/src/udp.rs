@@ -141,7 +141,9 @@ fn serve_udp_blocking<H: PacketHandler>(
                     }
                     continue;
                 };
-                let packet = packet.to_vec();
+                let Some(packet) = crate::handler::slow_copy(packet) else {
+                    continue;
+                };
                 let (socket, handler) = (socket.clone(), handler.clone());
                 runtime.spawn(async move {
                     if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {
@@ -261,7 +263,9 @@ async fn receive_loop<H: PacketHandler>(
                         }
                         continue;
                     };
-                    let packet = packet.to_vec();
+                    let Some(packet) = crate::handler::slow_copy(packet) else {
+                        continue;
+                    };
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::task::spawn_local(async move {
                         if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {

@@ -38,6 +38,18 @@ pub fn same_question(query: &[u8], response: &[u8]) -> bool {
     }
 }
 
+/// Our upstream query for a client's `query`: our `id`, its question byte for byte, its RD and
+/// CD bits and DO in our OPT; nothing else the client sent.
+pub fn forward_query_for(id: u16, query: &crate::query::Query<'_>) -> Vec<u8> {
+    build_forward_query(
+        id,
+        query.question_bytes(),
+        query.recursion_desired,
+        query.checking_disabled,
+        query.edns.is_some_and(|e| e.dnssec_ok),
+    )
+}
+
 /// Builds an upstream query from a client's question section (kept byte for byte, so odd
 /// names survive), with RD and CD as the client sent them and our own OPT RR.
 pub fn build_forward_query(

@@ -30,12 +30,12 @@ pub mod reply;
 pub mod reverse;
 pub mod types;
 
-pub use build::{build_forward_query, build_query, same_question};
+pub use build::{build_forward_query, build_query, forward_query_for, same_question};
 pub use encode::{ResponseContext, encode_header_only, encode_response};
 pub use header::{packet_id, response_rcode_tc, set_packet_id};
 pub use hickory::upstream_records;
 pub use layout::{ResponseLayout, response_layout};
 pub use message::{Answer, DnsName, RData, ResourceRecord};
-pub use query::{EdnsInfo, Query, WireError, parse_query};
+pub use query::{EdnsInfo, Query, WireError, compact_query, parse_query};
 pub use reverse::{parse_reverse, reverse_name_v4, reverse_name_v6};
 pub use types::{ADVERTISED_UDP_PAYLOAD, MAX_TCP_MESSAGE, MIN_UDP_PAYLOAD, Rcode, class, rtype};

@@ -19,6 +19,11 @@ pub enum WireError {
     BadName(&'static str),
     #[error("packet ends inside the {0}")]
     Truncated(&'static str),
+    /// Bytes after the last record the header counts. FORMERR, as BIND answers: a query is
+    /// read and kept as its header, question and OPT, and padding goes inside the OPT
+    /// (RFC 7830), never after it.
+    #[error("{0} bytes after the last record")]
+    TrailingBytes(usize),
 }
 
 impl WireError {
@@ -48,6 +53,8 @@ pub struct Query<'p> {
     pub qclass: u16,
     pub edns: Option<EdnsInfo>,
     question_end: usize,
+    /// The offset just after the last record the header counts.
+    end: usize,
     lower: [u8; MAX_NAME_LEN],
     lower_len: usize,
 }
@@ -90,7 +97,31 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     if packet.len() >= HEADER_LEN && packet[2] & 0x80 != 0 {
         return Err(WireError::NotAQuery);
     }
-    parse_message(packet)
+    let query = parse_message(packet)?;
+    if query.end < packet.len() {
+        return Err(WireError::TrailingBytes(packet.len() - query.end));
+    }
+    Ok(query)
+}
+
+/// The query as a server keeps it: the header (no answer or authority records), the question
+/// exactly as sent and, when the client sent EDNS, a plain OPT with its payload size, version
+/// and DO bit (options dropped). What else the client sent is not copied.
+pub fn compact_query(query: &Query<'_>) -> Vec<u8> {
+    let question = query.question_bytes();
+    let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
+    out.extend_from_slice(&query.packet[..4]);
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(query.edns.is_some())]);
+    out.extend_from_slice(question);
+    if let Some(edns) = query.edns {
+        out.push(0);
+        out.extend_from_slice(&rtype::OPT.to_be_bytes());
+        out.extend_from_slice(&edns.payload.to_be_bytes());
+        out.extend_from_slice(&[0, edns.version]);
+        out.extend_from_slice(&(if edns.dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+    }
+    out
 }
 
 /// Parses the header, the single question and the OPT RR of any message.
@@ -116,6 +147,7 @@ pub(crate) fn parse_message(packet: &[u8]) -> Result<Query<'_>, WireError> {
         qclass: 0,
         edns: None,
         question_end: 0,
+        end: 0,
         lower: [0; MAX_NAME_LEN],
         lower_len: 0,
     };
@@ -181,6 +213,7 @@ pub(crate) fn parse_message(packet: &[u8]) -> Result<Query<'_>, WireError> {
         }
         at = next;
     }
+    query.end = at;
     Ok(query)
 }
 
@@ -250,6 +283,46 @@ mod tests {
         let bytes = query_bytes("abc.example", rtype::A);
         let err = parse_query(&bytes[..bytes.len() - 3]).expect_err("truncated");
         assert!(err.wants_formerr());
+    }
+
+    #[test]
+    fn bytes_after_the_last_record_are_formerr() {
+        let mut bytes = query_bytes("a.example", rtype::A);
+        bytes.extend_from_slice(&[0; 60_000]);
+        let err = parse_query(&bytes).expect_err("trailing bytes");
+        assert_eq!(err, WireError::TrailingBytes(60_000));
+        assert!(err.wants_formerr());
+    }
+
+    #[test]
+    fn a_compact_query_keeps_header_question_and_a_plain_opt_only() {
+        let edns = EdnsInfo {
+            payload: 4096,
+            version: 0,
+            dnssec_ok: true,
+        };
+        let mut bytes = build_query(0x4242, "MiXed.Example", rtype::AAAA, Some(edns));
+        // A cookie option in the OPT (RDLENGTH 12: code 10, length 8) and a second,
+        // unknown additional record: neither is kept.
+        let rdlen_at = bytes.len() - 2;
+        bytes[rdlen_at..].copy_from_slice(&12u16.to_be_bytes());
+        bytes.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        bytes[11] = 2;
+        bytes.extend_from_slice(&[0, 0, 16, 0, 1, 0, 0, 0, 0, 0, 2, 1, b'x']);
+        let query = parse_query(&bytes).expect("parses");
+        let compact = compact_query(&query);
+        let again = parse_query(&compact).expect("the compact form parses");
+        assert_eq!(again.id, 0x4242);
+        assert_eq!(again.question_bytes(), query.question_bytes());
+        assert_eq!(again.edns, Some(edns));
+        assert!(again.recursion_desired);
+        assert_eq!(
+            compact.len(),
+            HEADER_LEN + query.question_bytes().len() + 11
+        );
+        let plain = query_bytes("a.b", rtype::A);
+        let compact = compact_query(&parse_query(&plain).expect("parses"));
+        assert_eq!(compact, plain);
     }
 
     #[test]

@@ -108,13 +108,23 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
         Outcome::Forward => {
             let system = system_of(query.name(), true);
             let limits = &state.forward_limits;
-            match forward::exchange(&policy, limits, query.name(), packet, tcp).await {
-                // Fetched whole over TCP after a truncated UDP reply: too big for this client.
-                Ok(reply) if !tcp && reply.len() > query.udp_limit() => {
-                    wire::encode_header_only(&ctx, Rcode::NoError, true, &mut out);
-                    (out, Rcode::NoError, system)
-                }
+            // Our own query (our ID, the client's question byte for byte, our OPT): nothing
+            // else the client sent goes upstream.
+            let upstream_query = wire::forward_query_for(rand::random(), &query);
+            match forward::exchange(&policy, limits, query.name(), &upstream_query, tcp).await {
                 Ok(reply) => {
+                    // The client's ID, and an OPT only if the client sent one (RFC 6891 §7).
+                    let mut reply = match query.edns {
+                        Some(_) => reply,
+                        None => wire::reply::replace_opt(&reply, None),
+                    };
+                    wire::set_packet_id(&mut reply, query.id);
+                    // Larger than this client takes over UDP (it may have been fetched whole
+                    // over TCP after a truncated reply): TC, and the client asks over TCP.
+                    if !tcp && reply.len() > query.udp_limit() {
+                        wire::encode_header_only(&ctx, Rcode::NoError, true, &mut out);
+                        return (out, Rcode::NoError, system);
+                    }
                     let rcode = wire::response_rcode_tc(&reply)
                         .map_or(Rcode::ServFail, |(r, _)| Rcode::from_low_bits(r));
                     (reply, rcode, system)

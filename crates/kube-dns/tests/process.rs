@@ -965,3 +965,51 @@ async fn stalled_http_headers_neither_grow_memory_nor_block_readiness() -> anyho
     assert!(dump.text().contains("kubernetes"), "{}", dump.text());
     Ok(())
 }
+
+/// Issue 12's kube-dns UDP row, scaled: 6,000 queries from one client for a name whose
+/// upstream never answers, each followed by 60 KB of zeros, then the same without padding.
+/// Memory stays under 100 MiB, cluster names keep being answered, and the upstream only ever
+/// sees kube-dns's own query (our ID, the question, our OPT), never the client's bytes.
+#[tokio::test]
+async fn udp_floods_for_a_silent_upstream_keep_memory_bounded() -> anyhow::Result<()> {
+    use kube_dns_test_support::hostile::{PeakRss, check_flood, udp_flood, wait_answered};
+    let upstream = FakeUpstream::start().await?;
+    let (_api, api_addr) = start_api().await?;
+    let nameservers = format!("--nameservers={}", upstream.addr);
+    let kd = start_kube_dns(api_addr, &[&nameservers], &[]).await?;
+    wait_ready(kd.http).await?;
+    let rss = PeakRss::start(kd.process.pid());
+    for padding in [60_000, 0] {
+        let flood = tokio::spawn(udp_flood(
+            kd.udp,
+            6_000,
+            padding,
+            |_| "drop.flood.example.".to_owned(),
+            Duration::from_millis(500),
+        ));
+        let mut answered = 0;
+        // Cluster names are answered on the fast path, whatever waits for the upstream.
+        while !flood.is_finished() || answered < 3 {
+            let reply = query_udp(
+                kd.udp,
+                "kubernetes.default.svc.cluster.local.",
+                RecordType::A,
+            )
+            .await?;
+            assert!(has_a(&reply, "10.0.0.1"), "cluster name during the flood");
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let replies = flood.await??;
+        eprintln!("padding {padding}: {replies:?}, {answered} cluster queries answered");
+    }
+    // Once the flood's tries have timed out, forwarding answers again.
+    wait_answered(kd.udp, "www.example.com.", UPSTREAM_ANSWER.into(), WAIT).await?;
+    check_flood(
+        "kube-dns",
+        rss.finish().await,
+        100 * 1024,
+        upstream.largest_query(),
+    )?;
+    Ok(())
+}

@@ -121,6 +121,8 @@ struct State {
     queries: HashMap<String, usize>,
     total: usize,
     tcp: usize,
+    /// The largest query received, in bytes.
+    largest: usize,
 }
 
 /// A running fake upstream; stops when dropped.
@@ -247,6 +249,11 @@ impl FakeUpstream {
             .unwrap_or(0)
     }
 
+    /// The largest query received (UDP or TCP), in bytes.
+    pub fn largest_query(&self) -> usize {
+        lock(&self.state).largest
+    }
+
     /// Queries received over TCP.
     pub fn tcp_queries(&self) -> usize {
         lock(&self.state).tcp
@@ -279,6 +286,10 @@ fn default_rule(name: &str) -> Rule {
 
 /// The replies to send for `packet`, in order.
 async fn respond(state: &Mutex<State>, packet: &[u8], tcp: bool) -> Vec<Outgoing> {
+    {
+        let mut state = lock(state);
+        state.largest = state.largest.max(packet.len());
+    }
     let Ok(query) = Message::from_vec(packet) else {
         return Vec::new();
     };

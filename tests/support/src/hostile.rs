@@ -4,8 +4,8 @@
 //! another loopback address (so per-client limits hit the attacker, not the probe).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -228,4 +228,109 @@ impl HttpAttackReport {
         }
         Ok(())
     }
+}
+
+/// What a [`udp_flood`] got back.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FloodReplies {
+    pub sent: usize,
+    pub replies: usize,
+    /// Replies by RCODE (the low four bits): index 1 is FORMERR, 2 SERVFAIL, 5 REFUSED.
+    pub rcodes: [usize; 16],
+}
+
+/// Sends `count` queries from one UDP socket, as fast as it takes them: query `i` asks for
+/// `name(i)` (type A, no EDNS) and is followed by `padding` zero bytes. Replies that arrive
+/// within `linger` after the last one is sent are counted.
+pub async fn udp_flood(
+    server: SocketAddr,
+    count: usize,
+    padding: usize,
+    name: impl Fn(usize) -> String,
+    linger: Duration,
+) -> anyhow::Result<FloodReplies> {
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+    socket.connect(server).await?;
+    let counted = Arc::new(Mutex::new(FloodReplies::default()));
+    let reader = {
+        let (socket, counted) = (socket.clone(), counted.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                if n >= 4 {
+                    let mut counted = lock(&counted);
+                    counted.replies += 1;
+                    counted.rcodes[usize::from(buf[3] & 0x0F)] += 1;
+                }
+            }
+        })
+    };
+    let mut sent = 0;
+    for i in 0..count {
+        let id = u16::try_from(i % 65536).unwrap_or(0);
+        let mut packet = dns_wire::build_query(id, &name(i), dns_wire::rtype::A, None);
+        packet.resize(packet.len() + padding, 0);
+        // The socket buffer fills under a flood; a short wait, then the next datagram.
+        if socket.send(&packet).await.is_ok() {
+            sent += 1;
+        }
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::sleep(linger).await;
+    reader.abort();
+    let mut result = *lock(&counted);
+    result.sent = sent;
+    Ok(result)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Polls `name` (type A) at `server` until it is answered with `ip`, for at most `timeout`:
+/// service coming back once a flood's queries have timed out.
+pub async fn wait_answered(
+    server: SocketAddr,
+    name: &str,
+    ip: IpAddr,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let want = format!(" A {ip}");
+    loop {
+        let reply =
+            crate::dns_client::query_udp(server, name, hickory_proto::rr::RecordType::A).await?;
+        if crate::dns_client::answer_lines(&reply)
+            .iter()
+            .any(|line| line.ends_with(&want))
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} not answered with {ip} within {timeout:?}: {reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Fails unless a flooded server's peak memory stayed under `ceiling_kib` and its upstream
+/// never saw more than a plain query (600 bytes); prints both either way.
+pub fn check_flood(
+    server: &str,
+    peak_kib: u64,
+    ceiling_kib: u64,
+    largest_upstream_query: usize,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "{server}: peak RSS {peak_kib} KiB; largest upstream query {largest_upstream_query} bytes"
+    );
+    if peak_kib >= ceiling_kib {
+        bail!("{server}: peak RSS {peak_kib} KiB, ceiling {ceiling_kib} KiB");
+    }
+    if largest_upstream_query >= 600 {
+        bail!("{server}: the upstream saw a {largest_upstream_query}-byte query");
+    }
+    Ok(())
 }

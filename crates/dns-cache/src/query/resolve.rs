@@ -92,13 +92,7 @@ async fn forward(
     );
     let all = route.servers();
     let servers: Vec<Arc<Upstream>> = plan.order.iter().map(|&i| all[i].clone()).collect();
-    let packet = wire::build_forward_query(
-        rand::random(),
-        query.question_bytes(),
-        query.recursion_desired,
-        query.checking_disabled,
-        query.edns.is_some_and(|e| e.dnssec_ok),
-    );
+    let packet = wire::forward_query_for(rand::random(), query);
     let request = Request {
         servers: &servers,
         parallel: plan.parallel,
