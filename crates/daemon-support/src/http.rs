@@ -275,8 +275,21 @@ pub async fn serve_http(
         });
     }
     tracker.close();
-    tracker.wait().await;
+    // Requests in flight are answered; a client that holds a connection open (a stalled
+    // header, an unread response) does not hold up the process's exit.
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            open = tracker.len(),
+            "{what} server stops with connections open"
+        );
+    }
 }
+
+/// How long a stopping server waits for its connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 fn body_refused() -> Response<axum::body::Body> {
     let mut response = Response::new(axum::body::Body::from("request bodies are not accepted\n"));
