@@ -5,10 +5,8 @@
 //! the most connections loses its oldest one, so one client cannot keep probes out. Handlers
 //! can read the client's address with `ConnectInfo<SocketAddr>`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::{Request, Response, StatusCode, header};
@@ -16,6 +14,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
+
+use crate::conns::{ConnLimits, ConnStats, ConnectionTable, render_counter};
 
 /// What one HTTP server allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,33 +45,19 @@ impl Default for HttpLimits {
     }
 }
 
-/// Counters of what an HTTP server refused, for the binaries' metrics.
+/// Counters of what an HTTP server admitted and refused, for the binaries' metrics.
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    pub accepted: AtomicU64,
-    pub refused_per_client: AtomicU64,
-    pub evicted_at_cap: AtomicU64,
+    pub conns: Arc<ConnStats>,
     pub bodies_refused: AtomicU64,
     pub lifetime_expired: AtomicU64,
-    pub open: AtomicU64,
 }
 
 impl HttpStats {
     /// Appends the counters in the Prometheus text format, names starting with `prefix`.
     pub fn render(&self, prefix: &str, out: &mut String) {
-        use std::fmt::Write;
+        self.conns.render(prefix, "http", out);
         let counters = [
-            ("accepted", "HTTP connections accepted.", &self.accepted),
-            (
-                "refused_per_client",
-                "HTTP connections closed at once: the client had its maximum open.",
-                &self.refused_per_client,
-            ),
-            (
-                "evicted_at_cap",
-                "HTTP connections closed to make room at the connection cap.",
-                &self.evicted_at_cap,
-            ),
             (
                 "bodies_refused",
                 "HTTP requests refused because they carried a body.",
@@ -84,81 +70,8 @@ impl HttpStats {
             ),
         ];
         for (name, help, value) in counters {
-            let value = value.load(Ordering::Relaxed);
-            let _ = write!(
-                out,
-                "# HELP {prefix}_http_{name}_total {help}\n# TYPE {prefix}_http_{name}_total counter\n{prefix}_http_{name}_total {value}\n"
-            );
+            render_counter(out, &format!("{prefix}_http_{name}_total"), help, value);
         }
-        let open = self.open.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# HELP {prefix}_http_connections Open HTTP connections.\n# TYPE {prefix}_http_connections gauge\n{prefix}_http_connections {open}\n"
-        );
-    }
-}
-
-/// The open connections: who holds them and how to close each.
-#[derive(Debug, Default)]
-struct Connections {
-    next_id: u64,
-    open: BTreeMap<u64, (IpAddr, CancellationToken)>,
-    per_client: HashMap<IpAddr, usize>,
-}
-
-/// What the table decided for a new connection.
-#[derive(Debug, PartialEq, Eq)]
-enum Admission {
-    Admitted { id: u64, evicted: bool },
-    RefusedPerClient,
-}
-
-impl Connections {
-    fn admit(
-        &mut self,
-        client: IpAddr,
-        limits: &HttpLimits,
-        token: CancellationToken,
-    ) -> Admission {
-        let held = self.per_client.get(&client).copied().unwrap_or(0);
-        if held >= limits.max_per_client.max(1) {
-            return Admission::RefusedPerClient;
-        }
-        let mut evicted = false;
-        if self.open.len() >= limits.max_connections.max(1) {
-            evicted = self.evict_busiest();
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.open.insert(id, (client, token));
-        *self.per_client.entry(client).or_default() += 1;
-        Admission::Admitted { id, evicted }
-    }
-
-    /// Closes the oldest connection of the client holding the most (oldest first on ties).
-    fn evict_busiest(&mut self) -> bool {
-        let Some((&busiest, _)) = self.per_client.iter().max_by_key(|(_, n)| **n) else {
-            return false;
-        };
-        let Some((&id, _)) = self.open.iter().find(|(_, (ip, _))| *ip == busiest) else {
-            return false;
-        };
-        if let Some((_, token)) = self.remove(id) {
-            token.cancel();
-            return true;
-        }
-        false
-    }
-
-    fn remove(&mut self, id: u64) -> Option<(IpAddr, CancellationToken)> {
-        let (client, token) = self.open.remove(&id)?;
-        if let Some(n) = self.per_client.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_client.remove(&client);
-            }
-        }
-        Some((client, token))
     }
 }
 
@@ -181,7 +94,13 @@ pub async fn serve_http(
     shutdown: CancellationToken,
     what: &'static str,
 ) {
-    let connections = Arc::new(Mutex::new(Connections::default()));
+    let connections = ConnectionTable::new(
+        ConnLimits {
+            max_connections: limits.max_connections,
+            max_per_client: limits.max_per_client,
+        },
+        stats.conns.clone(),
+    );
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -203,26 +122,10 @@ pub async fn serve_http(
                 continue;
             }
         };
-        let token = CancellationToken::new();
-        let admission = connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(peer.ip(), &limits, token.clone());
-        let id = match admission {
-            Admission::RefusedPerClient => {
-                stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
-                drop(stream);
-                continue;
-            }
-            Admission::Admitted { id, evicted } => {
-                if evicted {
-                    stats.evicted_at_cap.fetch_add(1, Ordering::Relaxed);
-                }
-                id
-            }
+        let Ok(guard) = connections.admit(peer.ip()) else {
+            drop(stream);
+            continue;
         };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats.open.fetch_add(1, Ordering::Relaxed);
         let service = {
             let router = router.clone();
             let stats = stats.clone();
@@ -242,7 +145,6 @@ pub async fn serve_http(
             })
         };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connections = connections.clone();
         let stats = stats.clone();
         let lifetime = limits.lifetime;
         let shutdown = shutdown.clone();
@@ -259,7 +161,7 @@ pub async fn serve_http(
                         break;
                     }
                     // Evicted at the cap: closed at once.
-                    _ = token.cancelled() => break,
+                    _ = guard.evicted.cancelled() => break,
                     // The server stops: the request in flight is answered, then it closes.
                     _ = shutdown.cancelled(), if !draining => {
                         draining = true;
@@ -267,11 +169,7 @@ pub async fn serve_http(
                     }
                 }
             }
-            connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(id);
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
         });
     }
     tracker.close();
@@ -304,74 +202,6 @@ fn body_refused() -> Response<axum::body::Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, last])
-    }
-
-    fn limits(max_connections: usize, max_per_client: usize) -> HttpLimits {
-        HttpLimits {
-            max_connections,
-            max_per_client,
-            ..HttpLimits::default()
-        }
-    }
-
-    #[test]
-    fn a_client_at_its_maximum_is_refused_and_others_are_not() {
-        let mut table = Connections::default();
-        let limits = limits(10, 2);
-        for _ in 0..2 {
-            assert!(matches!(
-                table.admit(ip(1), &limits, CancellationToken::new()),
-                Admission::Admitted { evicted: false, .. }
-            ));
-        }
-        assert_eq!(
-            table.admit(ip(1), &limits, CancellationToken::new()),
-            Admission::RefusedPerClient
-        );
-        assert!(matches!(
-            table.admit(ip(2), &limits, CancellationToken::new()),
-            Admission::Admitted { evicted: false, .. }
-        ));
-    }
-
-    #[test]
-    fn at_the_cap_the_busiest_clients_oldest_connection_goes() {
-        let mut table = Connections::default();
-        let limits = limits(4, 3);
-        let probe = CancellationToken::new();
-        table.admit(ip(9), &limits, probe.clone());
-        let flood: Vec<_> = (0..3).map(|_| CancellationToken::new()).collect();
-        for token in &flood {
-            table.admit(ip(1), &limits, token.clone());
-        }
-        // Full: a newcomer gets in, the flooding client's oldest is closed, the probe stays.
-        let newcomer = table.admit(ip(2), &limits, CancellationToken::new());
-        assert!(matches!(
-            newcomer,
-            Admission::Admitted { evicted: true, .. }
-        ));
-        assert!(flood[0].is_cancelled());
-        assert!(!flood[1].is_cancelled() && !flood[2].is_cancelled());
-        assert!(!probe.is_cancelled());
-        assert_eq!(table.open.len(), 4);
-        assert_eq!(table.per_client.get(&ip(1)), Some(&2));
-    }
-
-    #[test]
-    fn closed_connections_leave_no_state_behind() {
-        let mut table = Connections::default();
-        let limits = limits(4, 4);
-        let Admission::Admitted { id, .. } = table.admit(ip(1), &limits, CancellationToken::new())
-        else {
-            panic!("refused on an empty table");
-        };
-        assert!(table.remove(id).is_some());
-        assert!(table.open.is_empty() && table.per_client.is_empty());
-        assert!(table.remove(id).is_none());
-    }
 
     #[test]
     fn a_body_is_any_length_but_zero_or_any_transfer_encoding() {
@@ -430,7 +260,7 @@ mod tests {
         assert_eq!(stats.bodies_refused.load(Ordering::Relaxed), 2);
         shutdown.cancel();
         let _ = server.await;
-        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.conns.open.load(Ordering::Relaxed), 0);
         Ok(())
     }
 }

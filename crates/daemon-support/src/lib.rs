@@ -3,6 +3,7 @@
 //! SIGTERM or SIGINT.
 
 pub mod clock;
+pub mod conns;
 pub mod go_flags;
 pub mod http;
 

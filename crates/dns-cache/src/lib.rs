@@ -112,6 +112,10 @@ pub async fn run(
         state: state.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    let tcp_connections = dns_transport::TcpConnections::new(
+        dns_transport::TcpLimits::with_max(state.config.max_tcp_connections),
+        state.tcp.clone(),
+    );
     for listener in listeners.tcp {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|source| RunError::Bind {
@@ -125,6 +129,7 @@ pub async fn run(
         tasks.spawn(dns_transport::serve_tcp(
             listener,
             handler.clone(),
+            tcp_connections.clone(),
             shutdown.clone(),
         ));
     }

@@ -101,6 +101,7 @@ pub fn render(state: &CacheState) -> String {
     let upstreams = state.routes.load().distinct_upstreams();
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);
     state.http.render("dnscache", &mut out);
+    state.tcp.render("dnscache", "tcp", &mut out);
     out
 }
 

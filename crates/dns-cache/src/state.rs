@@ -50,6 +50,8 @@ pub struct CacheState {
     pub(crate) over_limit_log: daemon_support::Throttle,
     /// What the metrics server refused.
     pub http: Arc<daemon_support::HttpStats>,
+    /// What the DNS-over-TCP listeners admitted and refused (all addresses together).
+    pub tcp: Arc<daemon_support::conns::ConnStats>,
 }
 
 impl CacheState {
@@ -72,6 +74,7 @@ impl CacheState {
             runtime: tokio::runtime::Handle::current(),
             over_limit_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
             http: Arc::default(),
+            tcp: Arc::default(),
         }
     }
 

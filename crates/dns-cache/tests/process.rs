@@ -755,3 +755,43 @@ async fn udp_floods_for_a_silent_name_keep_memory_bounded_and_others_answered() 
     )?;
     Ok(())
 }
+
+/// Issue 12's TCP row, scaled: 1,000 connections from one client that send a length prefix of
+/// 65535 and stall, then eight clients that fill `--max-tcp-connections=64` between them. The
+/// flooding client keeps at most its eighth (8) open, memory stays under 48 MiB, and a
+/// newcomer's TCP query is answered at the cap (the busiest client's idlest connection goes).
+#[tokio::test]
+async fn tcp_connections_are_capped_per_client_and_in_all() -> anyhow::Result<()> {
+    use kube_dns_test_support::hostile::{
+        PeakRss, stalled_tcp_prefixes, still_open, tcp_query_from,
+    };
+    let upstream = FakeUpstream::start().await?;
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--max-tcp-connections=64".into(),
+    ])
+    .await?;
+    let rss = PeakRss::start(cache.process.pid());
+    let flood = stalled_tcp_prefixes(IpAddr::from([127, 0, 0, 1]), cache.tcp, 1_000, 1_000).await;
+    let newcomer = IpAddr::from([127, 0, 0, 2]);
+    let rcode = tcp_query_from(newcomer, cache.tcp, "a.example.com.", WAIT).await?;
+    assert_eq!(rcode, 0, "a second client's TCP query during the flood");
+    let open = still_open(flood, Duration::from_secs(1)).await;
+    assert!(
+        open <= 8,
+        "{open} of the flood's connections still open (per-client cap 8)"
+    );
+
+    let mut held = Vec::new();
+    for last in 10..18 {
+        held.extend(stalled_tcp_prefixes(IpAddr::from([127, 0, 0, last]), cache.tcp, 8, 10).await);
+    }
+    let rcode = tcp_query_from(newcomer, cache.tcp, "b.example.com.", WAIT).await?;
+    assert_eq!(rcode, 0, "a newcomer's TCP query at the cap");
+    let peak = rss.finish().await;
+    eprintln!("dns-cache peak RSS {peak} KiB under the TCP floods");
+    assert!(peak < 48 * 1024, "dns-cache peak RSS {peak} KiB");
+    drop(held);
+    Ok(())
+}

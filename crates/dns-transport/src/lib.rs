@@ -44,5 +44,5 @@ pub use client::exchange_udp;
 pub use handler::{Fast, PacketHandler, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
-pub use tcp::{TCP_IDLE_TIMEOUT, serve_tcp};
+pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};
 pub use udp::{UdpMode, UdpWorkers};

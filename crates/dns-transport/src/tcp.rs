@@ -9,20 +9,76 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use daemon_support::conns::{ConnLimits, ConnStats, ConnectionGuard, ConnectionTable};
+
 use crate::handler::{Fast, PacketHandler, Transport};
 
-/// How long an idle TCP connection stays open (RFC 7766 §6.2.3).
+/// How long an idle TCP connection stays open while there is room (RFC 7766 §6.2.3).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a TCP query's buffer starts at; it grows only as the client's bytes arrive.
 const INITIAL_QUERY_CAPACITY: usize = 512;
 
-/// Accepts TCP connections until `shutdown` is cancelled.
+/// How many DNS-over-TCP connections a listener keeps, and for how long (RFC 7766 §6.2.3, §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    pub conns: ConnLimits,
+    /// The idle timeout while the listener is at most half full; it shrinks beyond that.
+    pub idle_timeout: Duration,
+}
+
+impl TcpLimits {
+    /// `max_connections` in all, an eighth of them (at least one) per client address, and
+    /// [`TCP_IDLE_TIMEOUT`].
+    pub fn with_max(max_connections: usize) -> Self {
+        let max_connections = max_connections.max(1);
+        TcpLimits {
+            conns: ConnLimits {
+                max_connections,
+                max_per_client: (max_connections / 8).max(1),
+            },
+            idle_timeout: TCP_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The idle timeout with `open` connections: the full timeout up to half the cap, then
+    /// down in proportion to the room left, to a tenth of it at the cap.
+    pub fn idle_for(&self, open: usize) -> Duration {
+        let max = self.conns.max_connections.max(1);
+        if open.saturating_mul(2) <= max {
+            return self.idle_timeout;
+        }
+        let left = u32::try_from(max.saturating_sub(open)).unwrap_or(u32::MAX);
+        let half = u32::try_from((max / 2).max(1)).unwrap_or(u32::MAX);
+        (self.idle_timeout * left / half).max(self.idle_timeout / 10)
+    }
+}
+
+/// The DNS-over-TCP connections of a process, shared by all its TCP listeners.
+#[derive(Debug)]
+pub struct TcpConnections {
+    table: Arc<ConnectionTable>,
+    limits: TcpLimits,
+}
+
+impl TcpConnections {
+    /// A table within `limits`; `stats` counts what it admits and refuses.
+    pub fn new(limits: TcpLimits, stats: Arc<ConnStats>) -> Arc<Self> {
+        Arc::new(TcpConnections {
+            table: ConnectionTable::new(limits.conns, stats),
+            limits,
+        })
+    }
+}
+
+/// Accepts TCP connections into `connections` until `shutdown` is cancelled.
 pub async fn serve_tcp<H: PacketHandler>(
     listener: TcpListener,
     handler: Arc<H>,
+    connections: Arc<TcpConnections>,
     shutdown: CancellationToken,
 ) {
+    let (table, limits) = (connections.table.clone(), connections.limits);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -30,12 +86,19 @@ pub async fn serve_tcp<H: PacketHandler>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // A client at its maximum is closed at once.
+                let Ok(guard) = table.admit(peer.ip()) else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let shutdown = shutdown.clone();
+                let table = table.clone();
                 tokio::spawn(async move {
+                    let evicted = guard.evicted.clone();
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        result = serve_tcp_connection(stream, peer, handler) => {
+                        _ = evicted.cancelled() => {}
+                        result = serve_tcp_connection(stream, peer, handler, &guard, &table, limits) => {
                             if let Err(error) = result {
                                 tracing::debug!(%peer, %error, "TCP connection ended");
                             }
@@ -56,12 +119,17 @@ async fn serve_tcp_connection<H: PacketHandler>(
     mut stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
+    guard: &ConnectionGuard,
+    table: &ConnectionTable,
+    limits: TcpLimits,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut out = Vec::with_capacity(4096);
     loop {
+        // Reading a message, and writing its answer, each get the idle timeout as it is now.
+        let idle = limits.idle_for(table.len());
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
             Err(_) => return Ok(()),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(result) => {
@@ -72,12 +140,13 @@ async fn serve_tcp_connection<H: PacketHandler>(
         let want = usize::from(u16::from_be_bytes(len));
         let mut packet = Vec::with_capacity(want.min(INITIAL_QUERY_CAPACITY));
         let mut body = (&mut stream).take(want as u64);
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, body.read_to_end(&mut packet))
+        tokio::time::timeout(idle, body.read_to_end(&mut packet))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
         if packet.len() < want {
             return Ok(());
         }
+        guard.touch();
         match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
             Fast::Reply => {}
             Fast::Drop => return Ok(()),
@@ -95,6 +164,25 @@ async fn serve_tcp_connection<H: PacketHandler>(
         let mut frame = Vec::with_capacity(out.len() + 2);
         frame.extend_from_slice(&frame_len.to_be_bytes());
         frame.extend_from_slice(&out[..usize::from(frame_len)]);
-        stream.write_all(&frame).await?;
+        tokio::time::timeout(idle, stream.write_all(&frame))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not read in time"))??;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_shrinks_past_half_full_down_to_a_tenth() {
+        let limits = TcpLimits::with_max(100);
+        assert_eq!(limits.conns.max_per_client, 12);
+        assert_eq!(limits.idle_for(0), TCP_IDLE_TIMEOUT);
+        assert_eq!(limits.idle_for(50), TCP_IDLE_TIMEOUT);
+        assert_eq!(limits.idle_for(75), TCP_IDLE_TIMEOUT / 2);
+        assert_eq!(limits.idle_for(100), TCP_IDLE_TIMEOUT / 10);
+        assert_eq!(limits.idle_for(500), TCP_IDLE_TIMEOUT / 10);
+        assert_eq!(TcpLimits::with_max(0).conns.max_per_client, 1);
     }
 }

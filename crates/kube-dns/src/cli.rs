@@ -14,6 +14,10 @@ use crate::config::{CliError, Config};
 pub const DEFAULT_DOMAIN: &str = "cluster.local.";
 /// Legacy default of `--dns-port`.
 pub const DEFAULT_DNS_PORT: u16 = 53;
+/// `--max-tcp-connections`: 1,024 connections of at most one 64 KiB query each stay well under
+/// the memory the manifest allows; a node-local cache keeps only a few.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
+
 /// Legacy default of `--healthz-port` (`/readiness`, `/cache`).
 pub const DEFAULT_HEALTHZ_PORT: u16 = 8081;
 /// Metrics listener port, when set (the manifest sets 10055).
@@ -96,6 +100,10 @@ pub struct Cli {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = parse_go_bool)]
     pub cache_dump: bool,
+    /// DNS-over-TCP connections kept open at most; an eighth of them per client address. At
+    /// the cap the busiest client's idlest connection is closed (RFC 7766 §10).
+    #[arg(long, default_value_t = DEFAULT_MAX_TCP_CONNECTIONS)]
+    pub max_tcp_connections: usize,
     /// After SIGTERM: readiness fails at once, DNS keeps answering this long, then exit 0.
     #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
     pub lameduck: Duration,

@@ -47,6 +47,8 @@ pub struct ListenConfig {
     pub metrics: Option<SocketAddr>,
     /// `/cache` served to loopback clients (`--cache-dump`); otherwise 404.
     pub cache_dump: bool,
+    /// DNS over TCP: connection caps and idle timeout (`--max-tcp-connections`).
+    pub tcp: dns_transport::TcpLimits,
 }
 
 /// kube-dns's whole configuration.
@@ -93,6 +95,7 @@ impl Config {
                 .port
                 .map(|port| SocketAddr::new(cli.healthz_bind_address, port)),
             cache_dump: cli.cache_dump,
+            tcp: dns_transport::TcpLimits::with_max(cli.max_tcp_connections),
         };
         Ok(Config {
             zone: ZoneSettings::new(&cli.domain, cli.ttl, cli.pods),

@@ -63,6 +63,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     }
     dns_transport::upstream::render_metrics("kubedns", &upstreams, &mut text);
     state.http.render("kubedns", &mut text);
+    state.tcp.render("kubedns", "tcp", &mut text);
     daemon_support::metrics_response(text)
 }
 

@@ -255,7 +255,12 @@ pub async fn run(
     });
     let tcp = to_tokio(listeners.tcp)?;
     tracing::info!("listening on tcp {}", local(&tcp));
-    tasks.spawn(dns_transport::serve_tcp(tcp, handler.clone(), stop.clone()));
+    tasks.spawn(dns_transport::serve_tcp(
+        tcp,
+        handler.clone(),
+        dns_transport::TcpConnections::new(config.listen.tcp, state.tcp.clone()),
+        stop.clone(),
+    ));
     if let Some(first) = listeners.udp.first() {
         tracing::info!(
             "listening on udp {} ({} sockets)",

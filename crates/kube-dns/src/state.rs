@@ -19,6 +19,8 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// What the HTTP listeners refused (both ports count here).
     pub http: Arc<daemon_support::HttpStats>,
+    /// What the DNS-over-TCP listener admitted and refused.
+    pub tcp: Arc<daemon_support::conns::ConnStats>,
     lameduck: AtomicBool,
 }
 
@@ -35,6 +37,7 @@ impl ServerState {
             forward_limits,
             metrics,
             http: Arc::default(),
+            tcp: Arc::default(),
             lameduck: AtomicBool::new(false),
         }
     }

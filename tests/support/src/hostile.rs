@@ -126,13 +126,7 @@ pub async fn http_get_status_from(
     timeout: Duration,
 ) -> anyhow::Result<u16> {
     let exchange = async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        let mut stream = socket.connect(addr).await?;
+        let mut stream = connect_from(source, addr).await?;
         stream
             .write_all(
                 format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -333,4 +327,66 @@ pub fn check_flood(
         bail!("{server}: the upstream saw a {largest_upstream_query}-byte query");
     }
     Ok(())
+}
+
+/// Opens `connections` DNS-over-TCP connections from `source` that each send a length prefix
+/// of 65535 and `body_bytes` of the message, then stall. Refused ones are kept too.
+pub async fn stalled_tcp_prefixes(
+    source: IpAddr,
+    addr: SocketAddr,
+    connections: usize,
+    body_bytes: usize,
+) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(connections);
+    let mut message = vec![0xff, 0xff];
+    message.resize(2 + body_bytes, 0);
+    for _ in 0..connections {
+        let Ok(mut stream) = connect_from(source, addr).await else {
+            continue;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&message)).await;
+        streams.push(stream);
+    }
+    streams
+}
+
+/// One query over a fresh TCP connection from `source`; the reply's RCODE, within `timeout`.
+pub async fn tcp_query_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let exchange = async {
+        let mut stream = connect_from(source, addr).await?;
+        let query = dns_wire::build_query(0x5151, name, dns_wire::rtype::A, None);
+        let mut framed = u16::try_from(query.len())?.to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await?;
+        anyhow::Ok(reply)
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| {
+            format!("TCP query for {name} from {source}: no answer in {timeout:?}")
+        })??;
+    if reply.len() < 4 || reply[..2] != [0x51, 0x51] {
+        bail!("TCP query for {name} from {source}: not our reply: {reply:?}");
+    }
+    Ok(reply[3] & 0x0F)
+}
+
+/// A TCP connection to `addr` from `source` (any 127.0.0.0/8 address works on loopback).
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }

@@ -114,6 +114,7 @@ impl CacheConfig {
             "no-hosts" => self.no_hosts = true,
             "addn-hosts" => self.addn_hosts.push(PathBuf::from(need()?)),
             "dns-forward-max" => self.forward_max = (number(need()?)? as usize).max(1),
+            "max-tcp-connections" => self.max_tcp_connections = (number(need()?)? as usize).max(1),
             "all-servers" => self.all_servers = true,
             "strict-order" => self.strict_order = true,
             "use-stale-cache" => {

@@ -28,6 +28,9 @@ pub use servers::{
 pub const DEFAULT_CACHE_SIZE: usize = 150;
 /// dnsmasq's default `--dns-forward-max`.
 pub const DEFAULT_FORWARD_MAX: usize = 150;
+/// Our default `--max-tcp-connections` (dnsmasq's is 20, one process each): 256 connections
+/// of at most one 64 KiB query each is 16 MiB at worst.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 256;
 /// dnsmasq's default port.
 pub const DEFAULT_PORT: u16 = 53;
 /// `--forward-deadline`: under glibc's 5 s resolver timeout, so a client that gets nothing
@@ -114,6 +117,9 @@ pub struct CacheConfig {
     pub no_hosts: bool,
     pub addn_hosts: Vec<PathBuf>,
     pub forward_max: usize,
+    /// DNS-over-TCP connections kept open at most (`--max-tcp-connections`); an eighth of
+    /// them per client address.
+    pub max_tcp_connections: usize,
     pub all_servers: bool,
     pub strict_order: bool,
     /// Seconds past expiry an entry may still be served (`--use-stale-cache`); 0 = unlimited.
@@ -158,6 +164,7 @@ impl Default for CacheConfig {
             no_hosts: false,
             addn_hosts: Vec::new(),
             forward_max: DEFAULT_FORWARD_MAX,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             all_servers: false,
             strict_order: false,
             use_stale_cache: None,

@@ -34,6 +34,7 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("no-hosts", Some('h'), Arg::None),
     ("addn-hosts", Some('H'), Arg::Required),
     ("dns-forward-max", Some('0'), Arg::Required),
+    ("max-tcp-connections", None, Arg::Required),
     ("all-servers", None, Arg::None),
     ("strict-order", Some('o'), Arg::None),
     ("use-stale-cache", None, Arg::Optional),
@@ -76,7 +77,6 @@ const IGNORED: &[(&str, Option<char>, Arg)] = &[
     ("stop-dns-rebind", None, Arg::None),
     ("filterwin2k", Some('f'), Arg::None),
     ("address", Some('A'), Arg::Required),
-    ("max-tcp-connections", None, Arg::Required),
     ("auth-ttl", None, Arg::Required),
 ];
 
