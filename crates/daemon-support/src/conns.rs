@@ -4,12 +4,13 @@
 //! neither its share nor the whole table for long, and a probe from elsewhere always gets in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
+
+use crate::prom;
 
 /// How many connections a listener keeps open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +52,16 @@ impl ConnStats {
             ),
         ];
         for (name, help, value) in counters {
-            render_counter(out, &format!("{prefix}_{kind}_{name}_total"), &help, value);
+            let name = format!("{prefix}_{kind}_{name}_total");
+            prom::counter(out, &name, &help, value.load(Ordering::Relaxed));
         }
-        let open = self.open.load(Ordering::Relaxed);
-        let _ = write!(
+        prom::gauge(
             out,
-            "# HELP {prefix}_{kind}_connections Open {what} connections.\n# TYPE {prefix}_{kind}_connections gauge\n{prefix}_{kind}_connections {open}\n"
+            &format!("{prefix}_{kind}_connections"),
+            &format!("Open {what} connections."),
+            self.open.load(Ordering::Relaxed),
         );
     }
-}
-
-/// Appends one counter in the Prometheus text format.
-pub(crate) fn render_counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
-    let value = value.load(Ordering::Relaxed);
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-    );
 }
 
 #[derive(Debug)]

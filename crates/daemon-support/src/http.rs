@@ -15,7 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::conns::{ConnLimits, ConnStats, ConnectionTable, render_counter};
+use crate::conns::{ConnLimits, ConnStats, ConnectionTable};
+use crate::prom;
 
 /// What one HTTP server allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +71,8 @@ impl HttpStats {
             ),
         ];
         for (name, help, value) in counters {
-            render_counter(out, &format!("{prefix}_http_{name}_total"), help, value);
+            let name = format!("{prefix}_http_{name}_total");
+            prom::counter(out, &name, help, value.load(Ordering::Relaxed));
         }
     }
 }

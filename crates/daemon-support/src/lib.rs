@@ -6,6 +6,7 @@ pub mod clock;
 pub mod conns;
 pub mod go_flags;
 pub mod http;
+pub mod prom;
 
 pub use http::{HttpLimits, HttpStats, serve_http};
 

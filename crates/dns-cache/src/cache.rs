@@ -3,6 +3,9 @@
 //!
 //! Sharded LRU (the `lru` crate) keyed by a hash of (lower-cased name, type, class, DO, CD);
 //! the stored key is compared on hit, so a hash collision is a miss, never a wrong answer.
+//! Bounded twice: `--cache-size` entries and `--cache-max-bytes` bytes (each entry costs its
+//! answer, its name and [`ENTRY_OVERHEAD`]), least recently used first out; answers over
+//! `--cache-max-answer` are served but not cached.
 //! Every method takes `now` (milliseconds on a monotonic clock) so TTL math is tested without
 //! sleeping.
 
@@ -16,6 +19,44 @@ use lru::LruCache;
 
 /// Shards of the LRU; each has its own lock.
 const SHARDS: usize = 16;
+
+/// What an entry costs beyond its answer, name and TTL offsets: the entry itself, its `Arc`,
+/// the LRU's node and hash slot, and the allocator's share (measured: a full cache's resident
+/// memory over its entries, in the byte-ceiling process test).
+pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<CacheEntry>() + 128;
+
+/// The cache's bounds beside its entry count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// `--cache-max-bytes`: what all entries may cost together.
+    pub max_bytes: usize,
+    /// `--cache-max-answer`: the largest answer stored.
+    pub max_answer: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_bytes: crate::config::DEFAULT_CACHE_MAX_BYTES,
+            max_answer: crate::config::DEFAULT_CACHE_MAX_ANSWER,
+        }
+    }
+}
+
+/// One lock's part of the cache, and what its entries cost.
+#[derive(Debug)]
+struct Shard {
+    lru: LruCache<u64, std::sync::Arc<CacheEntry>>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn pop(&mut self, hash: &u64) {
+        if let Some(entry) = self.lru.pop(hash) {
+            self.bytes -= entry.cost();
+        }
+    }
+}
 
 /// TTL policy (dnsmasq's options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +125,14 @@ impl CacheEntry {
             && self.flags == flags(key)
     }
 
+    /// What the entry counts against `--cache-max-bytes`.
+    fn cost(&self) -> usize {
+        self.bytes.len()
+            + self.name.len()
+            + self.layout.ttls.capacity() * std::mem::size_of::<(u16, u32)>()
+            + ENTRY_OVERHEAD
+    }
+
     fn expires_ms(&self) -> u64 {
         self.inserted_ms + u64::from(self.lifetime) * 1000
     }
@@ -115,17 +164,20 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct CacheCounters {
     pub insertions: AtomicU64,
-    /// Live (unexpired) entries pushed out to make room.
+    /// Live (unexpired) entries pushed out to make room (entries or bytes).
     pub evictions: AtomicU64,
+    /// Answers over `--cache-max-answer`, served and not cached.
+    pub too_large: AtomicU64,
 }
 
 /// The cache.
 #[derive(Debug)]
 pub struct ResponseCache {
-    shards: Vec<Mutex<LruCache<u64, std::sync::Arc<CacheEntry>>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     pub policy: TtlPolicy,
     pub capacity: usize,
+    pub limits: CacheLimits,
     pub counters: CacheCounters,
 }
 
@@ -134,6 +186,8 @@ pub struct ResponseCache {
 pub enum NotCached {
     Disabled,
     Unparsable,
+    /// Over `--cache-max-answer`.
+    TooLarge,
     Truncated,
     ErrorRcode,
     NegativeCachingOff,
@@ -142,14 +196,20 @@ pub enum NotCached {
 }
 
 impl ResponseCache {
-    /// A cache of `capacity` entries (0 disables caching).
+    /// A cache of `capacity` entries (0 disables caching) within the default [`CacheLimits`].
     pub fn new(capacity: usize, policy: TtlPolicy) -> Self {
+        Self::with_limits(capacity, CacheLimits::default(), policy)
+    }
+
+    /// A cache of `capacity` entries (0 disables caching) within `limits`.
+    pub fn with_limits(capacity: usize, limits: CacheLimits, policy: TtlPolicy) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(LruCache::new(
-                    NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN),
-                ))
+                Mutex::new(Shard {
+                    lru: LruCache::new(NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN)),
+                    bytes: 0,
+                })
             })
             .collect();
         ResponseCache {
@@ -157,12 +217,15 @@ impl ResponseCache {
             hasher: std::collections::hash_map::RandomState::new(),
             policy,
             capacity,
+            limits,
             counters: CacheCounters::default(),
         }
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<LruCache<u64, std::sync::Arc<CacheEntry>>> {
-        &self.shards[(hash as usize) % SHARDS]
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(hash as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Looks `key` up at `now_ms`.
@@ -171,11 +234,8 @@ impl ResponseCache {
             return Lookup::Miss;
         }
         let hash = key.hash64(&self.hasher);
-        let mut shard = self
-            .shard(hash)
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(entry) = shard.get(&hash) else {
+        let mut shard = self.shard(hash);
+        let Some(entry) = shard.lru.get(&hash) else {
             return Lookup::Miss;
         };
         if !entry.matches(key) {
@@ -236,7 +296,12 @@ impl ResponseCache {
         if self.capacity == 0 {
             return Err(NotCached::Disabled);
         }
-        let layout = wire::response_layout(response).map_err(|_| NotCached::Unparsable)?;
+        if response.len() > self.limits.max_answer {
+            self.counters.too_large.fetch_add(1, Ordering::Relaxed);
+            return Err(NotCached::TooLarge);
+        }
+        let mut layout = wire::response_layout(response).map_err(|_| NotCached::Unparsable)?;
+        layout.ttls.shrink_to_fit();
         let lifetime = self.lifetime(&layout)?;
         let entry = std::sync::Arc::new(CacheEntry {
             name: key.name.into(),
@@ -251,30 +316,47 @@ impl ResponseCache {
             served: AtomicU64::new(0),
         });
         let hash = key.hash64(&self.hasher);
-        let mut shard = self
-            .shard(hash)
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cost = entry.cost();
+        let per_shard = self.limits.max_bytes / SHARDS;
+        if cost > per_shard {
+            self.counters.too_large.fetch_add(1, Ordering::Relaxed);
+            return Err(NotCached::TooLarge);
+        }
+        let mut shard = self.shard(hash);
         self.counters.insertions.fetch_add(1, Ordering::Relaxed);
-        if let Some((evicted_hash, evicted)) = shard.push(hash, entry)
-            && evicted_hash != hash
-            && now_ms < evicted.expires_ms()
-        {
-            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        shard.bytes += cost;
+        let mut pushed_out = shard.lru.push(hash, entry);
+        loop {
+            if let Some((out_hash, out)) = pushed_out.take() {
+                shard.bytes -= out.cost();
+                if out_hash != hash && now_ms < out.expires_ms() {
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if shard.bytes <= per_shard {
+                break;
+            }
+            // Over the byte ceiling: the least recently used go (never the new entry, which
+            // fits alone).
+            pushed_out = shard.lru.pop_lru();
         }
         Ok(())
     }
 
-    /// Entries currently held.
-    pub fn len(&self) -> usize {
+    fn each_shard(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Shard>> {
         self.shards
             .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len()
-            })
-            .sum()
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Entries currently held.
+    pub fn len(&self) -> usize {
+        self.each_shard().map(|s| s.lru.len()).sum()
+    }
+
+    /// What the entries held cost against `--cache-max-bytes`.
+    pub fn bytes(&self) -> usize {
+        self.each_shard().map(|s| s.bytes).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -297,11 +379,9 @@ impl ResponseCache {
     /// Drops every entry `keep` rejects (after a reload changed its route's servers).
     pub fn retain_routes(&self, keep: impl Fn(&CacheEntry) -> bool) -> usize {
         let mut dropped = 0;
-        for shard in &self.shards {
-            let mut shard = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for mut shard in self.each_shard() {
             let stale: Vec<u64> = shard
+                .lru
                 .iter()
                 .filter(|(_, entry)| !keep(entry))
                 .map(|(hash, _)| *hash)
@@ -593,6 +673,44 @@ mod tests {
             off.insert(&key("a.example"), &bytes, 0, 0),
             Err(NotCached::Disabled)
         );
+    }
+
+    #[test]
+    fn the_byte_ceiling_holds_and_large_answers_are_not_cached() {
+        let limits = CacheLimits {
+            max_bytes: SHARDS * 2048,
+            max_answer: 600,
+        };
+        let cache = ResponseCache::with_limits(10_000, limits, policy());
+        let mut last = String::new();
+        for i in 0..1000 {
+            last = format!("n{i}.example");
+            let bytes = response(&format!("{last}."), &[60, 60], ResponseCode::NoError, None);
+            cache.insert(&key(&last), &bytes, 0, 0).expect("cached");
+            assert!(
+                cache.bytes() <= limits.max_bytes,
+                "after {i}: {}",
+                cache.bytes()
+            );
+        }
+        assert!(cache.len() < 1000, "{} entries kept", cache.len());
+        assert!(cache.counters.evictions.load(Ordering::Relaxed) > 500);
+        assert!(
+            matches!(cache.get(&key(&last), 0), Lookup::Fresh(_)),
+            "the newest entry stays"
+        );
+        let answers = vec![60; 40];
+        let big = response("big.example.", &answers, ResponseCode::NoError, None);
+        assert!(big.len() > 600);
+        assert_eq!(
+            cache.insert(&key("big.example"), &big, 0, 0),
+            Err(NotCached::TooLarge)
+        );
+        assert_eq!(cache.counters.too_large.load(Ordering::Relaxed), 1);
+        assert!(matches!(cache.get(&key("big.example"), 0), Lookup::Miss));
+        let held = cache.len();
+        assert_eq!(cache.retain_routes(|_| false), held);
+        assert_eq!(cache.bytes(), 0, "dropped entries give their bytes back");
     }
 
     #[test]

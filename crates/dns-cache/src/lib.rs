@@ -35,9 +35,6 @@ pub use crate::reload::{Reloaded, Reloader, handle_signals};
 pub use crate::state::{CacheState, Stats};
 use crate::upstream::routes::RoutesError;
 
-/// Exchanges waiting on upstreams per UDP socket before new ones are REFUSED at once.
-const MAX_SLOW_PER_SOCKET: usize = 4096;
-
 /// Why the cache could not start.
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -130,6 +127,7 @@ pub async fn run(
             listener,
             handler.clone(),
             tcp_connections.clone(),
+            state.budget.clone(),
             shutdown.clone(),
         ));
     }
@@ -155,7 +153,7 @@ pub async fn run(
         listeners.udp,
         handler,
         tokio::runtime::Handle::current(),
-        MAX_SLOW_PER_SOCKET,
+        state.budget.clone(),
         "cache",
         dns_transport::UdpMode::EventLoop,
     )

@@ -1,7 +1,6 @@
 //! Prometheus metrics on `--metrics-address`, rendered from the same counters the CHAOS
 //! statistics report (the set is small and fixed, so the text format is written directly).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,13 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::CacheState;
 
-/// One unlabelled family: `# HELP`, `# TYPE` and its sample.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
-}
+use daemon_support::prom::family;
 
 /// The exposition text.
 pub fn render(state: &CacheState) -> String {
@@ -27,7 +20,7 @@ pub fn render(state: &CacheState) -> String {
     let s = &state.stats;
     let c = &state.cache.counters;
     let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    let scalars: [(&str, &str, &str, u64); 11] = [
+    let scalars: [(&str, &str, &str, u64); 15] = [
         (
             "dnscache_hits_total",
             "counter",
@@ -77,6 +70,12 @@ pub fn render(state: &CacheState) -> String {
             load(&s.refused_over_limit),
         ),
         (
+            "dnscache_coalesce_refused_total",
+            "counter",
+            "Queries refused because their question already had --max-coalesced waiters.",
+            load(&s.coalesce_refused),
+        ),
+        (
             "dnscache_servfail_total",
             "counter",
             "Queries answered SERVFAIL because no upstream answered.",
@@ -94,6 +93,24 @@ pub fn render(state: &CacheState) -> String {
             "Configured cache size (--cache-size).",
             state.cache.capacity as u64,
         ),
+        (
+            "dnscache_cache_bytes",
+            "gauge",
+            "What the cache's entries cost against --cache-max-bytes (answers, names, bookkeeping).",
+            state.cache.bytes() as u64,
+        ),
+        (
+            "dnscache_cache_max_bytes",
+            "gauge",
+            "Configured cache byte ceiling (--cache-max-bytes).",
+            state.cache.limits.max_bytes as u64,
+        ),
+        (
+            "dnscache_not_cached_too_large_total",
+            "counter",
+            "Answers served but not cached: over --cache-max-answer.",
+            load(&c.too_large),
+        ),
     ];
     for (name, kind, help, value) in scalars {
         family(&mut out, name, kind, help, value);
@@ -102,6 +119,7 @@ pub fn render(state: &CacheState) -> String {
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);
     state.http.render("dnscache", &mut out);
     state.tcp.render("dnscache", "tcp", &mut out);
+    state.budget.stats.render("dnscache", &mut out);
     out
 }
 

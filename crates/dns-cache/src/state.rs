@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{ResponseCache, TtlPolicy};
+use crate::cache::{CacheLimits, ResponseCache, TtlPolicy};
 use crate::clock::Clock;
 use crate::config::CacheConfig;
 use crate::hosts::Hosts;
@@ -29,6 +29,8 @@ pub struct Stats {
     /// Negative answers dropped because their zone's SOA serial changed (`--watch-soa`).
     pub negative_dropped: AtomicU64,
     pub refused_over_limit: AtomicU64,
+    /// Queries refused because their question already had `--max-coalesced` waiters.
+    pub coalesce_refused: AtomicU64,
     pub servfail: AtomicU64,
 }
 
@@ -42,6 +44,9 @@ pub struct CacheState {
     pub stats: Stats,
     /// Misses being forwarded, by question: identical ones wait for the first.
     pub(crate) inflight: Coalescer<Option<Arc<Vec<u8>>>>,
+    /// The process's one in-flight budget (`--max-inflight`, `--max-inflight-bytes`): slow
+    /// queries on every socket, pending TCP answers and stale refreshes.
+    pub budget: Arc<dns_transport::Budget>,
     /// Loop-detection probes sent and not yet seen again, by name.
     pub loop_probes: Mutex<HashMap<String, SocketAddr>>,
     clock: Clock,
@@ -62,13 +67,23 @@ impl CacheState {
         routes: RouteTable,
         hosts: Hosts,
     ) -> Self {
+        let budget = dns_transport::Budget::new(
+            dns_transport::BudgetLimits {
+                entries: config.max_inflight,
+                bytes: config.max_inflight_bytes,
+            },
+            Arc::default(),
+            "in-flight queries",
+        );
+        let inflight = Coalescer::with_limit(config.max_coalesced);
         CacheState {
+            budget,
+            inflight,
             config,
             cache,
             routes: ArcSwap::from_pointee(routes),
             hosts: ArcSwap::from_pointee(hosts),
             stats: Stats::default(),
-            inflight: Coalescer::default(),
             loop_probes: Mutex::new(HashMap::new()),
             clock: Clock::start(),
             runtime: tokio::runtime::Handle::current(),
@@ -88,7 +103,11 @@ impl CacheState {
             neg_ttl: config.neg_ttl,
             stale_for: config.use_stale_cache,
         };
-        let cache = ResponseCache::new(config.cache_size, policy);
+        let limits = CacheLimits {
+            max_bytes: config.cache_max_bytes,
+            max_answer: config.cache_max_answer,
+        };
+        let cache = ResponseCache::with_limits(config.cache_size, limits, policy);
         let routes = build_routes(&config, &HashMap::new())?;
         let hosts = Hosts::for_config(&config);
         Ok(CacheState::new(config, cache, routes, hosts))

@@ -292,8 +292,11 @@ async fn spoofed_replies_are_ignored_and_truncation_goes_to_tcp() -> anyhow::Res
     Ok(())
 }
 
+/// `--dns-forward-max=2` and ten slow queries from two clients: each client gets one try (a
+/// client holds at most as many as are left), the other eight are REFUSED at once.
 #[tokio::test]
 async fn forward_limit_refuses_instead_of_queueing() -> anyhow::Result<()> {
+    use kube_dns_test_support::dns_client::query_udp_from;
     let upstream = FakeUpstream::start().await?;
     upstream.set_default(Rule::Delay(
         Duration::from_millis(500),
@@ -309,21 +312,29 @@ async fn forward_limit_refuses_instead_of_queueing() -> anyhow::Result<()> {
     ])
     .await?;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..10 {
+    for i in 0..10u8 {
         let addr = cache.udp;
-        tasks.spawn(
-            async move { query_udp(addr, &format!("q{i}.example.com."), RecordType::A).await },
-        );
+        let client = IpAddr::from([127, 0, 0, 1 + i % 2]);
+        tasks.spawn(async move {
+            let name = format!("q{i}.example.com.");
+            let reply = query_udp_from(client, addr, &name, RecordType::A, WAIT).await?;
+            anyhow::Ok((client, reply.metadata.response_code))
+        });
     }
-    let (mut refused, mut answered) = (0, 0);
+    let (mut refused, mut answered) = (0, Vec::new());
     while let Some(joined) = tasks.join_next().await {
-        match joined??.metadata.response_code {
-            ResponseCode::Refused => refused += 1,
-            ResponseCode::NoError => answered += 1,
+        match joined?? {
+            (_, ResponseCode::Refused) => refused += 1,
+            (client, ResponseCode::NoError) => answered.push(client),
             other => bail!("unexpected {other:?}"),
         }
     }
-    assert_eq!(answered, 2);
+    answered.sort();
+    assert_eq!(
+        answered,
+        [IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2])],
+        "one answered per client"
+    );
     assert_eq!(refused, 8);
     Ok(())
 }
@@ -696,63 +707,157 @@ async fn large_answers_truncate_over_udp_and_arrive_whole_over_tcp() -> anyhow::
     Ok(())
 }
 
-/// Issue 12's first two dns-cache rows, scaled: 6,000 queries from one client for one name
-/// whose upstream never answers, first each followed by 60 KB of zeros (FORMERR: bytes after
-/// the last record), then without padding (coalesced waiters, each holding its compact
-/// query). Memory stays under 48 MiB (the manifest's limit is 64Mi), another client's queries
-/// are answered throughout, and nothing larger than a plain query reaches the upstream.
+/// Issue 12's first two dns-cache rows, scaled, from one client (127.0.0.1) while a second
+/// (127.0.0.2) asks for new names throughout: 6,000 queries for one name whose upstream never
+/// answers, first each followed by 60 KB of zeros (FORMERR: bytes after the last record), then
+/// without padding (at most `--max-coalesced` waiters, the rest REFUSED), then 6,000 different
+/// silent names (the flooder gets at most half the in-flight budget, the rest REFUSED). Memory
+/// stays under 48 MiB (the manifest's limit is 64Mi), the second client's misses are answered in
+/// every phase, and nothing larger than a plain query reaches the upstream.
 #[tokio::test]
 async fn udp_floods_for_a_silent_name_keep_memory_bounded_and_others_answered() -> anyhow::Result<()>
 {
-    use kube_dns_test_support::hostile::{PeakRss, check_flood, udp_flood, wait_answered};
+    use kube_dns_test_support::dns_client::query_udp_from;
+    use kube_dns_test_support::hostile::{
+        FloodPhase, PeakRss, UDP_FLOOD_PHASES, check_flood, udp_flood,
+    };
     let upstream = FakeUpstream::start().await?;
-    let cache = start_cache(&[server_arg(&upstream), "--no-resolv".into()]).await?;
+    // Tries per route well above the budget, so that the budget is what the flood meets.
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--dns-forward-max=100000".into(),
+        "--max-inflight=1000".into(),
+    ])
+    .await?;
     let rss = PeakRss::start(cache.process.pid());
-    for padding in [60_000, 0] {
+    let other = IpAddr::from([127, 0, 0, 2]);
+    for FloodPhase {
+        label: phase,
+        padding,
+        qname,
+    } in UDP_FLOOD_PHASES
+    {
         let flood = tokio::spawn(udp_flood(
             cache.udp,
             6_000,
             padding,
-            |_| "drop.flood.example.".to_owned(),
+            qname,
             Duration::from_millis(500),
         ));
         let mut answered = 0;
-        // Without padding the flood's queries are valid and wait for the silent upstream;
-        // until the budget is shared fairly among clients (issue 12, item 3) they can
-        // crowd out another client's misses, so that phase checks memory only.
-        while padding > 0 && (!flood.is_finished() || answered < 3) {
-            let name = format!("ok{answered}-{padding}.example.com.");
-            let reply = query_udp(cache.udp, &name, RecordType::A).await?;
+        while !flood.is_finished() || answered < 3 {
+            let name = format!("ok{answered}.{phase}.example.com.");
+            let reply = query_udp_from(other, cache.udp, &name, RecordType::A, WAIT).await?;
             assert!(
                 has_a(&reply, UPSTREAM_ANSWER),
-                "{name} during the flood: {reply:?}"
+                "{name} from {other} during the {phase} flood: {reply:?}"
             );
             answered += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let replies = flood.await??;
-        eprintln!("padding {padding}: {replies:?}, {answered} good queries answered");
+        eprintln!("{phase}: {replies:?}, {answered} of the other client's queries answered");
+        let (formerr, refused) = (replies.rcodes[1], replies.rcodes[5]);
         if padding > 0 {
             assert!(
-                replies.rcodes[1] > replies.sent / 2,
+                formerr > replies.sent / 2,
                 "FORMERR for padded queries: {replies:?}"
+            );
+        } else {
+            // One name: beyond 256 waiters; many names: beyond half of the 1,000 in flight.
+            assert!(
+                refused > replies.sent / 2,
+                "REFUSED over the limits: {replies:?}"
             );
         }
     }
-    // Once the flood's queries have timed out, another client's misses are answered again.
-    wait_answered(
-        cache.udp,
-        "after.example.com.",
-        UPSTREAM_ANSWER.into(),
-        WAIT,
-    )
-    .await?;
     check_flood(
         "dns-cache",
         rss.finish().await,
         48 * 1024,
         upstream.largest_query(),
     )?;
+    Ok(())
+}
+
+/// An A query with EDNS (1232 bytes) over UDP.
+async fn query_udp_edns(server: SocketAddr, name: &str) -> anyhow::Result<Message> {
+    let mut msg = query_message(name, RecordType::A)?;
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    msg.set_edns(edns);
+    query_udp_with(server, msg).await
+}
+
+/// Issue 12's cache row: 10,000 names whose answers are about 1.2 KB each (about 20 MiB to
+/// cache whole, 27 MiB resident without the ceiling) into `--cache-size=10000 --cache-max-bytes=2097152`. The cache's bytes stay
+/// under the ceiling, the process's memory grows by less than the answers would take, the
+/// newest answers are hits, and an answer over `--cache-max-answer` is served, not cached.
+#[tokio::test]
+async fn the_cache_is_bounded_in_bytes() -> anyhow::Result<()> {
+    use kube_dns_test_support::hostile::{PeakRss, rss_kib};
+    use kube_dns_test_support::http_client::metric;
+    let upstream = FakeUpstream::start().await?;
+    let ips: Vec<IpAddr> = (1..=70).map(|i| IpAddr::from([10, 9, 0, i])).collect();
+    upstream.set_default(Rule::Answer { ips, ttl: 600 });
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--cache-size=10000".into(),
+        "--cache-max-bytes=2097152".into(),
+        "--cache-max-answer=1200".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    let before = rss_kib(cache.process.pid())?;
+    let rss = PeakRss::start(cache.process.pid());
+    let udp = cache.udp;
+    // 50 at a time: one client gets at most half of `--dns-forward-max` (150) tries.
+    for batch in 0..200 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let name = format!("n{}.bulk.example.", batch * 50 + i);
+            tasks.spawn(async move {
+                let reply = query_udp_edns(udp, &name).await?;
+                anyhow::ensure!(reply.answers.len() == 70, "{name}: {reply:?}");
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+    }
+    let peak = rss.finish().await;
+    let bytes = metric(metrics, "dnscache_cache_bytes").await?;
+    let entries = metric(metrics, "dnscache_entries").await?;
+    eprintln!("cache: {entries} entries, {bytes} bytes; RSS {before} KiB before, peak {peak} KiB");
+    assert!(bytes <= 2_097_152.0, "cache bytes {bytes} over the ceiling");
+    assert!(
+        entries > 500.0 && entries < 2000.0,
+        "{entries} entries of about 2 KB (answer, TTL offsets, bookkeeping) in 2 MiB"
+    );
+    assert!(
+        peak < before + 8 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB (the answers are about 20 MiB)"
+    );
+    let asked = upstream.queries_for("n9999.bulk.example");
+    let reply = query_udp_edns(udp, "n9999.bulk.example.").await?;
+    assert_eq!(reply.answers.len(), 70);
+    assert_eq!(upstream.queries_for("n9999.bulk.example"), asked, "a hit");
+
+    let big: Vec<IpAddr> = (1..=80).map(|i| IpAddr::from([10, 8, 0, i])).collect();
+    upstream.set_rule("big.bulk.example", Rule::Answer { ips: big, ttl: 600 });
+    for _ in 0..2 {
+        let reply = query_tcp(cache.tcp, "big.bulk.example.", RecordType::A).await?;
+        assert_eq!(reply.answers.len(), 80);
+    }
+    assert_eq!(upstream.queries_for("big.bulk.example"), 2, "not cached");
+    assert_eq!(
+        metric(metrics, "dnscache_not_cached_too_large_total").await?,
+        2.0
+    );
     Ok(())
 }
 

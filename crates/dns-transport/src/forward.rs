@@ -15,15 +15,16 @@
 //! round-trip estimate (so its per-try timeout grows); a server that sent no valid reply to a
 //! query before the deadline gets one failure ([`Upstream::query_failed`]). Slow is not down.
 //!
-//! Open tries are bounded by [`TrySlots`] (`--dns-forward-max`); the number of tries per query
-//! by [`TryPolicy::max_tries`].
+//! Open tries are bounded by a [`Budget`] of entries (`--dns-forward-max`), shared fairly
+//! between the queries' clients: one client's flood holds at most half the tries of a route, so
+//! the others' queries still get theirs. The number of tries per query is bounded by
+//! [`TryPolicy::max_tries`].
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dns_wire as wire;
@@ -36,6 +37,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::Transport;
+use crate::budget::{Budget, Charge};
 use crate::clock;
 use crate::upstream::{Upstream, now_ms};
 
@@ -72,52 +74,14 @@ impl TryPolicy {
     }
 }
 
-/// Open tries, at most `limit` at once (shared by the queries of one route, or one server).
-#[derive(Debug)]
-pub struct TrySlots {
-    open: AtomicUsize,
-    limit: usize,
-}
-
-impl TrySlots {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(TrySlots {
-            open: AtomicUsize::new(0),
-            limit: limit.max(1),
-        })
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    fn acquire(self: &Arc<Self>) -> Option<Slot> {
-        let mut open = self.open.load(Ordering::Relaxed);
-        loop {
-            if open >= self.limit {
-                return None;
-            }
-            match self.open.compare_exchange_weak(
-                open,
-                open + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(Slot(self.clone())),
-                Err(now) => open = now,
-            }
-        }
-    }
-}
-
-/// One open try's place in [`TrySlots`].
-#[derive(Debug)]
-struct Slot(Arc<TrySlots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
+/// A budget of `limit` open tries (at least one), shared fairly between clients: a route's or
+/// a server's `--dns-forward-max`.
+pub fn try_slots(limit: usize) -> Arc<Budget> {
+    Budget::new(
+        crate::budget::BudgetLimits::entries(limit.max(1)),
+        Arc::default(),
+        "upstream tries",
+    )
 }
 
 /// One query to forward.
@@ -131,6 +95,8 @@ pub struct Request<'a> {
     pub transport: Transport,
     /// The query to send; every try gets its own random ID.
     pub query: &'a [u8],
+    /// Whose query it is: its tries are charged to this client.
+    pub client: IpAddr,
 }
 
 /// How a forwarded query ended.
@@ -202,14 +168,15 @@ impl Tally {
     }
 }
 
-/// Forwards `request` under `policy`, taking each try's place from `slots`.
-pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TrySlots>) -> Outcome {
+/// Forwards `request` under `policy`, charging each try to `slots` (a budget of entries).
+pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<Budget>) -> Outcome {
     let servers = &request.servers[..request.servers.len().min(MAX_SERVERS)];
     let n = servers.len();
     if n == 0 {
         return Outcome::Deadline;
     }
-    let Some(first_slot) = slots.acquire() else {
+    let acquire = || slots.charge(request.client, 1, 0).ok();
+    let Some(first_slot) = acquire() else {
         return Outcome::NoSlot;
     };
     let deadline = clock::now() + policy.deadline;
@@ -225,7 +192,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     let mut cursor = 0usize;
     let mut next_at = deadline;
     let launch = |server: usize,
-                  slot: Slot,
+                  slot: Charge,
                   tries: &mut FuturesUnordered<TryFuture>,
                   tally: &mut Tally|
      -> Duration {
@@ -249,7 +216,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
     let mut slot = Some(first_slot);
     let mut soonest = policy.max_try_timeout;
     for server in 0..first_wave.min(max_tries) {
-        let Some(place) = slot.take().or_else(|| slots.acquire()) else {
+        let Some(place) = slot.take().or_else(acquire) else {
             break;
         };
         soonest = soonest.min(launch(server, place, &mut tries, &mut tally));
@@ -325,7 +292,7 @@ pub async fn forward(request: &Request<'_>, policy: &TryPolicy, slots: &Arc<TryS
                     .map(|k| (cursor + k) % n)
                     .find(|&i| !Tally::has(tally.rejected, i))
                     .unwrap_or(cursor);
-                match slots.acquire() {
+                match acquire() {
                     Some(place) => {
                         let timeout = launch(server, place, &mut tries, &mut tally);
                         launched += 1;
@@ -379,7 +346,7 @@ async fn one_try(
     transport: Transport,
     limit: usize,
     timeout: Duration,
-    slot: Slot,
+    slot: Charge,
     server: usize,
 ) -> TryEnd {
     let _slot = slot;

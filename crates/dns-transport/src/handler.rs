@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::budget::{Budget, Charge, Refusal};
+
 /// How a query arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -42,16 +44,35 @@ pub trait PacketHandler: Send + Sync + 'static {
         peer: SocketAddr,
     ) -> impl Future<Output = Option<Vec<u8>>> + Send;
 
-    /// The reply when too many slow queries are pending (e.g. SERVFAIL or REFUSED); `false`
-    /// sends nothing.
+    /// The reply when the in-flight budget refuses a slow query (e.g. SERVFAIL or REFUSED);
+    /// `false` sends nothing.
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool;
 }
 
-/// What a query waiting for the slow path keeps of its datagram: the header, the question and
-/// a plain OPT ([`dns_wire::compact_query`]), never the rest of the (up to 64 KB) buffer.
-/// `None` for a packet that does not parse (the fast path answers or drops those first).
-pub(crate) fn slow_copy(packet: &[u8]) -> Option<Vec<u8>> {
-    dns_wire::parse_query(packet)
-        .ok()
-        .map(|query| dns_wire::compact_query(&query))
+/// What a slow query is charged beyond its bytes: its task, the handler's state for it and the
+/// answer it builds (measured: a forwarded query's task and tries come to a few KiB).
+pub const SLOW_QUERY_OVERHEAD: usize = 4096;
+
+/// A query admitted to the slow path: what it keeps of its datagram (the header, the question
+/// and a plain OPT, [`dns_wire::compact_query`], never the rest of the up to 64 KB buffer) and
+/// its charge to the process's in-flight budget, held until its answer is sent.
+#[derive(Debug)]
+pub(crate) struct SlowQuery {
+    pub packet: Vec<u8>,
+    pub charge: Charge,
+}
+
+/// Charges a slow query to `budget` for its client. `Ok(None)` for a packet that does not parse
+/// (the fast path answers or drops those first); `Err` when the budget refuses it.
+pub(crate) fn admit_slow(
+    budget: &Arc<Budget>,
+    packet: &[u8],
+    peer: SocketAddr,
+) -> Result<Option<SlowQuery>, Refusal> {
+    let Ok(query) = dns_wire::parse_query(packet) else {
+        return Ok(None);
+    };
+    let packet = dns_wire::compact_query(&query);
+    let charge = budget.charge(peer.ip(), 1, packet.len() + SLOW_QUERY_OVERHEAD)?;
+    Ok(Some(SlowQuery { packet, charge }))
 }

@@ -2,8 +2,9 @@
 //!
 //! Each UDP socket (SO_REUSEPORT, several bound to one port) is served by its own OS thread: a
 //! synchronous [`PacketHandler::fast`] path writing into a reused buffer and `send_to`. Queries
-//! that need the network go to [`PacketHandler::slow`], at most `max_slow` at a time per socket,
-//! so memory stays bounded under load. In [`UdpMode::Blocking`] the thread blocks in `recv_from`
+//! that need the network go to [`PacketHandler::slow`], each charged to the process's one
+//! [`Budget`] (entries and bytes, shared fairly between client addresses), so memory stays
+//! bounded under load whatever a client sends. In [`UdpMode::Blocking`] the thread blocks in `recv_from`
 //! and the slow path runs on the shared tokio runtime; in [`UdpMode::EventLoop`] the thread runs
 //! its own single-threaded runtime and the slow path runs there, on the thread that received the
 //! query. TCP follows RFC 7766: one task per connection, length-prefixed messages answered in
@@ -15,6 +16,7 @@
 //! |---|---|
 //! | [`handler`] | the [`PacketHandler`] a server implements: fast path, slow path, overload |
 //! | [`bind`] | binding UDP groups and TCP listeners before anything runs |
+//! | [`budget`] | one budget for work in flight, in entries and bytes, fair between clients |
 //! | [`udp`] | UDP worker threads |
 //! | [`tcp`] | DNS over TCP |
 //! | [`forward`] | the forwarding engine: tries, deadline, reply checks |
@@ -26,6 +28,7 @@
 //! | [`lookup`] | control-plane host-name lookups (hickory-resolver) |
 
 pub mod bind;
+pub mod budget;
 pub mod client;
 pub mod clock;
 pub mod forward;
@@ -40,8 +43,9 @@ pub mod upstream;
 pub use bind::{
     DnsPort, DnsPortError, bind_dns_port, bind_tcp, bind_udp, bind_udp_group, default_workers,
 };
+pub use budget::{Budget, BudgetLimits, BudgetStats, Charge, Refusal};
 pub use client::exchange_udp;
-pub use handler::{Fast, PacketHandler, Transport};
+pub use handler::{Fast, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
 pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};

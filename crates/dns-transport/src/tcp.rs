@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use daemon_support::conns::{ConnLimits, ConnStats, ConnectionGuard, ConnectionTable};
 
-use crate::handler::{Fast, PacketHandler, Transport};
+use crate::budget::Budget;
+use crate::handler::{Fast, PacketHandler, SlowQuery, Transport};
 
 /// How long an idle TCP connection stays open while there is room (RFC 7766 §6.2.3).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,11 +72,13 @@ impl TcpConnections {
     }
 }
 
-/// Accepts TCP connections into `connections` until `shutdown` is cancelled.
+/// Accepts TCP connections into `connections` until `shutdown` is cancelled. Slow queries and
+/// answers being written are charged to `budget`.
 pub async fn serve_tcp<H: PacketHandler>(
     listener: TcpListener,
     handler: Arc<H>,
     connections: Arc<TcpConnections>,
+    budget: Arc<Budget>,
     shutdown: CancellationToken,
 ) {
     let (table, limits) = (connections.table.clone(), connections.limits);
@@ -93,12 +96,13 @@ pub async fn serve_tcp<H: PacketHandler>(
                 let handler = handler.clone();
                 let shutdown = shutdown.clone();
                 let table = table.clone();
+                let budget = budget.clone();
                 tokio::spawn(async move {
                     let evicted = guard.evicted.clone();
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = evicted.cancelled() => {}
-                        result = serve_tcp_connection(stream, peer, handler, &guard, &table, limits) => {
+                        result = serve_tcp_connection(stream, peer, handler, &guard, &table, &budget, limits) => {
                             if let Err(error) = result {
                                 tracing::debug!(%peer, %error, "TCP connection ended");
                             }
@@ -121,6 +125,7 @@ async fn serve_tcp_connection<H: PacketHandler>(
     handler: Arc<H>,
     guard: &ConnectionGuard,
     table: &ConnectionTable,
+    budget: &Arc<Budget>,
     limits: TcpLimits,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -150,18 +155,32 @@ async fn serve_tcp_connection<H: PacketHandler>(
         match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
             Fast::Reply => {}
             Fast::Drop => return Ok(()),
-            Fast::Slow => {
-                let Some(packet) = crate::handler::slow_copy(&packet) else {
-                    return Ok(());
-                };
-                match handler.clone().slow(packet, Transport::Tcp, peer).await {
-                    Some(reply) => out = reply,
-                    None => return Ok(()),
+            Fast::Slow => match crate::handler::admit_slow(budget, &packet, peer) {
+                Ok(Some(SlowQuery { packet, charge })) => {
+                    let reply = handler.clone().slow(packet, Transport::Tcp, peer).await;
+                    drop(charge);
+                    match reply {
+                        Some(reply) => out = reply,
+                        None => return Ok(()),
+                    }
                 }
-            }
+                Ok(None) => return Ok(()),
+                Err(_refusal) => {
+                    out.clear();
+                    if !handler.overloaded(&packet, &mut out) {
+                        return Ok(());
+                    }
+                }
+            },
         }
+        drop(packet);
         let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
-        let mut frame = Vec::with_capacity(out.len() + 2);
+        // An answer waiting for a slow reader is work in flight too; over budget, the
+        // connection is closed (the client may retry).
+        let Ok(_pending) = budget.charge(peer.ip(), 1, usize::from(frame_len) + 2) else {
+            return Ok(());
+        };
+        let mut frame = Vec::with_capacity(usize::from(frame_len) + 2);
         frame.extend_from_slice(&frame_len.to_be_bytes());
         frame.extend_from_slice(&out[..usize::from(frame_len)]);
         tokio::time::timeout(idle, stream.write_all(&frame))

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{Fast, PacketHandler, Transport};
+use crate::budget::Budget;
+use crate::handler::{Fast, PacketHandler, SlowQuery, Transport};
 
 /// How often blocking UDP threads look at the stop flag.
 const UDP_POLL: Duration = Duration::from_millis(200);
@@ -45,18 +45,18 @@ impl UdpWorkers {
         sockets: Vec<UdpSocket>,
         handler: Arc<H>,
         runtime: tokio::runtime::Handle,
-        max_slow: usize,
+        budget: Arc<Budget>,
         name: &str,
     ) -> io::Result<Self> {
-        Self::start_with(sockets, handler, runtime, max_slow, name, UdpMode::Blocking)
+        Self::start_with(sockets, handler, runtime, budget, name, UdpMode::Blocking)
     }
 
-    /// Starts one thread per socket in `mode`.
+    /// Starts one thread per socket in `mode`; every slow query is charged to `budget`.
     pub fn start_with<H: PacketHandler>(
         sockets: Vec<UdpSocket>,
         handler: Arc<H>,
         runtime: tokio::runtime::Handle,
-        max_slow: usize,
+        budget: Arc<Budget>,
         name: &str,
         mode: UdpMode,
     ) -> io::Result<Self> {
@@ -64,22 +64,21 @@ impl UdpWorkers {
         let cancel = CancellationToken::new();
         let mut threads = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
-            let (handler, runtime, stop, cancel) = (
+            let (handler, runtime, stop, cancel, budget) = (
                 handler.clone(),
                 runtime.clone(),
                 stop.clone(),
                 cancel.clone(),
+                budget.clone(),
             );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("{name}-udp-{index}"))
                     .spawn(move || match mode {
                         UdpMode::Blocking => {
-                            serve_udp_blocking(socket, handler, runtime, stop, max_slow)
+                            serve_udp_blocking(socket, handler, runtime, stop, budget)
                         }
-                        UdpMode::EventLoop => {
-                            serve_udp_event_loop(socket, handler, cancel, max_slow)
-                        }
+                        UdpMode::EventLoop => serve_udp_event_loop(socket, handler, cancel, budget),
                     })?,
             );
         }
@@ -105,13 +104,12 @@ fn serve_udp_blocking<H: PacketHandler>(
     handler: Arc<H>,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
-    max_slow: usize,
+    budget: Arc<Budget>,
 ) {
     if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
         tracing::error!(%error, "cannot set a read timeout on the UDP socket");
     }
     let socket = Arc::new(socket);
-    let slow = Arc::new(Semaphore::new(max_slow.max(1)));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
@@ -135,21 +133,19 @@ fn serve_udp_blocking<H: PacketHandler>(
             Fast::Reply => send_udp(&socket, &out, peer),
             Fast::Drop => {}
             Fast::Slow => {
-                let Ok(permit) = slow.clone().try_acquire_owned() else {
-                    if handler.overloaded(packet, &mut out) {
+                let Some(query) = admit_slow(&budget, &*handler, packet, peer, &mut out) else {
+                    if !out.is_empty() {
                         send_udp(&socket, &out, peer);
                     }
                     continue;
                 };
-                let Some(packet) = crate::handler::slow_copy(packet) else {
-                    continue;
-                };
                 let (socket, handler) = (socket.clone(), handler.clone());
                 runtime.spawn(async move {
+                    let SlowQuery { packet, charge } = query;
                     if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {
                         send_udp(&socket, &reply, peer);
                     }
-                    drop(permit);
+                    drop(charge);
                 });
             }
         }
@@ -160,7 +156,7 @@ fn serve_udp_event_loop<H: PacketHandler>(
     socket: UdpSocket,
     handler: Arc<H>,
     cancel: CancellationToken,
-    max_slow: usize,
+    budget: Arc<Budget>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,7 +189,7 @@ fn serve_udp_event_loop<H: PacketHandler>(
             biased;
             _ = cancel.cancelled() => {}
             _ = timer_anchor() => {}
-            _ = receive_loop(socket, handler, max_slow) => {}
+            _ = receive_loop(socket, handler, budget) => {}
         }
     });
 }
@@ -228,9 +224,8 @@ async fn timer_anchor() {
 async fn receive_loop<H: PacketHandler>(
     socket: std::rc::Rc<AsyncFd<UdpSocket>>,
     handler: Arc<H>,
-    max_slow: usize,
+    budget: Arc<Budget>,
 ) {
-    let slow = Arc::new(Semaphore::new(max_slow.max(1)));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -257,24 +252,43 @@ async fn receive_loop<H: PacketHandler>(
                 Fast::Reply => send_udp(socket.get_ref(), &out, peer),
                 Fast::Drop => {}
                 Fast::Slow => {
-                    let Ok(permit) = slow.clone().try_acquire_owned() else {
-                        if handler.overloaded(packet, &mut out) {
+                    let Some(query) = admit_slow(&budget, &*handler, packet, peer, &mut out) else {
+                        if !out.is_empty() {
                             send_udp(socket.get_ref(), &out, peer);
                         }
                         continue;
                     };
-                    let Some(packet) = crate::handler::slow_copy(packet) else {
-                        continue;
-                    };
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::task::spawn_local(async move {
+                        let SlowQuery { packet, charge } = query;
                         if let Some(reply) = handler.slow(packet, Transport::Udp, peer).await {
                             send_udp(socket.get_ref(), &reply, peer);
                         }
-                        drop(permit);
+                        drop(charge);
                     });
                 }
             }
+        }
+    }
+}
+
+/// A slow query admitted to the budget, or `None` with `out` holding the overload reply (empty
+/// to send nothing).
+fn admit_slow<H: PacketHandler>(
+    budget: &Arc<Budget>,
+    handler: &H,
+    packet: &[u8],
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Option<SlowQuery> {
+    out.clear();
+    match crate::handler::admit_slow(budget, packet, peer) {
+        Ok(admitted) => admitted,
+        Err(_refusal) => {
+            if !handler.overloaded(packet, out) {
+                out.clear();
+            }
+            None
         }
     }
 }

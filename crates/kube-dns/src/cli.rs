@@ -17,6 +17,11 @@ pub const DEFAULT_DNS_PORT: u16 = 53;
 /// `--max-tcp-connections`: 1,024 connections of at most one 64 KiB query each stay well under
 /// the memory the manifest allows; a node-local cache keeps only a few.
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
+/// `--max-inflight`: queries waiting on upstreams (and TCP answers being written) at once.
+pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
+/// `--max-inflight-bytes`: 16 MiB, what those hold at most (each query is charged its compact
+/// copy and 4 KiB for its task and answer), well under the manifest's 170Mi.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 << 20;
 
 /// Legacy default of `--healthz-port` (`/readiness`, `/cache`).
 pub const DEFAULT_HEALTHZ_PORT: u16 = 8081;
@@ -104,6 +109,14 @@ pub struct Cli {
     /// the cap the busiest client's idlest connection is closed (RFC 7766 §10).
     #[arg(long, default_value_t = DEFAULT_MAX_TCP_CONNECTIONS)]
     pub max_tcp_connections: usize,
+    /// Queries waiting on upstreams and TCP answers being written, at most, over every
+    /// listener; one client address holds at most half of what is left, so a flood from one pod
+    /// is refused (SERVFAIL) before the others' queries are.
+    #[arg(long, default_value_t = DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
+    /// The bytes those hold at most (the same fairness applies).
+    #[arg(long, default_value_t = DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
     /// After SIGTERM: readiness fails at once, DNS keeps answering this long, then exit 0.
     #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
     pub lameduck: Duration,

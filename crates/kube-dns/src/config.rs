@@ -49,6 +49,9 @@ pub struct ListenConfig {
     pub cache_dump: bool,
     /// DNS over TCP: connection caps and idle timeout (`--max-tcp-connections`).
     pub tcp: dns_transport::TcpLimits,
+    /// Queries waiting on upstreams and TCP answers being written, in all
+    /// (`--max-inflight`, `--max-inflight-bytes`); one client holds at most half.
+    pub inflight: dns_transport::BudgetLimits,
 }
 
 /// kube-dns's whole configuration.
@@ -96,6 +99,10 @@ impl Config {
                 .map(|port| SocketAddr::new(cli.healthz_bind_address, port)),
             cache_dump: cli.cache_dump,
             tcp: dns_transport::TcpLimits::with_max(cli.max_tcp_connections),
+            inflight: dns_transport::BudgetLimits {
+                entries: cli.max_inflight.max(1),
+                bytes: cli.max_inflight_bytes.max(1),
+            },
         };
         Ok(Config {
             zone: ZoneSettings::new(&cli.domain, cli.ttl, cli.pods),

@@ -8,13 +8,13 @@
 //! quickest first.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dns_transport::forward::{self as engine, Outcome, Request, TryPolicy, TrySlots};
+use dns_transport::forward::{self as engine, Outcome, Request, TryPolicy};
 use dns_transport::upstream::{Upstream, candidates, now_ms};
-use dns_transport::{SuffixRoutes, Transport};
+use dns_transport::{Budget, SuffixRoutes, Transport};
 use thiserror::Error;
 
 /// Per-try timeout before a server's round trip is known, and its cap (legacy kube-dns used
@@ -77,14 +77,14 @@ impl ForwardPolicy {
 #[derive(Debug)]
 pub struct Forwarding {
     pub deadline: Duration,
-    pub slots: Arc<TrySlots>,
+    pub slots: Arc<Budget>,
 }
 
 impl Forwarding {
     pub fn new(deadline: Duration) -> Self {
         Forwarding {
             deadline,
-            slots: TrySlots::new(MAX_OPEN_TRIES),
+            slots: engine::try_slots(MAX_OPEN_TRIES),
         }
     }
 }
@@ -102,13 +102,15 @@ pub enum ForwardError {
 
 /// Sends `query` (raw bytes) for `name` to the servers `policy` picks and returns the checked
 /// reply with the query's ID, over TCP when `tcp` is set (else UDP, then TCP for a truncated
-/// reply). A reply of SERVFAIL or REFUSED from every server asked is returned as it came.
+/// reply). A reply of SERVFAIL or REFUSED from every server asked is returned as it came. The
+/// tries are charged to `client`, which may hold at most half of them.
 pub async fn exchange(
     policy: &ForwardPolicy,
     forwarding: &Forwarding,
     name: &str,
     query: &[u8],
     tcp: bool,
+    client: IpAddr,
 ) -> Result<Vec<u8>, ForwardError> {
     let all = policy.servers_for(name);
     if all.is_empty() {
@@ -126,6 +128,7 @@ pub async fn exchange(
         parallel: false,
         transport: if tcp { Transport::Tcp } else { Transport::Udp },
         query,
+        client,
     };
     let tries = TryPolicy {
         deadline: forwarding.deadline,
@@ -139,7 +142,7 @@ pub async fn exchange(
             deadline: forwarding.deadline,
         }),
         Outcome::NoSlot => Err(ForwardError::Busy(
-            forwarding.slots.limit(),
+            forwarding.slots.limits().entries,
             name.to_owned(),
         )),
     }

@@ -64,6 +64,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     dns_transport::upstream::render_metrics("kubedns", &upstreams, &mut text);
     state.http.render("kubedns", &mut text);
     state.tcp.render("kubedns", "tcp", &mut text);
+    state.inflight.render("kubedns", &mut text);
     daemon_support::metrics_response(text)
 }
 

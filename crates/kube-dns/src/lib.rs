@@ -251,14 +251,20 @@ pub async fn run(
 
     let handler = Arc::new(server::DnsHandler {
         state: state.clone(),
-        overload_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
     });
+    // One budget for every query waiting on upstreams and every pending TCP answer.
+    let budget = dns_transport::Budget::new(
+        config.listen.inflight,
+        state.inflight.clone(),
+        "in-flight queries",
+    );
     let tcp = to_tokio(listeners.tcp)?;
     tracing::info!("listening on tcp {}", local(&tcp));
     tasks.spawn(dns_transport::serve_tcp(
         tcp,
         handler.clone(),
         dns_transport::TcpConnections::new(config.listen.tcp, state.tcp.clone()),
+        budget.clone(),
         stop.clone(),
     ));
     if let Some(first) = listeners.udp.first() {
@@ -274,7 +280,7 @@ pub async fn run(
         listeners.udp,
         handler,
         tokio::runtime::Handle::current(),
-        server::MAX_SLOW_QUERIES,
+        budget,
         "dns",
     )
     .map_err(RunError::UdpThread)?;

@@ -2,7 +2,7 @@
 //! encoded into the listener's reused buffer, no lock) and the async path for queries that need
 //! upstreams (forwarding, ExternalName chasing). Listeners come from `dns-transport`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use dns_transport::{Fast, PacketHandler, Transport};
@@ -15,9 +15,6 @@ use kube_dns_core::answer::{Outcome, Question, answer};
 use crate::forward;
 use crate::metrics::System;
 use crate::state::ServerState;
-
-/// Queries waiting on upstreams at once per UDP socket; beyond this we answer SERVFAIL at once.
-pub const MAX_SLOW_QUERIES: usize = 1024;
 
 /// What the fast path decided.
 enum Action {
@@ -87,7 +84,12 @@ fn system_of(name: &str, forwarded: bool) -> System {
 }
 
 /// Answers a query that needs upstreams; always produces a reply (SERVFAIL at worst).
-async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, Rcode, System) {
+async fn slow_path(
+    state: &ServerState,
+    packet: &[u8],
+    tcp: bool,
+    client: IpAddr,
+) -> (Vec<u8>, Rcode, System) {
     let mut out = Vec::with_capacity(512);
     let Ok(query) = wire::parse_query(packet) else {
         return (out, Rcode::FormErr, System::Auth);
@@ -111,7 +113,9 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
             // Our own query (our ID, the client's question byte for byte, our OPT): nothing
             // else the client sent goes upstream.
             let upstream_query = wire::forward_query_for(rand::random(), &query);
-            match forward::exchange(&policy, limits, query.name(), &upstream_query, tcp).await {
+            let forwarded =
+                forward::exchange(&policy, limits, query.name(), &upstream_query, tcp, client);
+            match forwarded.await {
                 Ok(reply) => {
                     // The client's ID, and an OPT only if the client sent one (RFC 6891 §7).
                     let mut reply = match query.edns {
@@ -137,8 +141,8 @@ async fn slow_path(state: &ServerState, packet: &[u8], tcp: bool) -> (Vec<u8>, R
             }
         }
         Outcome::Chase { mut answer, target } => {
-            let truncated =
-                chase(&policy, &state.forward_limits, target, &query, &mut answer).await;
+            let limits = &state.forward_limits;
+            let truncated = chase(&policy, limits, target, &query, client, &mut answer).await;
             wire::encode_response(&ctx, &answer, &mut out);
             if truncated && out.len() > 2 {
                 out[2] |= 0x02;
@@ -155,11 +159,12 @@ async fn chase(
     limits: &forward::Forwarding,
     target: &str,
     query: &wire::Query<'_>,
+    client: IpAddr,
     answer: &mut Answer<'_>,
 ) -> bool {
     let request = wire::build_query(rand::random(), target, query.qtype, query.edns);
     // A truncated UDP reply is fetched again over TCP by the exchange itself.
-    let result = forward::exchange(policy, limits, target, &request, false).await;
+    let result = forward::exchange(policy, limits, target, &request, false, client).await;
     let reply = match result.map(|bytes| Message::from_vec(&bytes)) {
         Ok(Ok(message)) => message,
         Ok(Err(error)) => {
@@ -184,8 +189,6 @@ async fn chase(
 #[derive(Debug)]
 pub struct DnsHandler {
     pub state: Arc<ServerState>,
-    /// The overload warning is raised per query; at most one line per second is logged.
-    pub overload_log: daemon_support::Throttle,
 }
 
 fn truncated(reply: &[u8]) -> bool {
@@ -222,11 +225,11 @@ impl PacketHandler for DnsHandler {
         self: Arc<Self>,
         packet: Vec<u8>,
         transport: Transport,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> Option<Vec<u8>> {
         let started = daemon_support::clock::now();
-        let (reply, rcode, system) =
-            slow_path(&self.state, &packet, transport == Transport::Tcp).await;
+        let tcp = transport == Transport::Tcp;
+        let (reply, rcode, system) = slow_path(&self.state, &packet, tcp, peer.ip()).await;
         if reply.is_empty() {
             self.state.metrics.record_dropped();
             return None;
@@ -239,13 +242,9 @@ impl PacketHandler for DnsHandler {
         Some(reply)
     }
 
+    /// Over the in-flight budget (counted and logged by the budget): SERVFAIL, so the client
+    /// tries its next server.
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        if let Some(held_back) = self.overload_log.allow() {
-            tracing::warn!(
-                held_back,
-                "too many queries waiting on upstreams; answering SERVFAIL"
-            );
-        }
         let Ok(query) = wire::parse_query(packet) else {
             return false;
         };

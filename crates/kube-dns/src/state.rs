@@ -21,6 +21,8 @@ pub struct ServerState {
     pub http: Arc<daemon_support::HttpStats>,
     /// What the DNS-over-TCP listener admitted and refused.
     pub tcp: Arc<daemon_support::conns::ConnStats>,
+    /// What the in-flight budget (slow queries, pending TCP answers) admitted and refused.
+    pub inflight: Arc<dns_transport::BudgetStats>,
     lameduck: AtomicBool,
 }
 
@@ -38,6 +40,7 @@ impl ServerState {
             metrics,
             http: Arc::default(),
             tcp: Arc::default(),
+            inflight: Arc::default(),
             lameduck: AtomicBool::new(false),
         }
     }

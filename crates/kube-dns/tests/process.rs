@@ -12,6 +12,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use kube_dns_test_support::dns_client::{answer_lines, dig, query_tcp, query_udp, raw_udp};
 use kube_dns_test_support::fake_upstream::{FakeUpstream, UPSTREAM_ANSWER};
+use kube_dns_test_support::http_client::metric;
 use kube_dns_test_support::objects::{endpoint, endpoint_slice, service};
 use kube_dns_test_support::process::ChildProcess;
 use kube_dns_test_support::{FakeApiServer, fixtures_dir, http_client};
@@ -342,13 +343,6 @@ async fn before_the_first_sync_answers_servfail_and_readiness_fails() -> anyhow:
     .await?;
     assert!(has_a(&reply, "10.0.0.1"));
     Ok(())
-}
-
-async fn metric(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
-    let text = http_client::get(http, "/metrics").await?.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .with_context(|| format!("metric {name} missing"))
 }
 
 #[tokio::test]
@@ -966,29 +960,41 @@ async fn stalled_http_headers_neither_grow_memory_nor_block_readiness() -> anyho
     Ok(())
 }
 
-/// Issue 12's kube-dns UDP row, scaled: 6,000 queries from one client for a name whose
-/// upstream never answers, each followed by 60 KB of zeros, then the same without padding.
-/// Memory stays under 100 MiB, cluster names keep being answered, and the upstream only ever
-/// sees kube-dns's own query (our ID, the question, our OPT), never the client's bytes.
+/// Issue 12's kube-dns UDP row, scaled: 6,000 queries from one client (127.0.0.1) for a name
+/// whose upstream never answers, each followed by 60 KB of zeros, then the same without padding,
+/// then 6,000 different silent names. Memory stays under 100 MiB, cluster names keep being
+/// answered, a second client's (127.0.0.2) forwarded queries are answered in every phase (the
+/// flooder holds at most half the open tries), and the upstream only ever sees kube-dns's own
+/// query (our ID, the question, our OPT), never the client's bytes.
 #[tokio::test]
 async fn udp_floods_for_a_silent_upstream_keep_memory_bounded() -> anyhow::Result<()> {
-    use kube_dns_test_support::hostile::{PeakRss, check_flood, udp_flood, wait_answered};
+    use kube_dns_test_support::dns_client::query_udp_from;
+    use kube_dns_test_support::hostile::{
+        FloodPhase, PeakRss, UDP_FLOOD_PHASES, check_flood, udp_flood,
+    };
     let upstream = FakeUpstream::start().await?;
     let (_api, api_addr) = start_api().await?;
     let nameservers = format!("--nameservers={}", upstream.addr);
     let kd = start_kube_dns(api_addr, &[&nameservers], &[]).await?;
     wait_ready(kd.http).await?;
     let rss = PeakRss::start(kd.process.pid());
-    for padding in [60_000, 0] {
+    let other = std::net::IpAddr::from([127, 0, 0, 2]);
+    for FloodPhase {
+        label: phase,
+        padding,
+        qname,
+    } in UDP_FLOOD_PHASES
+    {
         let flood = tokio::spawn(udp_flood(
             kd.udp,
             6_000,
             padding,
-            |_| "drop.flood.example.".to_owned(),
+            qname,
             Duration::from_millis(500),
         ));
         let mut answered = 0;
-        // Cluster names are answered on the fast path, whatever waits for the upstream.
+        // Cluster names are answered on the fast path, whatever waits for the upstream, and
+        // the other client's forwarded names get tries of their own.
         while !flood.is_finished() || answered < 3 {
             let reply = query_udp(
                 kd.udp,
@@ -997,14 +1003,18 @@ async fn udp_floods_for_a_silent_upstream_keep_memory_bounded() -> anyhow::Resul
             )
             .await?;
             assert!(has_a(&reply, "10.0.0.1"), "cluster name during the flood");
+            let name = format!("ok{answered}.{phase}.example.com.");
+            let reply = query_udp_from(other, kd.udp, &name, RecordType::A, WAIT).await?;
+            assert!(
+                has_a(&reply, &UPSTREAM_ANSWER.to_string()),
+                "{name} from {other} during the {phase} flood: {reply:?}"
+            );
             answered += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let replies = flood.await??;
-        eprintln!("padding {padding}: {replies:?}, {answered} cluster queries answered");
+        eprintln!("{phase}: {replies:?}, {answered} cluster and forwarded queries answered");
     }
-    // Once the flood's tries have timed out, forwarding answers again.
-    wait_answered(kd.udp, "www.example.com.", UPSTREAM_ANSWER.into(), WAIT).await?;
     check_flood(
         "kube-dns",
         rss.finish().await,

@@ -39,11 +39,33 @@ pub async fn query_udp_timeout(
     rtype: RecordType,
     timeout: Duration,
 ) -> anyhow::Result<Message> {
+    query_udp_from(loopback_for(server), server, name, rtype, timeout).await
+}
+
+/// The loopback address of `server`'s family.
+fn loopback_for(server: SocketAddr) -> std::net::IpAddr {
+    if server.is_ipv6() {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    }
+}
+
+/// [`query_udp_timeout`] from a chosen source address (a second client beside a flood).
+pub async fn query_udp_from(
+    source: std::net::IpAddr,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
     let msg = query_message(name, rtype)?;
     let bytes = msg.to_vec().context("encoding query")?;
-    let reply = raw_udp_timeout(server, &bytes, timeout)
+    let reply = raw_udp_from(source, server, &bytes, timeout)
         .await?
-        .ok_or_else(|| anyhow!("no UDP reply from {server} within {timeout:?} for {name}"))?;
+        .ok_or_else(|| {
+            anyhow!("no UDP reply from {server} to {source} within {timeout:?} for {name}")
+        })?;
     decode_reply(&msg, &reply)
 }
 
@@ -135,14 +157,17 @@ pub async fn raw_udp_timeout(
     bytes: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-    let local: SocketAddr = if server.is_ipv6() {
-        "[::1]:0"
-    } else {
-        "127.0.0.1:0"
-    }
-    .parse()
-    .expect("literal socket address");
-    let socket = UdpSocket::bind(local)
+    raw_udp_from(loopback_for(server), server, bytes, timeout).await
+}
+
+/// [`raw_udp_timeout`] from a chosen source address (another client, e.g. 127.0.0.2).
+pub async fn raw_udp_from(
+    source: std::net::IpAddr,
+    server: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0))
         .await
         .context("binding UDP client socket")?;
     socket

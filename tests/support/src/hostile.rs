@@ -233,6 +233,35 @@ pub struct FloodReplies {
     pub rcodes: [usize; 16],
 }
 
+/// One phase of issue 12's UDP flood: what each query asks for and the zeros after it.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodPhase {
+    pub label: &'static str,
+    pub padding: usize,
+    pub qname: fn(usize) -> String,
+}
+
+/// The flood's phases, for a fake upstream that never answers `drop.` names: one silent name
+/// with 60 KB of zeros after each query (FORMERR), the same name without (coalesced or
+/// forwarded, waiting), then a different silent name per query (each one forwarded).
+pub const UDP_FLOOD_PHASES: [FloodPhase; 3] = [
+    FloodPhase {
+        label: "padded",
+        padding: 60_000,
+        qname: |_| "drop.flood.example.".to_owned(),
+    },
+    FloodPhase {
+        label: "one-name",
+        padding: 0,
+        qname: |_| "drop.flood.example.".to_owned(),
+    },
+    FloodPhase {
+        label: "many-names",
+        padding: 0,
+        qname: |i| format!("drop.{i}.flood.example."),
+    },
+];
+
 /// Sends `count` queries from one UDP socket, as fast as it takes them: query `i` asks for
 /// `name(i)` (type A, no EDNS) and is followed by `padding` zero bytes. Replies that arrive
 /// within `linger` after the last one is sent are counted.

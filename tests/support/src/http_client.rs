@@ -121,6 +121,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpResponse> {
     request(addr, "GET", path, None).await
 }
 
+/// The value of the unlabelled Prometheus sample `name` on `addr`'s `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let text = get(addr, "/metrics").await?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("metric {name} missing from {addr}/metrics"))
+}
+
 /// Opens a streaming GET (a watch) and hands back its body line by line.
 pub async fn stream_lines(addr: SocketAddr, path: &str) -> anyhow::Result<LineStream> {
     let response = tokio::time::timeout(REQUEST_TIMEOUT, send(addr, "GET", path, None))

@@ -149,6 +149,11 @@ impl CacheConfig {
             "forward-deadline" => {
                 self.forward_deadline = Duration::from_millis(number(need()?)?.max(100))
             }
+            "max-inflight" => self.max_inflight = (number(need()?)? as usize).max(1),
+            "max-inflight-bytes" => self.max_inflight_bytes = (number(need()?)? as usize).max(1),
+            "max-coalesced" => self.max_coalesced = (number(need()?)? as usize).max(1),
+            "cache-max-bytes" => self.cache_max_bytes = number(need()?)? as usize,
+            "cache-max-answer" => self.cache_max_answer = number(need()?)? as usize,
             "metrics-address" => {
                 let v = need()?;
                 self.metrics_address = Some(

@@ -26,11 +26,25 @@ pub use servers::{
 
 /// dnsmasq's default `--cache-size`.
 pub const DEFAULT_CACHE_SIZE: usize = 150;
+/// `--cache-max-bytes`: 8 MiB, what the cache's entries may hold (answers, names and
+/// bookkeeping). With the manifest's `--cache-size=10000` and answers up to
+/// [`DEFAULT_CACHE_MAX_ANSWER`], a full cache could hold 40 MiB; this keeps it, the in-flight
+/// budget and the TCP buffers together under 48 MiB (the container's limit is 64Mi).
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 8 << 20;
+/// `--cache-max-answer`: answers larger than this are served but not cached.
+pub const DEFAULT_CACHE_MAX_ANSWER: usize = 4096;
 /// dnsmasq's default `--dns-forward-max`.
 pub const DEFAULT_FORWARD_MAX: usize = 150;
 /// Our default `--max-tcp-connections` (dnsmasq's is 20, one process each): 256 connections
 /// of at most one 64 KiB query each is 16 MiB at worst.
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 256;
+/// `--max-inflight`: misses waiting on upstreams (and TCP answers being written) at once.
+pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
+/// `--max-inflight-bytes`: 16 MiB, what those hold at most (each miss is charged its compact
+/// copy and 4 KiB for its task and answer), well under the manifest's 64Mi.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 << 20;
+/// `--max-coalesced`: queries that may wait for one identical miss in flight.
+pub const DEFAULT_MAX_COALESCED: usize = 256;
 /// dnsmasq's default port.
 pub const DEFAULT_PORT: u16 = 53;
 /// `--forward-deadline`: under glibc's 5 s resolver timeout, so a client that gets nothing
@@ -103,6 +117,10 @@ pub struct CacheConfig {
     pub port: u16,
     pub listen_addresses: Vec<IpAddr>,
     pub cache_size: usize,
+    /// `--cache-max-bytes`: the cache's byte ceiling beside `--cache-size` (entries).
+    pub cache_max_bytes: usize,
+    /// `--cache-max-answer`: the largest answer cached, in bytes.
+    pub cache_max_answer: usize,
     pub no_negcache: bool,
     pub neg_ttl: Option<u32>,
     pub min_cache_ttl: u32,
@@ -135,6 +153,14 @@ pub struct CacheConfig {
     /// How long a forwarded query may wait for any valid reply before SERVFAIL
     /// (`--forward-deadline`, ms).
     pub forward_deadline: Duration,
+    /// Misses waiting on upstreams and TCP answers being written, at most (`--max-inflight`);
+    /// one client address holds at most half of what is left.
+    pub max_inflight: usize,
+    /// The bytes those hold at most (`--max-inflight-bytes`).
+    pub max_inflight_bytes: usize,
+    /// Queries that may wait for one identical miss in flight (`--max-coalesced`); more are
+    /// REFUSED.
+    pub max_coalesced: usize,
     /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
     pub watch_soa: Vec<String>,
     pub watch_soa_interval: Duration,
@@ -150,6 +176,8 @@ impl Default for CacheConfig {
             port: DEFAULT_PORT,
             listen_addresses: Vec::new(),
             cache_size: DEFAULT_CACHE_SIZE,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            cache_max_answer: DEFAULT_CACHE_MAX_ANSWER,
             no_negcache: false,
             neg_ttl: None,
             min_cache_ttl: 0,
@@ -176,6 +204,9 @@ impl Default for CacheConfig {
             workers: 0,
             upstream_timeout: Duration::from_millis(1500),
             forward_deadline: DEFAULT_FORWARD_DEADLINE,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_coalesced: DEFAULT_MAX_COALESCED,
             watch_soa: Vec::new(),
             watch_soa_interval: Duration::from_millis(250),
             ignored: Vec::new(),

@@ -1,6 +1,7 @@
 //! Coalescing: identical misses in flight share one upstream exchange. The first becomes the
 //! leader; the others wait for what it finishes with, and hear nothing (an error) if the
-//! leader goes away without finishing, instead of waiting for ever.
+//! leader goes away without finishing, instead of waiting for ever. Each key takes at most
+//! `max_waiters` waiters ([`Join::Full`] beyond), and all of them share the leader's one value.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,12 +12,21 @@ use tokio::sync::broadcast;
 #[derive(Debug)]
 pub struct Coalescer<V> {
     inflight: Mutex<HashMap<u64, broadcast::Sender<V>>>,
+    max_waiters: usize,
 }
 
 impl<V> Default for Coalescer<V> {
     fn default() -> Self {
+        Coalescer::with_limit(usize::MAX)
+    }
+}
+
+impl<V> Coalescer<V> {
+    /// A table that lets at most `max_waiters` queries wait for each key.
+    pub fn with_limit(max_waiters: usize) -> Self {
         Coalescer {
             inflight: Mutex::new(HashMap::new()),
+            max_waiters,
         }
     }
 }
@@ -28,6 +38,8 @@ pub enum Join<'a, V: Clone> {
     Leader(Leader<'a, V>),
     /// Another query with this key is in flight: wait for its result.
     Waiter(Waiter<V>),
+    /// Another query with this key is in flight and has as many waiters as allowed.
+    Full,
 }
 
 /// The query that does the work for its key.
@@ -54,6 +66,7 @@ impl<V: Clone> Coalescer<V> {
     pub fn join(&self, key: u64) -> Join<'_, V> {
         let mut inflight = self.lock();
         match inflight.get(&key) {
+            Some(sender) if sender.receiver_count() >= self.max_waiters => Join::Full,
             Some(sender) => Join::Waiter(Waiter {
                 receiver: sender.subscribe(),
             }),
@@ -65,6 +78,11 @@ impl<V: Clone> Coalescer<V> {
                 })
             }
         }
+    }
+
+    /// Whether a query with this key is in flight.
+    pub fn contains(&self, key: u64) -> bool {
+        self.lock().contains_key(&key)
     }
 
     /// Keys in flight.
@@ -119,7 +137,7 @@ mod tests {
         let waiters: Vec<_> = (0..3)
             .map(|_| match table.join(7) {
                 Join::Waiter(w) => w,
-                Join::Leader(_) => panic!("second is a waiter"),
+                Join::Leader(_) | Join::Full => panic!("second is a waiter"),
             })
             .collect();
         assert!(matches!(table.join(8), Join::Leader(_)), "other keys lead");
@@ -130,6 +148,29 @@ mod tests {
         }
         assert!(table.is_empty());
         assert!(matches!(table.join(7), Join::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_key_takes_at_most_its_waiters_and_more_once_they_are_gone() {
+        let table = Coalescer::<u32>::with_limit(2);
+        let Join::Leader(leader) = table.join(5) else {
+            panic!("leader")
+        };
+        let first = table.join(5);
+        let second = table.join(5);
+        assert!(matches!(first, Join::Waiter(_)) && matches!(second, Join::Waiter(_)));
+        assert!(
+            matches!(table.join(5), Join::Full),
+            "a third waiter is refused"
+        );
+        assert!(table.contains(5) && !table.contains(6));
+        drop(first);
+        assert!(matches!(table.join(5), Join::Waiter(_)), "room again");
+        leader.finish(1);
+        if let Join::Waiter(w) = second {
+            assert_eq!(w.wait().await, Some(1));
+        }
+        assert!(!table.contains(5));
     }
 
     #[tokio::test]

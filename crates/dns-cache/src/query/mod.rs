@@ -54,6 +54,28 @@ fn header_only(query: &Query<'_>, transport: Transport, rcode: Rcode, out: &mut 
     Fast::Reply
 }
 
+/// Refreshes a stale entry in the background, for the client that asked (charged to the
+/// in-flight budget as its query would be). Skipped when the question is already in flight or
+/// the client has no room left: the stale answer is served either way.
+fn refresh_stale(state: &Arc<CacheState>, query: &Query<'_>, peer: SocketAddr) {
+    if state.inflight.contains(resolve::key_hash(query)) {
+        return;
+    }
+    let packet = wire::compact_query(query);
+    let Ok(charge) = state.budget.charge(
+        peer.ip(),
+        1,
+        packet.len() + dns_transport::SLOW_QUERY_OVERHEAD,
+    ) else {
+        return;
+    };
+    let refresh = state.clone();
+    state.runtime.spawn(async move {
+        let _ = resolve(&refresh, &packet, peer.ip()).await;
+        drop(charge);
+    });
+}
+
 /// dns-cache's [`PacketHandler`].
 #[derive(Debug)]
 pub struct CacheHandler {
@@ -65,7 +87,7 @@ impl PacketHandler for CacheHandler {
         &self,
         packet: &[u8],
         transport: Transport,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Fast {
         let state = &self.state;
@@ -113,10 +135,7 @@ impl PacketHandler for CacheHandler {
             Lookup::Fresh(entry) => entry,
             Lookup::Stale(entry) => {
                 state.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                let (refresh, packet) = (state.clone(), packet.to_vec());
-                state.runtime.spawn(async move {
-                    let _ = resolve(&refresh, &packet).await;
-                });
+                refresh_stale(state, &query, peer);
                 entry
             }
         };

@@ -1,5 +1,6 @@
-//! Misses: joined with an identical one in flight ([`super::coalesce`]) or forwarded to the
-//! route's servers, with at most `--dns-forward-max` tries open per route, and cached.
+//! Misses: joined with an identical one in flight ([`super::coalesce`], at most
+//! `--max-coalesced` waiters each, who wait no longer than the query's deadline) or forwarded to
+//! the route's servers, with at most `--dns-forward-max` tries open per route, and cached.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,15 +20,24 @@ use crate::upstream::{Route, Upstream};
 pub enum Resolved {
     /// Upstream bytes (any ID, question as sent upstream), shared by coalesced queries.
     Reply(Arc<Vec<u8>>),
-    /// Over `--dns-forward-max`.
+    /// Over `--dns-forward-max`, or over `--max-coalesced` waiters for the question.
     Refused,
     Failed,
 }
 
-/// Resolves a packet's question (used by stale refreshes, which discard the answer).
-pub async fn resolve(state: &Arc<CacheState>, packet: &[u8]) -> Option<Resolved> {
+/// Resolves a packet's question for `client` (used by stale refreshes, which discard the
+/// answer).
+pub async fn resolve(state: &Arc<CacheState>, packet: &[u8], client: IpAddr) -> Option<Resolved> {
     let query = wire::parse_query(packet).ok()?;
-    Some(resolve_with(state, &query, IpAddr::from([0, 0, 0, 0]), Transport::Udp).await)
+    Some(resolve_with(state, &query, client, Transport::Udp).await)
+}
+
+/// The in-flight table's key for a question.
+pub(super) fn key_hash(query: &Query<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key_of(query).hash(&mut h);
+    h.finish()
 }
 
 /// Forwards (or joins an identical in-flight forward) and caches the answer.
@@ -38,20 +48,28 @@ pub(super) async fn resolve_with(
     transport: Transport,
 ) -> Resolved {
     let key = key_of(query);
-    let hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        h.finish()
-    };
-    let leader = match state.inflight.join(hash) {
+    let leader = match state.inflight.join(key_hash(query)) {
         Join::Leader(leader) => leader,
         Join::Waiter(waiter) => {
             state.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-            return match waiter.wait().await.flatten() {
+            // The leader has the same deadline, but a waiter does not rely on it to return.
+            let waited = tokio::time::timeout(state.config.forward_deadline, waiter.wait()).await;
+            return match waited.ok().flatten().flatten() {
                 Some(bytes) => Resolved::Reply(bytes),
                 None => Resolved::Failed,
             };
+        }
+        Join::Full => {
+            state.stats.coalesce_refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(held_back) = state.over_limit_log.allow() {
+                tracing::warn!(
+                    name = query.name(),
+                    limit = state.config.max_coalesced,
+                    held_back,
+                    "too many queries waiting for one question; REFUSED"
+                );
+            }
+            return Resolved::Refused;
         }
     };
     let routes = state.routes.load_full();
@@ -98,6 +116,7 @@ async fn forward(
         parallel: plan.parallel,
         transport,
         query: &packet,
+        client,
     };
     let policy = TryPolicy {
         deadline: state.config.forward_deadline,

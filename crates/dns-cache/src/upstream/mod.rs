@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use dns_transport::Budget;
 use dns_transport::SuffixRoutes;
-use dns_transport::forward::TrySlots;
 pub use dns_transport::upstream::{FAILURES_BEFORE_DOWN, Upstream};
 
 use crate::config::UpstreamPolicy;
@@ -41,7 +41,7 @@ pub struct Route {
     last_race_ms: AtomicU64,
     wrr_schedule: Vec<usize>,
     /// Open upstream tries of this route's queries (`--dns-forward-max`).
-    pub slots: Arc<TrySlots>,
+    pub slots: Arc<Budget>,
 }
 
 /// Which servers to ask, in order, and whether to ask them all at once.
@@ -73,7 +73,7 @@ impl Route {
             fastest: AtomicUsize::new(usize::MAX),
             last_race_ms: AtomicU64::new(0),
             wrr_schedule,
-            slots: TrySlots::new(forward_max),
+            slots: dns_transport::forward::try_slots(forward_max),
         }
     }
 
