@@ -154,6 +154,7 @@ pub async fn run(
         handler,
         tokio::runtime::Handle::current(),
         state.budget.clone(),
+        state.udp.clone(),
         "cache",
         dns_transport::UdpMode::EventLoop,
     )

@@ -120,6 +120,7 @@ pub fn render(state: &CacheState) -> String {
     state.http.render("dnscache", &mut out);
     state.tcp.render("dnscache", "tcp", &mut out);
     state.budget.stats.render("dnscache", &mut out);
+    state.udp.render("dnscache", &mut out);
     out
 }
 

@@ -47,6 +47,8 @@ pub struct CacheState {
     /// The process's one in-flight budget (`--max-inflight`, `--max-inflight-bytes`): slow
     /// queries on every socket, pending TCP answers and stale refreshes.
     pub budget: Arc<dns_transport::Budget>,
+    /// UDP workers started again after a panic.
+    pub udp: Arc<dns_transport::UdpStats>,
     /// Loop-detection probes sent and not yet seen again, by name.
     pub loop_probes: Mutex<HashMap<String, SocketAddr>>,
     clock: Clock,
@@ -78,6 +80,7 @@ impl CacheState {
         let inflight = Coalescer::with_limit(config.max_coalesced);
         CacheState {
             budget,
+            udp: Arc::default(),
             inflight,
             config,
             cache,

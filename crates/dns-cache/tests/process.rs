@@ -758,17 +758,21 @@ async fn udp_floods_for_a_silent_name_keep_memory_bounded_and_others_answered() 
         }
         let replies = flood.await??;
         eprintln!("{phase}: {replies:?}, {answered} of the other client's queries answered");
+        // A 60 KB datagram flood overflows the socket's receive buffer whenever the server
+        // falls behind (more so on a loaded machine), so what is received varies; what is
+        // answered must not.
         let (formerr, refused) = (replies.rcodes[1], replies.rcodes[5]);
         if padding > 0 {
             assert!(
-                formerr > replies.sent / 2,
-                "FORMERR for padded queries: {replies:?}"
+                formerr > 0 && formerr == replies.replies,
+                "FORMERR and nothing else for padded queries: {replies:?}"
             );
         } else {
             // One name: beyond 256 waiters; many names: beyond half of the 1,000 in flight.
+            // The waiting ones hear nothing before the 4 s deadline.
             assert!(
-                refused > replies.sent / 2,
-                "REFUSED over the limits: {replies:?}"
+                refused > 1_000 && refused == replies.replies,
+                "REFUSED over the limits and nothing else: {replies:?}"
             );
         }
     }

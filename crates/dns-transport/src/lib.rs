@@ -49,4 +49,4 @@ pub use handler::{Fast, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
 pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};
-pub use udp::{UdpMode, UdpWorkers};
+pub use udp::{UdpMode, UdpStats, UdpWorkers};

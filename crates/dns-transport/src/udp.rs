@@ -1,9 +1,14 @@
 //! UDP serving: one OS thread per SO_REUSEPORT socket, blocking or with its own event loop.
+//!
+//! Each thread supervises its worker: a worker that panics (a bug reached by some packet) or
+//! ends while the server is running is logged, counted in [`UdpStats`] and started again on a
+//! copy of the same socket, so a server never keeps answering readiness with fewer threads.
+//! If the socket cannot be copied the process exits (the kubelet restarts the container).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -30,6 +35,31 @@ pub enum UdpMode {
     EventLoop,
 }
 
+/// The process exit status when a UDP worker cannot be restarted (EX_SOFTWARE).
+const EXIT_WORKER_LOST: i32 = 70;
+/// How long a worker that failed waits before it starts again (a panicking packet repeated
+/// cannot spin the thread).
+const RESTART_PAUSE: Duration = Duration::from_millis(10);
+
+/// What the UDP workers' supervisors saw, for the metrics.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Workers started again after a panic or an unexpected end.
+    pub restarts: AtomicU64,
+}
+
+impl UdpStats {
+    /// Appends `{prefix}_udp_worker_restarts_total`.
+    pub fn render(&self, prefix: &str, out: &mut String) {
+        daemon_support::prom::counter(
+            out,
+            &format!("{prefix}_udp_worker_restarts_total"),
+            "UDP worker threads started again after a panic or an unexpected end.",
+            self.restarts.load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// UDP worker threads; stopping sets the flag and joins them.
 #[derive(Debug)]
 pub struct UdpWorkers {
@@ -46,9 +76,18 @@ impl UdpWorkers {
         handler: Arc<H>,
         runtime: tokio::runtime::Handle,
         budget: Arc<Budget>,
+        stats: Arc<UdpStats>,
         name: &str,
     ) -> io::Result<Self> {
-        Self::start_with(sockets, handler, runtime, budget, name, UdpMode::Blocking)
+        Self::start_with(
+            sockets,
+            handler,
+            runtime,
+            budget,
+            stats,
+            name,
+            UdpMode::Blocking,
+        )
     }
 
     /// Starts one thread per socket in `mode`; every slow query is charged to `budget`.
@@ -57,6 +96,7 @@ impl UdpWorkers {
         handler: Arc<H>,
         runtime: tokio::runtime::Handle,
         budget: Arc<Budget>,
+        stats: Arc<UdpStats>,
         name: &str,
         mode: UdpMode,
     ) -> io::Result<Self> {
@@ -64,21 +104,41 @@ impl UdpWorkers {
         let cancel = CancellationToken::new();
         let mut threads = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
-            let (handler, runtime, stop, cancel, budget) = (
+            let (handler, runtime, stop, cancel, budget, stats) = (
                 handler.clone(),
                 runtime.clone(),
                 stop.clone(),
                 cancel.clone(),
                 budget.clone(),
+                stats.clone(),
             );
+            let thread_name = format!("{name}-udp-{index}");
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("{name}-udp-{index}"))
-                    .spawn(move || match mode {
-                        UdpMode::Blocking => {
-                            serve_udp_blocking(socket, handler, runtime, stop, budget)
-                        }
-                        UdpMode::EventLoop => serve_udp_event_loop(socket, handler, cancel, budget),
+                    .name(thread_name.clone())
+                    .spawn(move || {
+                        let running = || !stop.load(Ordering::Relaxed) && !cancel.is_cancelled();
+                        supervise(
+                            &thread_name,
+                            &socket,
+                            &stats,
+                            running,
+                            |socket| match mode {
+                                UdpMode::Blocking => serve_udp_blocking(
+                                    socket,
+                                    handler.clone(),
+                                    runtime.clone(),
+                                    stop.clone(),
+                                    budget.clone(),
+                                ),
+                                UdpMode::EventLoop => serve_udp_event_loop(
+                                    socket,
+                                    handler.clone(),
+                                    cancel.clone(),
+                                    budget.clone(),
+                                ),
+                            },
+                        )
                     })?,
             );
         }
@@ -96,6 +156,36 @@ impl UdpWorkers {
         for thread in self.threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// Runs `serve` on a copy of `socket` until it returns while `running` says the server is
+/// stopping; a panic or an early return is logged, counted and followed by a fresh start.
+fn supervise(
+    thread: &str,
+    socket: &UdpSocket,
+    stats: &UdpStats,
+    running: impl Fn() -> bool,
+    serve: impl Fn(UdpSocket),
+) {
+    loop {
+        let copy = match socket.try_clone() {
+            Ok(copy) => copy,
+            Err(error) => {
+                tracing::error!(thread, %error, "cannot copy the UDP socket for a worker; exiting");
+                std::process::exit(EXIT_WORKER_LOST);
+            }
+        };
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(copy)));
+        if !running() {
+            return;
+        }
+        let restarts = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        match ended {
+            Err(_) => tracing::error!(thread, restarts, "UDP worker panicked; starting it again"),
+            Ok(()) => tracing::error!(thread, restarts, "UDP worker ended; starting it again"),
+        }
+        std::thread::sleep(RESTART_PAUSE);
     }
 }
 
@@ -296,5 +386,75 @@ fn admit_slow<H: PacketHandler>(
 fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
     if let Err(error) = socket.send_to(reply, peer) {
         tracing::debug!(%error, %peer, "UDP send failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::BudgetLimits;
+
+    /// Echoes each datagram, and panics on `panic`.
+    struct Echo;
+
+    impl PacketHandler for Echo {
+        fn fast(&self, packet: &[u8], _: Transport, _: SocketAddr, out: &mut Vec<u8>) -> Fast {
+            assert!(packet != b"panic", "a poisoned packet");
+            out.clear();
+            out.extend_from_slice(packet);
+            Fast::Reply
+        }
+
+        async fn slow(self: Arc<Self>, _: Vec<u8>, _: Transport, _: SocketAddr) -> Option<Vec<u8>> {
+            None
+        }
+
+        fn overloaded(&self, _: &[u8], _: &mut Vec<u8>) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_panics_is_started_again_on_the_same_socket() {
+        for mode in [UdpMode::Blocking, UdpMode::EventLoop] {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let addr = socket.local_addr().expect("addr");
+            let stats = Arc::new(UdpStats::default());
+            let budget = Budget::new(BudgetLimits::entries(8), Arc::default(), "test");
+            let workers = UdpWorkers::start_with(
+                vec![socket],
+                Arc::new(Echo),
+                tokio::runtime::Handle::current(),
+                budget,
+                stats.clone(),
+                "test",
+                mode,
+            )
+            .expect("start");
+            let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("client");
+            client.connect(addr).await.expect("connect");
+            let mut buf = [0u8; 64];
+            for round in 0..3 {
+                client.send(b"panic").await.expect("send");
+                client.send(b"hello").await.expect("send");
+                let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("{mode:?}: no answer after panic {round}"))
+                    .expect("recv");
+                assert_eq!(&buf[..n], b"hello", "{mode:?}");
+            }
+            assert_eq!(stats.restarts.load(Ordering::Relaxed), 3, "{mode:?}");
+            let mut text = String::new();
+            stats.render("test", &mut text);
+            assert!(text.contains("test_udp_worker_restarts_total 3"), "{text}");
+            workers.stop().await;
+            assert_eq!(
+                stats.restarts.load(Ordering::Relaxed),
+                3,
+                "a stop is not a restart"
+            );
+        }
     }
 }

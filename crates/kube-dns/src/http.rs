@@ -65,6 +65,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     state.http.render("kubedns", &mut text);
     state.tcp.render("kubedns", "tcp", &mut text);
     state.inflight.render("kubedns", &mut text);
+    state.udp.render("kubedns", &mut text);
     daemon_support::metrics_response(text)
 }
 

@@ -281,6 +281,7 @@ pub async fn run(
         handler,
         tokio::runtime::Handle::current(),
         budget,
+        state.udp.clone(),
         "dns",
     )
     .map_err(RunError::UdpThread)?;

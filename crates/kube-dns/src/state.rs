@@ -23,6 +23,8 @@ pub struct ServerState {
     pub tcp: Arc<daemon_support::conns::ConnStats>,
     /// What the in-flight budget (slow queries, pending TCP answers) admitted and refused.
     pub inflight: Arc<dns_transport::BudgetStats>,
+    /// UDP workers started again after a panic.
+    pub udp: Arc<dns_transport::UdpStats>,
     lameduck: AtomicBool,
 }
 
@@ -41,6 +43,7 @@ impl ServerState {
             http: Arc::default(),
             tcp: Arc::default(),
             inflight: Arc::default(),
+            udp: Arc::default(),
             lameduck: AtomicBool::new(false),
         }
     }
