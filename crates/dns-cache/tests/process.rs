@@ -785,6 +785,38 @@ async fn udp_floods_for_a_silent_name_keep_memory_bounded_and_others_answered() 
     Ok(())
 }
 
+/// Issue 12's HTTP row against dns-cache's `--metrics-address`: 150 connections from one
+/// client that send up to 390 KB of an unfinished header and stall. Memory stays under 48 MiB,
+/// `/healthz` keeps answering another client, and every attacking connection is closed.
+#[tokio::test]
+async fn stalled_http_headers_on_the_metrics_port_are_bounded() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    let report = kube_dns_test_support::hostile::stalled_header_attack(
+        cache.process.pid(),
+        metrics,
+        "/healthz",
+        150,
+        Duration::from_secs(8),
+    )
+    .await;
+    eprintln!("attack: {report:?}");
+    report.check(48 * 1024)?;
+    let refused = kube_dns_test_support::http_client::metric(
+        metrics,
+        "dnscache_http_refused_per_client_total",
+    )
+    .await?;
+    assert!(refused > 0.0, "no connection refused per client");
+    Ok(())
+}
+
 /// An A query with EDNS (1232 bytes) over UDP.
 async fn query_udp_edns(server: SocketAddr, name: &str) -> anyhow::Result<Message> {
     let mut msg = query_message(name, RecordType::A)?;

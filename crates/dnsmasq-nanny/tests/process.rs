@@ -457,3 +457,34 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> anyhow::
     }
     Ok(())
 }
+
+/// Issue 12's HTTP row against the nanny's `-healthAddress`: 150 connections from one client
+/// that send up to 390 KB of an unfinished header and stall. Memory stays under 24 MiB (the
+/// dnsmasq container's limit is 64Mi, shared with the cache), `/healthz` keeps answering
+/// another client, and every attacking connection is closed.
+#[tokio::test]
+async fn stalled_http_headers_on_the_health_port_are_bounded() -> anyhow::Result<()> {
+    let dir = kube_dns_test_support::tempdir("nanny-http")?;
+    let log = dir.join("child.log");
+    let child = fake_child(&dir, &log)?;
+    let (nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", dir.join("none").display()),
+    ])
+    .await?;
+    wait_for_log(&log, "start", 1).await?;
+    let report = kube_dns_test_support::hostile::stalled_header_attack(
+        nanny.pid(),
+        health,
+        "/healthz",
+        150,
+        Duration::from_secs(8),
+    )
+    .await;
+    eprintln!("attack: {report:?}");
+    report.check(24 * 1024)?;
+    let refused =
+        http_client::metric(health, "dnsmasq_nanny_http_refused_per_client_total").await?;
+    assert!(refused > 0.0, "no connection refused per client");
+    Ok(())
+}

@@ -110,8 +110,8 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_MAX_TCP_CONNECTIONS)]
     pub max_tcp_connections: usize,
     /// Queries waiting on upstreams and TCP answers being written, at most, over every
-    /// listener; one client address holds at most half of what is left, so a flood from one pod
-    /// is refused (SERVFAIL) before the others' queries are.
+    /// listener; a client address holds at most as many as are left (half, when alone), so a
+    /// flood from one pod is refused (SERVFAIL) before the others' queries are.
     #[arg(long, default_value_t = DEFAULT_MAX_INFLIGHT)]
     pub max_inflight: usize,
     /// The bytes those hold at most (the same fairness applies).

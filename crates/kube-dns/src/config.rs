@@ -49,8 +49,8 @@ pub struct ListenConfig {
     pub cache_dump: bool,
     /// DNS over TCP: connection caps and idle timeout (`--max-tcp-connections`).
     pub tcp: dns_transport::TcpLimits,
-    /// Queries waiting on upstreams and TCP answers being written, in all
-    /// (`--max-inflight`, `--max-inflight-bytes`); one client holds at most half.
+    /// Queries waiting on upstreams and TCP answers being written, in all (`--max-inflight`,
+    /// `--max-inflight-bytes`); a client holds at most what is left (half, when alone).
     pub inflight: dns_transport::BudgetLimits,
 }
 

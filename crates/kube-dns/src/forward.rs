@@ -103,7 +103,7 @@ pub enum ForwardError {
 /// Sends `query` (raw bytes) for `name` to the servers `policy` picks and returns the checked
 /// reply with the query's ID, over TCP when `tcp` is set (else UDP, then TCP for a truncated
 /// reply). A reply of SERVFAIL or REFUSED from every server asked is returned as it came. The
-/// tries are charged to `client`, which may hold at most half of them.
+/// tries are charged to `client`, which may hold at most as many as are left.
 pub async fn exchange(
     policy: &ForwardPolicy,
     forwarding: &Forwarding,

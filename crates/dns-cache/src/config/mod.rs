@@ -154,7 +154,7 @@ pub struct CacheConfig {
     /// (`--forward-deadline`, ms).
     pub forward_deadline: Duration,
     /// Misses waiting on upstreams and TCP answers being written, at most (`--max-inflight`);
-    /// one client address holds at most half of what is left.
+    /// a client address holds at most what is left (half, when alone).
     pub max_inflight: usize,
     /// The bytes those hold at most (`--max-inflight-bytes`).
     pub max_inflight_bytes: usize,
