@@ -7,6 +7,7 @@ pub mod conns;
 pub mod go_flags;
 pub mod http;
 pub mod prom;
+pub mod signals;
 
 pub use http::{HttpLimits, HttpStats, serve_http};
 
@@ -71,19 +72,13 @@ pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT; `then` says what happens next, for the log.
-pub async fn cancel_on_signal(shutdown: CancellationToken, then: &'static str) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; {then}"),
-        _ = int.recv() => tracing::info!("SIGINT received; {then}"),
-    }
+pub async fn cancel_on_signal(
+    mut signals: signals::Signals,
+    shutdown: CancellationToken,
+    then: &'static str,
+) {
+    let name = signals.stop_requested().await;
+    tracing::info!("{name} received; {then}");
     shutdown.cancel();
 }
 

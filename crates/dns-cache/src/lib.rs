@@ -51,6 +51,8 @@ pub enum RunError {
     Routes(#[from] RoutesError),
     #[error("cannot start a UDP thread: {0}")]
     UdpThread(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
 }
 
 /// Sockets bound before anything runs.
@@ -86,7 +88,8 @@ impl Listeners {
     }
 }
 
-/// Runs the cache until `shutdown`; returns a [`Reloader`] through `ready` once serving.
+/// Runs the cache until `shutdown`, then keeps answering DNS for `--lameduck` (the metrics
+/// server's `/healthz` failing) and returns; hands a [`Reloader`] to `ready` once serving.
 pub async fn run(
     config: CacheConfig,
     listeners: Listeners,
@@ -108,6 +111,8 @@ pub async fn run(
     let handler = Arc::new(CacheHandler {
         state: state.clone(),
     });
+    // Everything below stops on `stop`, which fires after the lameduck period.
+    let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let tcp_connections = dns_transport::TcpConnections::new(
         dns_transport::TcpLimits::with_max(state.config.max_tcp_connections),
@@ -128,7 +133,7 @@ pub async fn run(
             handler.clone(),
             tcp_connections.clone(),
             state.budget.clone(),
-            shutdown.clone(),
+            stop.clone(),
         ));
     }
     for socket in &listeners.udp {
@@ -146,7 +151,7 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("listening on metrics {addr}");
         }
-        tasks.spawn(metrics::serve(listener, state.clone(), shutdown.clone()));
+        tasks.spawn(metrics::serve(listener, state.clone(), stop.clone()));
     }
     // Misses are most of a cache's work: each UDP thread forwards them on its own event loop.
     let udp = dns_transport::UdpWorkers::start_with(
@@ -168,11 +173,17 @@ pub async fn run(
         tasks.spawn(soa_watch::watch_soa(
             state.clone(),
             zone.clone(),
-            shutdown.clone(),
+            stop.clone(),
         ));
     }
     let _ = ready.send(reloader);
     shutdown.cancelled().await;
+    state
+        .lameduck
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(lameduck = ?state.config.lameduck, "shutting down: DNS keeps answering");
+    tokio::time::sleep(state.config.lameduck).await;
+    stop.cancel();
     udp.stop().await;
     while tasks.join_next().await.is_some() {}
     Ok(())

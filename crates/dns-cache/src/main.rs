@@ -1,5 +1,6 @@
 //! The `dns-cache` binary: dnsmasq-compatible flags (exit 64 on bad usage), bind, serve;
-//! SIGHUP reloads, SIGUSR1 logs statistics, SIGTERM/SIGINT stop ([`dns_cache::reload`]).
+//! SIGHUP reloads, SIGUSR1 logs statistics, SIGTERM/SIGINT stop after `--lameduck`
+//! ([`dns_cache::reload`]); the signals are held from the first line until handled.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use dns_cache::CacheConfig;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    let blocked = daemon_support::signals::block_early();
     let config = match CacheConfig::parse_args(std::env::args().skip(1)) {
         Ok(config) => config,
         Err(error) => {
@@ -31,10 +33,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let signals = daemon_support::signals::Signals::install(blocked)
+            .map_err(dns_cache::RunError::Signals)?;
         let listeners = dns_cache::Listeners::bind(&config)?;
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(dns_cache::handle_signals(shutdown.clone(), ready_rx));
+        tokio::spawn(dns_cache::handle_signals(
+            signals,
+            shutdown.clone(),
+            ready_rx,
+        ));
         dns_cache::run(config, listeners, shutdown, ready_tx).await
     });
     match result {

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -133,7 +134,16 @@ pub async fn serve(listener: TcpListener, state: Arc<CacheState>, shutdown: Canc
                 daemon_support::metrics_response(render(&state))
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route(
+            "/healthz",
+            get(|State(state): State<Arc<CacheState>>| async move {
+                if state.lameduck.load(Ordering::Relaxed) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "lameduck\n")
+                } else {
+                    (StatusCode::OK, "ok\n")
+                }
+            }),
+        );
     let http_stats = state.http.clone();
     let router = router.with_state(state);
     daemon_support::serve_http(

@@ -91,30 +91,24 @@ impl Reloader {
 }
 
 /// Runs the signal handlers until SIGTERM or SIGINT, then cancels `shutdown`. Signals that
-/// arrive before the cache serves (`ready`) wait for it.
+/// arrive before the cache serves (`ready`) wait for it; a stop before then stops at once.
 pub async fn handle_signals(
+    mut signals: daemon_support::signals::Signals,
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Receiver<Reloader>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    use daemon_support::signals::Received;
     let Ok(reloader) = ready.await else { return };
     loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+        match signals.next().await {
+            Received::Stop(name) => {
+                tracing::info!("{name} received; answering for the lameduck period, then stopping");
+                break;
+            }
+            Received::Hangup => {
                 reloader.reload();
             }
-            _ = usr1.recv() => reloader.log_statistics(),
+            Received::User1 => reloader.log_statistics(),
         }
     }
     shutdown.cancel();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use arc_swap::ArcSwap;
 
@@ -59,6 +59,8 @@ pub struct CacheState {
     pub http: Arc<daemon_support::HttpStats>,
     /// What the DNS-over-TCP listeners admitted and refused (all addresses together).
     pub tcp: Arc<daemon_support::conns::ConnStats>,
+    /// SIGTERM arrived: DNS is still answered for `--lameduck`, `/healthz` fails.
+    pub lameduck: AtomicBool,
 }
 
 impl CacheState {
@@ -93,6 +95,7 @@ impl CacheState {
             over_limit_log: daemon_support::Throttle::new(daemon_support::OVERLOAD_LOG_PERIOD),
             http: Arc::default(),
             tcp: Arc::default(),
+            lameduck: AtomicBool::new(false),
         }
     }
 

@@ -18,7 +18,7 @@ use kube_dns_test_support::process::ChildProcess;
 
 mod common;
 
-use common::{Cache, WAIT, has_a, server_arg, start_cache};
+use common::{Cache, WAIT, has_a, server_arg, spawn_cache, start_cache};
 
 fn ttl_of(reply: &Message) -> u32 {
     reply.answers.first().map_or(0, |r| r.ttl)
@@ -802,7 +802,7 @@ async fn stalled_http_headers_on_the_metrics_port_are_bounded() -> anyhow::Resul
         cache.process.pid(),
         metrics,
         "/healthz",
-        150,
+        kube_dns_test_support::hostile::HeaderFlood::MIXED,
         Duration::from_secs(8),
     )
     .await;
@@ -934,5 +934,103 @@ async fn tcp_connections_are_capped_per_client_and_in_all() -> anyhow::Result<()
     eprintln!("dns-cache peak RSS {peak} KiB under the TCP floods");
     assert!(peak < 48 * 1024, "dns-cache peak RSS {peak} KiB");
     drop(held);
+    Ok(())
+}
+
+/// Issue 13: after SIGTERM dns-cache keeps answering (cached and forwarded names, over UDP and
+/// TCP) for `--lameduck`, its `/healthz` fails meanwhile, and then it exits 0.
+#[tokio::test]
+async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let mut cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--lameduck=1500ms".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    assert!(has_a(
+        &query_udp(cache.udp, "cached.example.com.", RecordType::A).await?,
+        UPSTREAM_ANSWER
+    ));
+    let signalled = Instant::now();
+    cache
+        .process
+        .signal(kube_dns_test_support::process::SIGTERM)?;
+    let mut answered = 0;
+    while signalled.elapsed() < Duration::from_millis(1_300) {
+        let forwarded = format!("new{answered}.example.com.");
+        for (name, reply) in [
+            (
+                "cached",
+                query_udp(cache.udp, "cached.example.com.", RecordType::A).await?,
+            ),
+            (
+                "forwarded",
+                query_udp(cache.udp, &forwarded, RecordType::A).await?,
+            ),
+            (
+                "tcp",
+                query_tcp(cache.tcp, &forwarded, RecordType::A).await?,
+            ),
+        ] {
+            assert!(
+                has_a(&reply, UPSTREAM_ANSWER),
+                "{name} query {:?} after SIGTERM: {reply:?}",
+                signalled.elapsed()
+            );
+        }
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered >= 5,
+        "only {answered} rounds in the lameduck period"
+    );
+    let health = kube_dns_test_support::http_client::get(metrics, "/healthz").await?;
+    assert_eq!(health.status, 503, "/healthz in lameduck");
+    let status = cache.process.wait_exit(WAIT).await?;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit after lameduck: {status:?}");
+    assert!(
+        took >= Duration::from_millis(1_500) && took < Duration::from_secs(4),
+        "exited {took:?} after SIGTERM (lameduck 1.5 s)"
+    );
+    Ok(())
+}
+
+/// Issue 13: signals that arrive while dns-cache starts (the nanny's SIGHUP or SIGUSR1 to a
+/// child it has just spawned) are handled, not the default action that kills the process. Each
+/// is sent as soon as the process has started its runtime's threads, before it has bound its
+/// sockets; until then the signals are held blocked from main's first line. (What runs before
+/// main, the dynamic loader, cannot block them: the nanny's first SIGUSR1 waits a second.)
+#[tokio::test]
+async fn signals_sent_while_starting_do_not_kill_it() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    for signal in [
+        kube_dns_test_support::process::SIGHUP,
+        kube_dns_test_support::process::SIGUSR1,
+    ] {
+        let mut process = spawn_cache(&[server_arg(&upstream), "--no-resolv".into()])?;
+        let pid = process.pid();
+        let deadline = Instant::now() + WAIT;
+        while std::fs::read_dir(format!("/proc/{pid}/task"))?.count() < 2 {
+            anyhow::ensure!(Instant::now() < deadline, "no second thread in {pid}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        process.signal(signal)?;
+        let listening = process.listening_addr("udp", WAIT).await;
+        let status = process.try_exit_status()?;
+        assert!(
+            status.is_none() && listening.is_ok(),
+            "signal {signal} while starting: exited {status:?}\n{}",
+            process.output_text()
+        );
+        assert!(has_a(
+            &query_udp(listening?, "after.example.com.", RecordType::A).await?,
+            UPSTREAM_ANSWER
+        ));
+    }
     Ok(())
 }

@@ -33,6 +33,10 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/k8s/dns/dnsmasq-nanny";
 pub const DEFAULT_KUBEDNS_SERVER: &str = "127.0.0.1:10053";
 /// Where the nanny writes `server=` lines for a dns-cache child (an emptyDir in the pod).
 pub const DEFAULT_SERVERS_FILE: &str = "/tmp/dnsmasq-nanny.servers";
+/// `-stopGrace`: longer than dns-cache's `--lameduck` (5 s), so a dns-cache child answers
+/// through its whole lameduck period after the nanny passes SIGTERM on, and well under the
+/// pod's `terminationGracePeriodSeconds` (30 s).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the command line was rejected (exit 64).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -76,6 +80,7 @@ pub struct NannyConfig {
     pub health_address: Option<SocketAddr>,
     pub restart_backoff_min: Duration,
     pub restart_backoff_max: Duration,
+    /// SIGTERM to SIGKILL when stopping the child (`-stopGrace`).
     pub stop_grace: Duration,
     /// Exit when the child exits (legacy behaviour) instead of restarting it.
     pub exit_with_child: bool,
@@ -194,7 +199,7 @@ impl NannyConfig {
             health_address: None,
             restart_backoff_min: Duration::from_millis(100),
             restart_backoff_max: Duration::from_secs(30),
-            stop_grace: Duration::from_secs(5),
+            stop_grace: DEFAULT_STOP_GRACE,
             exit_with_child: false,
             child_args: child.to_vec(),
         };

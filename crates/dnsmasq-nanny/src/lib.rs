@@ -29,6 +29,9 @@ use crate::child_args::ForwardingConfig;
 use crate::cli::{ChildKind, NannyConfig};
 use crate::supervisor::{Action, ChildSignal, Event, Phase, Policy};
 
+/// The soonest a child gets its first `-logInterval` SIGUSR1 after it starts.
+pub const FIRST_LOG_TICK: Duration = Duration::from_secs(1);
+
 /// What `/healthz` and `/metrics` report.
 #[derive(Debug, Default)]
 pub struct NannyStatus {
@@ -166,8 +169,15 @@ pub async fn run(
     };
     let mut child = Supervised::default();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut log_ticker =
-        (!config.log_interval.is_zero()).then(|| tokio::time::interval(config.log_interval));
+    // SIGUSR1's default action kills a process, so a child gets its first one no sooner than
+    // FIRST_LOG_TICK after it starts, when it has long installed its handlers.
+    let first_tick = config.log_interval.max(FIRST_LOG_TICK);
+    let mut log_ticker = (!config.log_interval.is_zero()).then(|| {
+        let mut ticker = tokio::time::interval(config.log_interval);
+        ticker.reset_after(first_tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     let mut shutdown_seen = false;
     let (mut phase, mut actions) = Phase::start(&policy);
@@ -176,7 +186,12 @@ pub async fn run(
         let mut next = None;
         for action in actions.drain(..) {
             match action {
-                Action::Spawn => next = Some(child.spawn(&config, &forwarding)),
+                Action::Spawn => {
+                    next = Some(child.spawn(&config, &forwarding));
+                    if let Some(ticker) = log_ticker.as_mut() {
+                        ticker.reset_after(first_tick);
+                    }
+                }
                 Action::WriteServersFile => write_servers_file_logged(&config, &forwarding),
                 Action::Signal { pid, signal } => {
                     match signal {
@@ -198,7 +213,12 @@ pub async fn run(
                 Action::CountRestart => {
                     status.restarts.fetch_add(1, Ordering::Relaxed);
                 }
-                Action::ReapOrphans { keep } => process::reap_orphans(Some(keep)),
+                Action::ReapOrphans { keep } => {
+                    let reaped = process::reap_orphans(Some(keep));
+                    if reaped > 0 {
+                        tracing::debug!(reaped, "reaped orphaned processes");
+                    }
+                }
                 Action::Exit(code) => return code,
             }
         }

@@ -10,6 +10,7 @@ use daemon_support::EXIT_USAGE;
 const USAGE: &str = "Manages the DNS cache (dns-cache or dnsmasq), handles configuration given by the ConfigMap. Any arguments given after \"--\" will be passed directly to the cache itself.";
 
 fn main() -> ExitCode {
+    let blocked = daemon_support::signals::block_early();
     let config = match NannyConfig::parse_args(std::env::args().skip(1)) {
         Ok(config) => config,
         Err(CliError::Help) => {
@@ -30,6 +31,13 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        let signals = match daemon_support::signals::Signals::install(blocked) {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot install signal handlers");
+                return 1;
+            }
+        };
         let health = match config.health_address {
             Some(addr) => {
                 match dns_transport::bind_tcp(addr).and_then(tokio::net::TcpListener::from_std) {
@@ -44,6 +52,7 @@ fn main() -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(daemon_support::cancel_on_signal(
+            signals,
             shutdown.clone(),
             "stopping the child",
         ));

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use nix::sys::signal::Signal;
-use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -71,21 +71,40 @@ pub fn signal_group(pid: u32, signal: ChildSignal) -> std::io::Result<()> {
 }
 
 /// Reaps exited processes other than `keep` (the supervised child, which tokio reaps). Needed
-/// when the nanny is PID 1, where orphans of the child are re-parented to it.
-pub fn reap_orphans(keep: Option<u32>) {
-    loop {
-        // WNOWAIT only peeks, so the supervised child is left for tokio to reap.
-        let peeked = waitid(
-            Id::All,
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        );
-        let Some(pid) = peeked.ok().and_then(|status| status.pid()) else {
-            return;
-        };
-        if u32::try_from(pid.as_raw()).ok() == keep {
-            return;
+/// when the nanny is PID 1, where orphans of the child are re-parented to it. Each child is
+/// asked by pid, so an exited supervised child (which a peek at "any child" would find first)
+/// does not hide the orphans behind it; returns how many were reaped.
+pub fn reap_orphans(keep: Option<u32>) -> usize {
+    let mut reaped = 0;
+    for pid in own_children() {
+        if Some(pid) == keep {
+            continue;
         }
-        // Reaps exactly the orphan peeked at.
-        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        if let Ok(status) = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG))
+            && status != WaitStatus::StillAlive
+        {
+            reaped += 1;
+        }
     }
+    reaped
+}
+
+/// The pids of this process's children (zombies included), from
+/// `/proc/self/task/<tid>/children`.
+fn own_children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }

@@ -9,6 +9,10 @@ use crate::cli::ChildKind;
 
 /// A child that ran this long has its restart backoff reset.
 pub const STABLE_RUN: Duration = Duration::from_secs(60);
+/// After a restart the backoff is at least this, whatever `-restartBackoff` says: with `0` a
+/// child that exits at once is restarted at once one time, then 100 ms, 200 ms, ... later,
+/// never in a busy loop.
+pub const BACKOFF_FLOOR: Duration = Duration::from_millis(100);
 
 /// The rules the machine follows, fixed by the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +173,7 @@ pub fn step(policy: &Policy, phase: Phase, event: Event) -> (Phase, Vec<Action>)
         (Phase::Starting { .. } | Phase::BackingOff { .. }, Event::Shutdown) => done(0),
         (Phase::BackingOff { backoff }, Event::TimerElapsed) => (
             Phase::Starting {
-                backoff: (backoff * 2).min(policy.backoff_max),
+                backoff: (backoff * 2).min(policy.backoff_max).max(BACKOFF_FLOOR),
             },
             vec![Spawn],
         ),
@@ -517,6 +521,33 @@ mod tests {
         p.reap_orphans = true;
         let (_, actions) = run(&p, &[Event::Spawned { pid: 4 }, Event::ChildSignal]);
         assert_eq!(actions[1..], [Action::ReapOrphans { keep: 4 }]);
+    }
+
+    /// `-restartBackoff=0` (and a zero cap): the first restart is immediate, the next ones wait
+    /// at least the floor, so a child that exits at once never makes a busy loop.
+    #[test]
+    fn a_zero_backoff_restarts_at_once_only_once() {
+        let zero = Policy {
+            backoff_min: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            ..policy(ChildKind::DnsCache)
+        };
+        let mut waits = Vec::new();
+        let (mut phase, _) = Phase::start(&zero);
+        for pid in 1..=4 {
+            (phase, _) = step(&zero, phase, Event::Spawned { pid });
+            let actions;
+            (phase, actions) = step(&zero, phase, exited(0));
+            waits.extend(actions.iter().filter_map(|action| match action {
+                Action::Wait(wait) => Some(*wait),
+                _ => None,
+            }));
+            (phase, _) = step(&zero, phase, Event::TimerElapsed);
+        }
+        assert_eq!(
+            waits,
+            vec![Duration::ZERO, BACKOFF_FLOOR, BACKOFF_FLOOR, BACKOFF_FLOOR]
+        );
     }
 
     #[test]

@@ -477,7 +477,7 @@ async fn stalled_http_headers_on_the_health_port_are_bounded() -> anyhow::Result
         nanny.pid(),
         health,
         "/healthz",
-        150,
+        kube_dns_test_support::hostile::HeaderFlood::MIXED,
         Duration::from_secs(8),
     )
     .await;
@@ -486,5 +486,157 @@ async fn stalled_http_headers_on_the_health_port_are_bounded() -> anyhow::Result
     let refused =
         http_client::metric(health, "dnsmasq_nanny_http_refused_per_client_total").await?;
     assert!(refused > 0.0, "no connection refused per client");
+    Ok(())
+}
+
+/// A script at `dir/name` with `body` after the shebang, executable.
+fn script(dir: &Path, name: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}"))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// The CPU time (user + system) a process has used, from /proc/<pid>/stat, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// Issue 13: `-restartBackoff=0` (with a zero cap) does not make a busy loop when the child
+/// exits at once: one immediate restart, then at least 100 ms between starts.
+#[tokio::test]
+async fn a_zero_restart_backoff_never_spins() -> anyhow::Result<()> {
+    let dir = kube_dns_test_support::tempdir("zero-backoff")?;
+    let log = dir.join("runs.log");
+    let child = script(
+        &dir,
+        "exits",
+        &format!("echo run >> {}\nexit 1\n", log.display()),
+    )?;
+    let (nanny, _health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", dir.join("none").display()),
+        "-restartBackoff=0".into(),
+        "-restartBackoffMax=0".into(),
+    ])
+    .await?;
+    wait_for_log(&log, "run", 2).await?;
+    let before = cpu_ticks(nanny.pid())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = std::fs::read_to_string(&log)?.matches("run").count();
+    let ticks = cpu_ticks(nanny.pid())? - before;
+    assert!(
+        runs <= 30,
+        "{runs} starts in about 2 s with -restartBackoff=0"
+    );
+    // 100 ticks a second: a spinning nanny uses about 200 in 2 s.
+    assert!(ticks < 50, "the nanny used {ticks} CPU ticks in 2 s");
+    Ok(())
+}
+
+/// Issue 13: the first `-logInterval` SIGUSR1 waits until the child has had time to install
+/// its handlers (here a child that needs 300 ms), and so does the first one after a restart;
+/// before, the ticker fired at once and SIGUSR1's default action killed the child.
+#[tokio::test]
+async fn the_first_log_tick_does_not_kill_a_child_that_is_starting() -> anyhow::Result<()> {
+    let dir = kube_dns_test_support::tempdir("first-tick")?;
+    let log = dir.join("child.log");
+    let child = script(
+        &dir,
+        "slow-start",
+        &format!(
+            "echo \"start $$\" >> {log}\nsleep 0.3\ntrap 'echo \"USR1 $$\" >> {log}' USR1\n\
+             trap 'exit 0' TERM\nwhile true; do sleep 0.05; done\n",
+            log = log.display()
+        ),
+    )?;
+    let (_nanny, _health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", dir.join("none").display()),
+        "-logInterval=100ms".into(),
+    ])
+    .await?;
+    let text = wait_for_log(&log, "USR1", 3).await?;
+    assert_eq!(
+        text.matches("start").count(),
+        1,
+        "the child was killed and restarted:\n{text}"
+    );
+    Ok(())
+}
+
+/// Issue 13: as PID 1 of its own PID namespace (as in a container), the nanny reaps every
+/// orphan, also those that exit together with the supervised child (a waitid peek at "any
+/// child" found the supervised child first and stopped there, leaving them zombies).
+#[tokio::test]
+async fn as_pid_1_every_orphan_is_reaped() -> anyhow::Result<()> {
+    if !std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        eprintln!("skipped: unshare --pid --fork --mount-proc needs root and util-linux here");
+        return Ok(());
+    }
+    let dir = kube_dns_test_support::tempdir("pid1")?;
+    let log = dir.join("child.log");
+    // Each run leaves ten grandchildren that outlive it by a moment, then exits: they are
+    // re-parented to the nanny and exit about when the next run does.
+    let child = script(
+        &dir,
+        "forks",
+        &format!(
+            "echo run >> {log}\nfor i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.2 &) ; done\nsleep 0.2\nexit 1\n",
+            log = log.display()
+        ),
+    )?;
+    let nanny = ChildProcess::spawn(
+        "unshare",
+        [
+            "--pid".to_owned(),
+            "--fork".to_owned(),
+            "--mount-proc".to_owned(),
+            "--kill-child".to_owned(),
+            env!("CARGO_BIN_EXE_dnsmasq-nanny").to_owned(),
+            format!("-dnsmasqExec={}", child.display()),
+            format!("-configDir={}", dir.join("none").display()),
+            "-restartBackoff=300ms".into(),
+            "-restartBackoffMax=300ms".into(),
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    wait_for_log(&log, "run", 4).await?;
+    // The nanny is unshare's child; its zombie children are listed in the host's /proc.
+    let nanny_pid = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        nanny.pid(),
+        nanny.pid()
+    ))?
+    .split_whitespace()
+    .next()
+    .context("unshare has no child")?
+    .parse::<u32>()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let zombies: Vec<String> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&nanny_pid.to_string().as_str())
+        })
+        .collect();
+    // A zombie younger than a SIGCHLD's handling may be seen; a pile of them is the bug.
+    assert!(
+        zombies.len() <= 2,
+        "{} zombies under the nanny (pid {nanny_pid}): {zombies:?}",
+        zombies.len()
+    );
     Ok(())
 }

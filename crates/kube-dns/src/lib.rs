@@ -47,6 +47,8 @@ pub enum RunError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start a UDP thread: {0}")]
     UdpThread(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
 }
 
 /// Why the API client could not be built; none of these is retried (the flags or the pod's

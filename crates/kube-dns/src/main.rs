@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use daemon_support::EXIT_USAGE;
 
 fn main() -> ExitCode {
+    let blocked = daemon_support::signals::block_early();
     let cli = match Cli::parse_args(std::env::args()) {
         Ok(cli) => cli,
         Err(error) => return daemon_support::usage_exit(&error),
@@ -54,9 +55,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let signals = daemon_support::signals::Signals::install(blocked)
+            .map_err(kube_dns::RunError::Signals)?;
         let client = kube_dns::api_client(&config.api).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(daemon_support::cancel_on_signal(
+            signals,
             shutdown.clone(),
             "stopping",
         ));

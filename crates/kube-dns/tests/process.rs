@@ -943,7 +943,7 @@ async fn stalled_http_headers_neither_grow_memory_nor_block_readiness() -> anyho
         kd.process.pid(),
         kd.http,
         "/readiness",
-        150,
+        kube_dns_test_support::hostile::HeaderFlood::MIXED,
         Duration::from_secs(8),
     )
     .await;

@@ -6,6 +6,7 @@ use sidecar::cli::Cli;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    let blocked = daemon_support::signals::block_early();
     let cli = match Cli::parse_args(std::env::args()) {
         Ok(cli) => cli,
         Err(error) => return daemon_support::usage_exit(&error),
@@ -27,9 +28,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let signals = daemon_support::signals::Signals::install(blocked)?;
         let listener = sidecar::bind(&cli).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(daemon_support::cancel_on_signal(
+            signals,
             shutdown.clone(),
             "stopping",
         ));

@@ -344,7 +344,7 @@ async fn stalled_http_headers_neither_grow_memory_nor_block_health_checks() -> a
         sidecar.process.pid(),
         sidecar.http,
         "/healthcheck/kubedns",
-        150,
+        kube_dns_test_support::hostile::HeaderFlood::MIXED,
         Duration::from_secs(8),
     )
     .await;

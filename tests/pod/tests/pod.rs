@@ -439,13 +439,58 @@ async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Res
     .await?;
     wait_status(sidecar_http, "/healthcheck/dnsmasq", 200).await?;
 
-    // SIGTERM stops every container cleanly.
-    for (name, mut process) in [
+    // SIGTERM to every container at once, as the kubelet sends it: through the lameduck
+    // period (5 s in both manifests) every query a client sends to the pod's client port, for a
+    // cluster name or a forwarded one, is answered; then every container exits 0.
+    let containers = [
         ("sidecar", sidecar),
         ("dnsmasq-nanny", nanny),
         ("kube-dns", kubedns),
-    ] {
+    ];
+    for (_, process) in &containers {
         process.signal(SIGTERM)?;
+    }
+    let signalled = Instant::now();
+    let mut asked = 0;
+    while signalled.elapsed() < Duration::from_millis(4_500) {
+        for (name, want) in [
+            (
+                "kubernetes.default.svc.cluster.local.".to_owned(),
+                "10.96.0.1".to_owned(),
+            ),
+            (
+                format!("stop{asked}.example.org."),
+                UPSTREAM_ANSWER.to_string(),
+            ),
+        ] {
+            let reply = query_udp(cache, &name, RecordType::A).await;
+            let lines = reply.as_ref().map(answer_lines).unwrap_or_default();
+            ensure!(
+                lines
+                    .iter()
+                    .any(|line| line.ends_with(&format!(" A {want}"))),
+                "{name} {:?} after SIGTERM to the pod: {reply:?}",
+                signalled.elapsed()
+            );
+        }
+        // A new cluster-zone name each time: not cached, so kube-dns answers it in lameduck.
+        let name = format!("gone{asked}.demo.svc.cluster.local.");
+        let reply = query_udp(cache, &name, RecordType::A).await;
+        ensure!(
+            reply.as_ref().is_ok_and(
+                |r| r.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain
+            ),
+            "{name} {:?} after SIGTERM to the pod: {reply:?}",
+            signalled.elapsed()
+        );
+        asked += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        asked >= 20,
+        "only {asked} rounds of queries during the lameduck"
+    );
+    for (name, mut process) in containers {
         let status = process.wait_exit(WAIT).await?;
         ensure!(status.success(), "{name} exit after SIGTERM: {status:?}");
     }

@@ -24,6 +24,24 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The resident memory of a process and of its children, in KiB: a forking server (dnsmasq
+/// serves each TCP connection in a child) measured whole. Children's shared pages are counted
+/// in each, so for a forking server this is an upper bound.
+pub fn rss_tree_kib(pid: u32) -> anyhow::Result<u64> {
+    let own = rss_kib(pid)?;
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|child| rss_kib(child).ok())
+        .sum::<u64>();
+    Ok(own + children)
+}
+
 /// Samples a process's resident memory every 10 ms until stopped; keeps the peak.
 pub struct PeakRss {
     peak: Arc<AtomicU64>,
@@ -33,13 +51,22 @@ pub struct PeakRss {
 
 impl PeakRss {
     pub fn start(pid: u32) -> Self {
-        let peak = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        Self::start_with(pid, rss_kib)
+    }
+
+    /// The same for a process and its children ([`rss_tree_kib`]).
+    pub fn start_tree(pid: u32) -> Self {
+        Self::start_with(pid, rss_tree_kib)
+    }
+
+    fn start_with(pid: u32, read: fn(u32) -> anyhow::Result<u64>) -> Self {
+        let peak = Arc::new(AtomicU64::new(read(pid).unwrap_or(0)));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
             let (peak, stop) = (peak.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(kib) = rss_kib(pid) {
+                    if let Ok(kib) = read(pid) {
                         peak.fetch_max(kib, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -165,20 +192,41 @@ pub struct HttpAttackReport {
     pub still_open: usize,
 }
 
-/// The attack of the table, from one client (127.0.0.1): `connections` HTTP
-/// connections, half sending 390 KB of a header that never ends and half a few bytes, all then
-/// stalling. Meanwhile `health_path` is asked every 100 ms from 127.0.0.2.
+/// How many stalled HTTP connections an attack opens: `large` send 390 KB of a header that
+/// never ends (what the header limit is for), `small` a few bytes (what the header timeout is
+/// for).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderFlood {
+    pub large: usize,
+    pub small: usize,
+}
+
+impl HeaderFlood {
+    /// The suite's mix: 150 connections, half of each kind.
+    pub const MIXED: HeaderFlood = HeaderFlood {
+        large: 75,
+        small: 75,
+    };
+    /// The table at full size: 150 connections of 390 KB each.
+    pub const FULL: HeaderFlood = HeaderFlood {
+        large: 150,
+        small: 0,
+    };
+}
+
+/// The attack of the table, from one client (127.0.0.1): the connections of `flood`,
+/// all stalling. Meanwhile `health_path` is asked every 100 ms from 127.0.0.2.
 pub async fn stalled_header_attack(
     pid: u32,
     addr: SocketAddr,
     health_path: &str,
-    connections: usize,
+    flood: HeaderFlood,
     close_within: Duration,
 ) -> HttpAttackReport {
     let rss = PeakRss::start(pid);
     let attack = tokio::spawn(async move {
-        let mut streams = stalled_http_headers(addr, connections / 2, 390 * 1024).await;
-        streams.extend(stalled_http_headers(addr, connections - connections / 2, 16).await);
+        let mut streams = stalled_http_headers(addr, flood.large, 390 * 1024).await;
+        streams.extend(stalled_http_headers(addr, flood.small, 16).await);
         streams
     });
     let probe_source = IpAddr::from([127, 0, 0, 2]);
@@ -410,7 +458,7 @@ pub async fn tcp_query_from(
 }
 
 /// A TCP connection to `addr` from `source` (any 127.0.0.0/8 address works on loopback).
-async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

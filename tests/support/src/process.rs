@@ -210,17 +210,10 @@ impl ChildProcess {
         }
     }
 
-    /// Sends signal `sig` (e.g. [`SIGTERM`]) to the process itself, not its group.
+    /// Sends signal `sig` (e.g. [`SIGTERM`]) to the process itself, not its group, at once
+    /// (no `kill` process in between).
     pub fn signal(&self, sig: i32) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .context("running kill")?;
-        if !status.success() {
-            bail!("kill -{sig} {} failed: {status}", self.pid());
-        }
-        Ok(())
+        send_signal(self.pid(), sig)
     }
 
     /// The exit status if the process has exited.
@@ -334,6 +327,13 @@ pub fn parse_listening_addr(line: &str, proto: &str) -> Option<SocketAddr> {
         .unwrap_or(token)
         .trim_end_matches('/');
     token.parse().ok()
+}
+
+/// `kill(pid, sig)`.
+pub fn send_signal(pid: u32, sig: i32) -> anyhow::Result<()> {
+    let signal = nix::sys::signal::Signal::try_from(sig)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), signal)
+        .with_context(|| format!("kill -{sig} {pid}"))
 }
 
 #[cfg(test)]

@@ -152,6 +152,16 @@ impl CacheConfig {
             "max-inflight" => self.max_inflight = (number(need()?)? as usize).max(1),
             "max-inflight-bytes" => self.max_inflight_bytes = (number(need()?)? as usize).max(1),
             "max-coalesced" => self.max_coalesced = (number(need()?)? as usize).max(1),
+            "lameduck" => {
+                // kube-dns's syntax (`5s`, `500ms`), or a number of milliseconds as our other
+                // time options take.
+                let v = need()?;
+                self.lameduck = match v.parse::<u64>() {
+                    Ok(ms) => Duration::from_millis(ms),
+                    Err(_) => daemon_support::go_flags::parse_go_duration(v)
+                        .map_err(|e| bad(e.to_string()))?,
+                }
+            }
             "cache-max-bytes" => self.cache_max_bytes = number(need()?)? as usize,
             "cache-max-answer" => self.cache_max_answer = number(need()?)? as usize,
             "metrics-address" => {

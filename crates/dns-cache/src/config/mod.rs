@@ -51,6 +51,10 @@ pub const DEFAULT_PORT: u16 = 53;
 /// from upstreams hears SERVFAIL (and moves on to its next search suffix or server) before it
 /// would time out and resend, while a slow upstream still has 4 s to answer.
 pub const DEFAULT_FORWARD_DEADLINE: Duration = Duration::from_secs(4);
+/// `--lameduck`: after SIGTERM, how long DNS keeps being answered before the process exits
+/// (kube-dns's default), so clients still sent here while kube-proxy moves them away are
+/// answered.
+pub const DEFAULT_LAMEDUCK: Duration = Duration::from_secs(5);
 /// Where dnsmasq reads upstreams by default.
 pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
 /// dnsmasq's default for `--use-stale-cache` without a value: one day.
@@ -158,6 +162,8 @@ pub struct CacheConfig {
     pub max_inflight: usize,
     /// The bytes those hold at most (`--max-inflight-bytes`).
     pub max_inflight_bytes: usize,
+    /// How long DNS keeps answering after SIGTERM (`--lameduck`).
+    pub lameduck: Duration,
     /// Queries that may wait for one identical miss in flight (`--max-coalesced`); more are
     /// REFUSED.
     pub max_coalesced: usize,
@@ -206,6 +212,7 @@ impl Default for CacheConfig {
             forward_deadline: DEFAULT_FORWARD_DEADLINE,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            lameduck: DEFAULT_LAMEDUCK,
             max_coalesced: DEFAULT_MAX_COALESCED,
             watch_soa: Vec::new(),
             watch_soa_interval: Duration::from_millis(250),

@@ -47,6 +47,7 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("max-inflight", None, Arg::Required),
     ("max-inflight-bytes", None, Arg::Required),
     ("max-coalesced", None, Arg::Required),
+    ("lameduck", None, Arg::Required),
     ("cache-max-bytes", None, Arg::Required),
     ("cache-max-answer", None, Arg::Required),
     ("metrics-address", None, Arg::Required),

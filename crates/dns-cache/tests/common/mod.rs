@@ -20,6 +20,14 @@ pub struct Cache {
 
 /// dns-cache on a free loopback port, one UDP worker, no hosts file, plus `args`.
 pub async fn start_cache(args: &[String]) -> anyhow::Result<Cache> {
+    let process = spawn_cache(args)?;
+    let udp = process.listening_addr("udp", WAIT).await?;
+    let tcp = process.listening_addr("tcp", WAIT).await?;
+    Ok(Cache { process, udp, tcp })
+}
+
+/// The process of [`start_cache`], without waiting for it to listen.
+pub fn spawn_cache(args: &[String]) -> anyhow::Result<ChildProcess> {
     let mut all = vec![
         "-k".to_owned(),
         "-p".to_owned(),
@@ -30,14 +38,11 @@ pub async fn start_cache(args: &[String]) -> anyhow::Result<Cache> {
         "--workers=1".to_owned(),
     ];
     all.extend(args.iter().cloned());
-    let process = ChildProcess::spawn(
+    ChildProcess::spawn(
         env!("CARGO_BIN_EXE_dns-cache"),
         &all,
         std::iter::empty::<(&str, &str)>(),
-    )?;
-    let udp = process.listening_addr("udp", WAIT).await?;
-    let tcp = process.listening_addr("tcp", WAIT).await?;
-    Ok(Cache { process, udp, tcp })
+    )
 }
 
 pub fn server_arg(upstream: &FakeUpstream) -> String {
