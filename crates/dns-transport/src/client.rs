@@ -76,6 +76,10 @@ pub async fn query(
     let mut question = Query::query(qname, rtype);
     question.set_query_class(class);
     message.add_query(question);
+    // With EDNS, so a server can say why it fails (RFC 8914: kube-dns's "Not Ready").
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(dns_wire::ADVERTISED_UDP_PAYLOAD);
+    message.set_edns(edns);
     let packet = message.to_vec().map_err(|e| QueryError::Encode {
         name: name.to_owned(),
         reason: e.to_string(),

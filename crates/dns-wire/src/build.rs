@@ -1,7 +1,7 @@
 //! Client-side query builders, and the question comparison a client does on the reply.
 
 use crate::query::{EdnsInfo, parse_message};
-use crate::types::{ADVERTISED_UDP_PAYLOAD, HEADER_LEN, OPT_RR_LEN, class, rtype};
+use crate::types::{HEADER_LEN, OPT_RR_LEN, class, rtype};
 
 /// Builds the wire bytes of a simple recursive query (used to chase ExternalName targets).
 pub fn build_query(id: u16, name: &str, qtype: u16, edns: Option<EdnsInfo>) -> Vec<u8> {
@@ -71,12 +71,7 @@ pub fn build_forward_query(
     buf.extend_from_slice(&flags.to_be_bytes());
     buf.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
     buf.extend_from_slice(question);
-    buf.push(0);
-    buf.extend_from_slice(&rtype::OPT.to_be_bytes());
-    buf.extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
-    buf.extend_from_slice(&[0, 0]);
-    buf.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    buf.extend_from_slice(&[0, 0]);
+    crate::opt::push_opt(&mut buf, 0, dnssec_ok, None);
     buf
 }
 

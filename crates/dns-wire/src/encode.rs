@@ -4,9 +4,7 @@ use crate::header::read_u16;
 use crate::message::{Answer, DnsName, RData, ResourceRecord};
 use crate::query::{EdnsInfo, Query};
 use crate::types::Rcode;
-use crate::types::{
-    ADVERTISED_UDP_PAYLOAD, HEADER_LEN, MAX_TCP_MESSAGE, MIN_UDP_PAYLOAD, OPT_RR_LEN, class, rtype,
-};
+use crate::types::{HEADER_LEN, MAX_TCP_MESSAGE, MIN_UDP_PAYLOAD, class};
 
 /// What the encoder needs to know about the query being answered.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +89,12 @@ pub fn encode_response(ctx: &ResponseContext<'_>, answer: &Answer<'_>, out: &mut
     if !ctx.question.is_empty() {
         enc.register_question_labels();
     }
-    let limit = ctx.limit.max(MIN_UDP_PAYLOAD) - if ctx.edns.is_some() { OPT_RR_LEN } else { 0 };
+    let limit = ctx.limit.max(MIN_UDP_PAYLOAD)
+        - if ctx.edns.is_some() {
+            crate::opt::opt_len(answer.ede)
+        } else {
+            0
+        };
     let mut truncated = false;
     let mut counts = [0u16; 3];
     if !badvers {
@@ -118,22 +121,11 @@ pub fn encode_response(ctx: &ResponseContext<'_>, answer: &Answer<'_>, out: &mut
     enc.buf[6..8].copy_from_slice(&counts[0].to_be_bytes());
     enc.buf[8..10].copy_from_slice(&counts[1].to_be_bytes());
     let mut arcount = counts[2];
-    if ctx.edns.is_some() {
-        // OPT: root owner, our payload size, extended rcode (BADVERS = 16 -> high bits 1).
-        enc.buf.push(0);
-        enc.buf.extend_from_slice(&rtype::OPT.to_be_bytes());
-        enc.buf
-            .extend_from_slice(&ADVERTISED_UDP_PAYLOAD.to_be_bytes());
+    if let Some(edns) = ctx.edns {
+        // Extended rcode: BADVERS (16) puts 1 in the high bits.
         let ext_rcode: u8 = if badvers { 1 } else { answer.rcode.high_bits() };
-        let do_bit: u16 = if ctx.edns.is_some_and(|e| e.dnssec_ok) {
-            0x8000
-        } else {
-            0
-        };
-        enc.buf.push(ext_rcode);
-        enc.buf.push(0);
-        enc.buf.extend_from_slice(&do_bit.to_be_bytes());
-        enc.buf.extend_from_slice(&[0, 0]);
+        let ede = if badvers { None } else { answer.ede };
+        crate::opt::push_opt(enc.buf, ext_rcode, edns.dnssec_ok, ede);
         arcount += 1;
     }
     enc.buf[10..12].copy_from_slice(&arcount.to_be_bytes());
@@ -333,6 +325,7 @@ mod tests {
     use super::*;
     use crate::build::build_query;
     use crate::query::parse_query;
+    use crate::types::rtype;
 
     fn query_bytes(name: &str, qtype: u16) -> Vec<u8> {
         build_query(0x1234, name, qtype, None)

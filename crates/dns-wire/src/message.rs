@@ -91,6 +91,8 @@ pub struct Answer<'a> {
     pub answers: Vec<ResourceRecord<'a>>,
     pub authority: Vec<ResourceRecord<'a>>,
     pub additionals: Vec<ResourceRecord<'a>>,
+    /// An Extended DNS Error info code (RFC 8914) for the OPT record, when the query has one.
+    pub ede: Option<u16>,
 }
 
 impl<'a> Answer<'a> {
@@ -103,6 +105,7 @@ impl<'a> Answer<'a> {
             answers: Vec::new(),
             authority: Vec::new(),
             additionals: Vec::new(),
+            ede: None,
         }
     }
 

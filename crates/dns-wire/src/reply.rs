@@ -216,18 +216,10 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
 }
 
 /// Our OPT record: EDNS version 0, our payload size, DO as asked, no options.
-fn push_our_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
-    out.push(0);
-    out.extend_from_slice(&rtype::OPT.to_be_bytes());
-    out.extend_from_slice(&wire::ADVERTISED_UDP_PAYLOAD.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-}
-
 /// A checked reply with the upstream's OPT record removed and, when `ours` is `Some(dnssec_ok)`
-/// (the query carried EDNS), our own appended. A truncated reply keeps only its header and
-/// question. The reply must have passed [`check_reply`].
+/// (the query carried EDNS), our own appended, carrying the upstream's Extended DNS Error code
+/// if it sent one (kube-dns's "Not Ready" reaches the sidecar through dns-cache). A truncated
+/// reply keeps only its header and question. The reply must have passed [`check_reply`].
 pub fn replace_opt(reply: &[u8], ours: Option<bool>) -> Vec<u8> {
     let mut out = Vec::with_capacity(reply.len() + 11);
     let truncated = reply.len() > 3 && reply[2] & 0x02 != 0;
@@ -237,6 +229,7 @@ pub fn replace_opt(reply: &[u8], ours: Option<bool>) -> Vec<u8> {
     };
     out.extend_from_slice(&reply[..question_end.min(reply.len())]);
     let mut counts: [u16; 4] = [1, 0, 0, 0];
+    let mut ede = None;
     if !truncated {
         let mut at = question_end;
         for (section, &count) in [read_u16(reply, 6), read_u16(reply, 8), read_u16(reply, 10)]
@@ -254,12 +247,14 @@ pub fn replace_opt(reply: &[u8], ours: Option<bool>) -> Vec<u8> {
                 if rr_type != rtype::OPT {
                     out.extend_from_slice(&reply[start..at]);
                     counts[section + 1] += 1;
+                } else if let Some(rdata) = reply.get(after_owner + 10..at) {
+                    ede = ede.or(crate::opt::extended_error(rdata));
                 }
             }
         }
     }
     if let Some(dnssec_ok) = ours {
-        push_our_opt(&mut out, dnssec_ok);
+        crate::opt::push_opt(&mut out, 0, dnssec_ok, ede);
         counts[3] += 1;
     }
     for (i, count) in counts.iter().enumerate() {
@@ -286,7 +281,7 @@ pub fn replace_opt_in_place(reply: &mut Vec<u8>, info: &ReplyInfo, ours: Option<
     match ours {
         Some(dnssec_ok) => {
             reply.truncate(start);
-            push_our_opt(reply, dnssec_ok);
+            crate::opt::push_opt(reply, 0, dnssec_ok, None);
         }
         None => {
             reply.truncate(start);
@@ -327,6 +322,29 @@ mod tests {
 
     fn query() -> Vec<u8> {
         wire::build_query(0x4242, "www.example.com", rtype::A, None)
+    }
+
+    /// An upstream's Extended DNS Error (kube-dns's "Not Ready") reaches a client that sent
+    /// EDNS, in our OPT; a client without EDNS gets no OPT at all.
+    #[test]
+    fn an_extended_error_is_relayed_in_our_opt() {
+        let q = query();
+        let mut with_ede = opt(0, 0);
+        with_ede[9..11].copy_from_slice(&6u16.to_be_bytes());
+        with_ede.extend_from_slice(&[0, 15, 0, 2, 0, 14]);
+        let mut reply = reply_to(&q, [0, 0, 1], &with_ede);
+        reply[3] = (reply[3] & 0xF0) | 2;
+        let info = check_reply(&q, &reply).expect("valid");
+        assert!(!info.is_usable(), "SERVFAIL");
+        let mut relayed = reply.clone();
+        replace_opt_in_place(&mut relayed, &info, Some(false));
+        let layout = wire::response_layout(&relayed).expect("layout");
+        let (start, end) = layout.opt.expect("our OPT");
+        let record = &relayed[usize::from(start)..usize::from(end)];
+        assert_eq!(crate::opt::extended_error(&record[11..]), Some(14));
+        let mut bare = reply;
+        replace_opt_in_place(&mut bare, &info, None);
+        assert_eq!(wire::response_layout(&bare).expect("layout").opt, None);
     }
 
     #[test]

@@ -59,7 +59,12 @@ pub fn answer<'s>(
         _ => {}
     }
     if !snapshot.synced {
-        return Outcome::Answer(Answer::error(Rcode::ServFail));
+        // Before the first sync: SERVFAIL that says "Not Ready" (RFC 8914), which the sidecar
+        // tells apart from a server that does not work (docs/architecture.md, "Liveness").
+        return Outcome::Answer(Answer {
+            ede: Some(dns_wire::ede::NOT_READY),
+            ..Answer::error(Rcode::ServFail)
+        });
     }
     if matches!(question.qtype, rtype::AXFR | 251 /* IXFR */) {
         return Outcome::Answer(Answer::error(Rcode::Refused));

@@ -41,6 +41,7 @@ pub fn router(
     });
     Router::new()
         .route("/healthcheck/{label}", get(healthcheck))
+        .route("/readiness/{label}", get(readiness))
         .route(HEALTHZ_PATH, get(healthz))
         .route(metrics_path, get(metrics_text))
         .with_state(state)
@@ -63,12 +64,27 @@ pub fn status_body(status: &ProbeStatus) -> String {
     )
 }
 
-async fn healthcheck(State(state): State<Arc<HttpState>>, Path(label): Path<String>) -> Response {
+/// Liveness: 200 while the probed server answers, also when it says "Not Ready" (kube-dns
+/// before its first sync), so the kubelet does not restart a container that cannot do better.
+async fn healthcheck(state: State<Arc<HttpState>>, label: Path<String>) -> Response {
+    probe_response(state, label, |status| status.ok)
+}
+
+/// Readiness: 200 only while the probed server answers with records.
+async fn readiness(state: State<Arc<HttpState>>, label: Path<String>) -> Response {
+    probe_response(state, label, |status| status.ready)
+}
+
+fn probe_response(
+    State(state): State<Arc<HttpState>>,
+    Path(label): Path<String>,
+    good: fn(&ProbeStatus) -> bool,
+) -> Response {
     let Some(probe) = state.probes.get(&label) else {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     };
     let status = probe.status();
-    let code = if status.ok {
+    let code = if good(&status) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -136,6 +152,7 @@ mod tests {
     fn bodies_match_the_legacy_json() {
         let ok = ProbeStatus {
             ok: true,
+            ready: true,
             latency: Duration::from_micros(1500),
             error: String::new(),
         };
@@ -145,6 +162,7 @@ mod tests {
         );
         let failed = ProbeStatus {
             ok: false,
+            ready: false,
             latency: Duration::ZERO,
             error: "waiting for first probe".into(),
         };

@@ -42,6 +42,7 @@ pub struct Metrics {
     probe_rcodes: IntCounterVec,
     probe_last_success: GaugeVec,
     probe_consecutive_failures: IntGaugeVec,
+    probe_ready: IntGaugeVec,
 }
 
 /// One probe's metrics: the legacy two, plus ours.
@@ -53,12 +54,14 @@ pub struct ProbeMetrics {
     label: String,
     last_success: Gauge,
     consecutive_failures: IntGauge,
+    ready: IntGauge,
 }
 
 impl ProbeMetrics {
     pub fn succeeded(&self, latency: Duration, now: SystemTime) {
         self.latency_ms.observe(latency.as_secs_f64() * 1000.0);
         self.consecutive_failures.set(0);
+        self.ready.set(1);
         if let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) {
             self.last_success.set(since_epoch.as_secs_f64());
         }
@@ -67,6 +70,15 @@ impl ProbeMetrics {
     pub fn failed(&self) {
         self.errors.inc();
         self.consecutive_failures.inc();
+        self.ready.set(0);
+    }
+
+    /// The server said "Not Ready": a failed lookup (the legacy counter counts it), but a
+    /// server that answers, so not a failure in a row.
+    pub fn not_ready(&self) {
+        self.errors.inc();
+        self.consecutive_failures.set(0);
+        self.ready.set(0);
     }
 
     pub fn rcode(&self, rcode: &str) {
@@ -132,6 +144,15 @@ impl Metrics {
             &["probe"],
         )?;
         register(Box::new(probe_consecutive_failures.clone()))?;
+        let probe_ready = IntGaugeVec::new(
+            opts(
+                "probe",
+                "ready",
+                "1 when the last probe was answered with records, 0 when it failed or the server said Not Ready, by probe label",
+            ),
+            &["probe"],
+        )?;
+        register(Box::new(probe_ready.clone()))?;
         Ok(Metrics {
             registry,
             namespace: namespace.to_owned(),
@@ -141,6 +162,7 @@ impl Metrics {
             probe_rcodes,
             probe_last_success,
             probe_consecutive_failures,
+            probe_ready,
         })
     }
 
@@ -168,6 +190,8 @@ impl Metrics {
         self.registry.register(Box::new(errors.clone()))?;
         let consecutive_failures = self.probe_consecutive_failures.with_label_values(&[label]);
         consecutive_failures.set(0);
+        let ready = self.probe_ready.with_label_values(&[label]);
+        ready.set(0);
         Ok(ProbeMetrics {
             latency_ms,
             errors,
@@ -175,6 +199,7 @@ impl Metrics {
             label: label.to_owned(),
             last_success: self.probe_last_success.with_label_values(&[label]),
             consecutive_failures,
+            ready,
         })
     }
 

@@ -76,6 +76,10 @@ pub enum ProbeError {
     /// The legacy rule: a reply without answer records is a failure, whatever its rcode.
     #[error("no RRs for domain {0:?}")]
     NoRecords(String),
+    /// SERVFAIL with the Extended DNS Error "Not Ready" (RFC 8914): kube-dns before its first
+    /// sync, directly or through dns-cache. The server answers, so it is alive, not ready.
+    #[error("not ready: {0:?} answered SERVFAIL with Extended DNS Error 14 (Not Ready)")]
+    NotReady(String),
 }
 
 /// Why a `--probe` value was rejected; each form has its own message, legacy wording first.
@@ -229,7 +233,10 @@ fn parse_type(s: &str) -> Result<RecordType, ProbeSpecError> {
 /// The last result of a probe, as `/healthcheck/<label>` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeStatus {
+    /// Alive: answered with records, or said "Not Ready" (`/healthcheck/<label>`).
     pub ok: bool,
+    /// Answered with records (`/readiness/<label>`).
+    pub ready: bool,
     pub latency: Duration,
     pub error: String,
 }
@@ -248,6 +255,7 @@ impl Probe {
             spec,
             status: Mutex::new(ProbeStatus {
                 ok: false,
+                ready: false,
                 latency: Duration::ZERO,
                 error: WAITING.into(),
             }),
@@ -300,8 +308,21 @@ impl Probe {
                 }
                 *status = ProbeStatus {
                     ok: true,
+                    ready: true,
                     latency,
                     error: String::new(),
+                };
+            }
+            Err(error @ ProbeError::NotReady(_)) => {
+                self.metrics.not_ready();
+                if status.ready || !status.ok {
+                    tracing::info!(probe = %self.spec.label, server = %self.spec.server, "probe answered: not ready");
+                }
+                *status = ProbeStatus {
+                    ok: true,
+                    ready: false,
+                    latency,
+                    error: error.to_string(),
                 };
             }
             Err(error) => {
@@ -309,6 +330,7 @@ impl Probe {
                 tracing::warn!(probe = %self.spec.label, server = %self.spec.server, name = %self.spec.name, %error, "probe failed");
                 *status = ProbeStatus {
                     ok: false,
+                    ready: false,
                     latency: Duration::ZERO,
                     error: error.to_string(),
                 };
@@ -330,10 +352,30 @@ impl Probe {
         self.metrics
             .rcode(&rcode_name(u16::from(reply.metadata.response_code)));
         if reply.answers.is_empty() {
+            if says_not_ready(&reply) {
+                return Err(ProbeError::NotReady(spec.name.clone()));
+            }
             return Err(ProbeError::NoRecords(spec.name.clone()));
         }
         Ok(())
     }
+}
+
+/// SERVFAIL carrying the Extended DNS Error "Not Ready".
+fn says_not_ready(reply: &Message) -> bool {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    reply.metadata.response_code == hickory_proto::op::ResponseCode::ServFail
+        && reply.edns.as_ref().is_some_and(|edns| {
+            edns.options()
+                .get_all(EdnsCode::Unknown(dns_wire::opt::EDE_OPTION))
+                .into_iter()
+                .any(|option| match option {
+                    EdnsOption::Unknown(_, data) => {
+                        data.get(..2) == Some(&dns_wire::ede::NOT_READY.to_be_bytes()[..])
+                    }
+                    _ => false,
+                })
+        })
 }
 
 /// The conventional mnemonic of an rcode (`NOERROR`, `NXDOMAIN`, ...), else its number.

@@ -139,62 +139,29 @@ fn mirror_slices_to_endpoints(api: &FakeApiServer) {
     }
 }
 
-async fn nanny_child_pid(health: SocketAddr) -> anyhow::Result<Option<u64>> {
-    let body = http_client::get(health, "/healthz").await?.json()?;
-    Ok(body["pid"]
-        .as_u64()
-        .filter(|&pid| pid > 0 && body["childRunning"] == true))
+/// The pod's three containers as running processes, and where they listen.
+struct Pod {
+    kubedns: ChildProcess,
+    kubedns_http: SocketAddr,
+    nanny: ChildProcess,
+    nanny_health: SocketAddr,
+    sidecar: ChildProcess,
+    sidecar_http: SocketAddr,
+    /// The client port (dns-cache under the nanny).
+    cache: SocketAddr,
+    /// The dnsmasq container's args as the manifest has them.
+    manifest_args: Vec<String>,
 }
 
-#[tokio::test]
-async fn the_manifest_runs_as_a_pod_on_this_machine() -> anyhow::Result<()> {
-    run_pod(&repo_root().join("kube-dns.yaml"), Manifest::Ours).await
-}
-
-/// Operators replacing kube-dns 1.14.13 swap only the image names: the legacy Deployment's args,
-/// env and probes, with the legacy ClusterRole (no EndpointSlices), must give a working pod.
-#[tokio::test]
-async fn a_1_14_13_manifest_with_only_the_images_swapped_runs() -> anyhow::Result<()> {
-    run_pod(
-        &repo_root().join("tests/fixtures/kube-dns-1.14.13.yaml"),
-        Manifest::Legacy,
-    )
-    .await
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Manifest {
-    Ours,
-    Legacy,
-}
-
-async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Result<()> {
-    let manifest = kube_dns_pod_tests::parse_objects(&std::fs::read_to_string(path)?)?;
-    let all = containers(&manifest)?;
-    let work = kube_dns_test_support::tempdir("pod")?;
-
-    // The API server with the demo cluster, and the ConfigMap volume (kubelet layout) sending
-    // names outside the cluster to a fake upstream instead of this machine's resolvers.
-    let api = FakeApiServer::new();
-    api.load_yaml_file(repo_root().join("examples/cluster.yaml"))?;
-    if manifest_kind == Manifest::Legacy {
-        // The bootstrap system:kube-dns ClusterRole grants services and endpoints only; the
-        // control plane keeps core Endpoints beside the slices, as the fake does not.
-        api.forbid("endpointslices");
-        mirror_slices_to_endpoints(&api);
-    }
-    let (api_addr, _api_task) = api.serve("127.0.0.1:0".parse()?).await?;
-    let kubeconfig = work.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
-    let upstream = FakeUpstream::start().await?;
-    let config_dir = work.join("kube-dns-config");
-    std::fs::create_dir_all(&config_dir)?;
-    write_configmap_key(
-        &config_dir,
-        "upstreamNameservers",
-        &format!("[\"{}\"]", upstream.addr),
-    )?;
-
+/// Starts the manifest's containers (`all`) on loopback as the kubelet would, with their args
+/// and env from the manifest, the API server through `kubeconfig` and the ConfigMap volume at
+/// `config_dir`; ports the tests cannot bind become free loopback ports, probe intervals 1 s.
+async fn start_pod(
+    all: &HashMap<String, serde_json::Value>,
+    work: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    config_dir: &std::path::Path,
+) -> anyhow::Result<Pod> {
     // kubedns
     let mut args = expanded_args(&all["kubedns"])?;
     set_flag(&mut args, "--config-dir", &config_dir.to_string_lossy());
@@ -276,6 +243,85 @@ async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Res
         env_of(&all["sidecar"]),
     )?;
     let sidecar_http = sidecar.listening_addr("http", WAIT).await?;
+
+    Ok(Pod {
+        kubedns,
+        kubedns_http,
+        nanny,
+        nanny_health,
+        sidecar,
+        sidecar_http,
+        cache,
+        manifest_args,
+    })
+}
+
+async fn nanny_child_pid(health: SocketAddr) -> anyhow::Result<Option<u64>> {
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    Ok(body["pid"]
+        .as_u64()
+        .filter(|&pid| pid > 0 && body["childRunning"] == true))
+}
+
+#[tokio::test]
+async fn the_manifest_runs_as_a_pod_on_this_machine() -> anyhow::Result<()> {
+    run_pod(&repo_root().join("kube-dns.yaml"), Manifest::Ours).await
+}
+
+/// Operators replacing kube-dns 1.14.13 swap only the image names: the legacy Deployment's args,
+/// env and probes, with the legacy ClusterRole (no EndpointSlices), must give a working pod.
+#[tokio::test]
+async fn a_1_14_13_manifest_with_only_the_images_swapped_runs() -> anyhow::Result<()> {
+    run_pod(
+        &repo_root().join("tests/fixtures/kube-dns-1.14.13.yaml"),
+        Manifest::Legacy,
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manifest {
+    Ours,
+    Legacy,
+}
+
+async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Result<()> {
+    let manifest = kube_dns_pod_tests::parse_objects(&std::fs::read_to_string(path)?)?;
+    let all = containers(&manifest)?;
+    let work = kube_dns_test_support::tempdir("pod")?;
+
+    // The API server with the demo cluster, and the ConfigMap volume (kubelet layout) sending
+    // names outside the cluster to a fake upstream instead of this machine's resolvers.
+    let api = FakeApiServer::new();
+    api.load_yaml_file(repo_root().join("examples/cluster.yaml"))?;
+    if manifest_kind == Manifest::Legacy {
+        // The bootstrap system:kube-dns ClusterRole grants services and endpoints only; the
+        // control plane keeps core Endpoints beside the slices, as the fake does not.
+        api.forbid("endpointslices");
+        mirror_slices_to_endpoints(&api);
+    }
+    let (api_addr, _api_task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let kubeconfig = work.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
+    let upstream = FakeUpstream::start().await?;
+    let config_dir = work.join("kube-dns-config");
+    std::fs::create_dir_all(&config_dir)?;
+    write_configmap_key(
+        &config_dir,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+
+    let Pod {
+        kubedns,
+        kubedns_http,
+        nanny,
+        nanny_health,
+        sidecar,
+        sidecar_http,
+        cache,
+        manifest_args,
+    } = start_pod(&all, &work, &kubeconfig, &config_dir).await?;
 
     // Every probe of the manifest, on the container that declares its port, turns 200.
     let served: HashMap<u16, SocketAddr> = [
@@ -495,5 +541,121 @@ async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Res
         ensure!(status.success(), "{name} exit after SIGTERM: {status:?}");
     }
     std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// Issue 13: a pod that starts while the API server is unreachable is not restarted by its
+/// liveness probes (the kubelet would do it after about 110 s, again and again, although a
+/// restart cannot help). kube-dns answers SERVFAIL with the Extended DNS Error "Not Ready",
+/// dns-cache relays it, and the sidecar counts that as alive on `/healthcheck/<label>` while
+/// `/readiness/<label>`, its metrics and kube-dns's `/readiness` say "not ready". Both
+/// manifests, their probes as they declare them.
+#[tokio::test]
+async fn liveness_holds_and_readiness_fails_while_the_api_is_unreachable() -> anyhow::Result<()> {
+    for (path, manifest_kind) in [
+        (repo_root().join("kube-dns.yaml"), Manifest::Ours),
+        (
+            repo_root().join("tests/fixtures/kube-dns-1.14.13.yaml"),
+            Manifest::Legacy,
+        ),
+    ] {
+        let manifest = kube_dns_pod_tests::parse_objects(&std::fs::read_to_string(&path)?)?;
+        let all = containers(&manifest)?;
+        let work = kube_dns_test_support::tempdir("pod-no-api")?;
+        // Nothing listens there: every connection to the API is refused.
+        let kubeconfig = work.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &format!("http://127.0.0.1:{}", free_port()?))?;
+        let upstream = FakeUpstream::start().await?;
+        let config_dir = work.join("kube-dns-config");
+        std::fs::create_dir_all(&config_dir)?;
+        write_configmap_key(
+            &config_dir,
+            "upstreamNameservers",
+            &format!("[\"{}\"]", upstream.addr),
+        )?;
+        let pod = start_pod(&all, &work, &kubeconfig, &config_dir).await?;
+        let served: HashMap<u16, SocketAddr> = [
+            (8081, pod.kubedns_http),
+            (10054, pod.sidecar_http),
+            (10056, pod.nanny_health),
+        ]
+        .into_iter()
+        .collect();
+        let liveness: Vec<(u16, String)> = all
+            .values()
+            .flat_map(http_probes)
+            .filter(|(kind, _, _)| *kind == "livenessProbe")
+            .map(|(_, port, path)| (port, path))
+            .collect();
+        ensure!(
+            liveness
+                .iter()
+                .any(|(_, path)| path == "/healthcheck/kubedns")
+                && liveness
+                    .iter()
+                    .any(|(_, path)| path == "/healthcheck/dnsmasq"),
+            "{manifest_kind:?}: the DNS containers' liveness goes through the sidecar: {liveness:?}"
+        );
+        // Once the sidecar has probed both (every second here), every liveness probe holds.
+        wait_status(pod.sidecar_http, "/healthcheck/kubedns", 200).await?;
+        wait_status(pod.sidecar_http, "/healthcheck/dnsmasq", 200).await?;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            for (port, path) in &liveness {
+                let response = http_client::get(served[port], path).await?;
+                ensure!(
+                    response.status == 200,
+                    "{manifest_kind:?}: liveness {path}:{port} answered {}: {}",
+                    response.status,
+                    response.text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // ... and nothing says ready.
+        ensure!(
+            http_client::get(pod.kubedns_http, "/readiness")
+                .await?
+                .status
+                == 503
+        );
+        for label in ["kubedns", "dnsmasq"] {
+            let response =
+                http_client::get(pod.sidecar_http, &format!("/readiness/{label}")).await?;
+            ensure!(
+                response.status == 503 && response.text().contains("Not Ready"),
+                "{manifest_kind:?}: /readiness/{label}: {} {}",
+                response.status,
+                response.text()
+            );
+        }
+        let metrics = http_client::get(pod.sidecar_http, "/metrics").await?.text();
+        for label in ["kubedns", "dnsmasq"] {
+            let line = format!("kubedns_probe_ready{{probe=\"{label}\"}} 0");
+            ensure!(
+                metrics.lines().any(|l| l == line),
+                "no {line:?} in\n{metrics}"
+            );
+        }
+        // Names outside the cluster zone are answered meanwhile.
+        wait_answer(
+            pod.cache,
+            "www.example.org.",
+            RecordType::A,
+            &UPSTREAM_ANSWER.to_string(),
+            WAIT,
+        )
+        .await?;
+        for (name, mut process) in [
+            ("sidecar", pod.sidecar),
+            ("dnsmasq-nanny", pod.nanny),
+            ("kube-dns", pod.kubedns),
+        ] {
+            process.signal(SIGTERM)?;
+            let status = process.wait_exit(WAIT).await?;
+            ensure!(status.success(), "{name} exit after SIGTERM: {status:?}");
+        }
+        std::fs::remove_dir_all(&work)?;
+    }
     Ok(())
 }
