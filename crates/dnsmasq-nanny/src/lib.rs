@@ -40,6 +40,8 @@ pub struct NannyStatus {
     pub restarts: AtomicU64,
     pub reloads: AtomicU64,
     pub config_errors: AtomicU64,
+    /// Failed writes of the servers file (the child keeps the previous one).
+    pub servers_file_errors: AtomicU64,
     pub version: Mutex<String>,
     pub last_error: Mutex<Option<String>>,
     /// What the health server refused.
@@ -150,12 +152,17 @@ pub async fn run(
         tx,
         shutdown.clone(),
     ));
-    // The first version decides the first argv (defaults when missing or invalid).
+    // The first version decides the first argv (defaults when missing or invalid; when a stub
+    // nameserver's name does not resolve yet, defaults until a retry resolves it).
     let mut forwarding = ForwardingConfig::default();
+    let mut retry = ResolveRetry::default();
     if let Some(files) = versions.recv().await {
         match apply_version(&config, &status, &files).await {
             Ok(resolved) => forwarding = resolved,
-            Err(error) => tracing::error!(%error, "Error getting initial config, using default"),
+            Err(error) => {
+                tracing::error!(%error, "Error getting initial config, using default");
+                retry.schedule(&error, files);
+            }
         }
     }
     let policy = Policy {
@@ -187,12 +194,14 @@ pub async fn run(
         for action in actions.drain(..) {
             match action {
                 Action::Spawn => {
-                    next = Some(child.spawn(&config, &forwarding));
+                    next = Some(child.spawn(&config, &status, &forwarding));
                     if let Some(ticker) = log_ticker.as_mut() {
                         ticker.reset_after(first_tick);
                     }
                 }
-                Action::WriteServersFile => write_servers_file_logged(&config, &forwarding),
+                Action::WriteServersFile => {
+                    write_servers_file_logged(&config, &status, &forwarding)
+                }
                 Action::Signal { pid, signal } => {
                     match signal {
                         ChildSignal::Hangup => {
@@ -240,21 +249,19 @@ pub async fn run(
                     Event::Shutdown
                 }
                 Some(files) = versions.recv() => {
-                    match apply_version(&config, &status, &files).await {
-                        Ok(resolved) if resolved == forwarding => continue,
-                        Ok(resolved) => {
-                            forwarding = resolved;
-                            match (config.child_kind, config.restart_dnsmasq) {
-                                (ChildKind::Dnsmasq, true) => tracing::info!("Restarting dnsmasq with new configuration"),
-                                (ChildKind::Dnsmasq, false) => tracing::info!("Not restarting dnsmasq (--restartDnsmasq=false)"),
-                                (ChildKind::DnsCache, _) => {}
-                            }
-                            Event::ConfigChanged
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "Invalid configuration, ignoring update");
-                            continue;
-                        }
+                    retry = ResolveRetry::default();
+                    match offer(&config, &status, files, &mut forwarding, &mut retry).await {
+                        Some(event) => event,
+                        None => continue,
+                    }
+                }
+                _ = pending_unless(retry.timer.as_mut()) => {
+                    let Some(files) = retry.files.take() else { continue };
+                    retry.timer = None;
+                    tracing::info!(version = %files.version, "resolving the stub domain nameservers again");
+                    match offer(&config, &status, files, &mut forwarding, &mut retry).await {
+                        Some(event) => event,
+                        None => continue,
                     }
                 }
                 _ = pending_unless(timer.as_mut()) => {
@@ -271,6 +278,74 @@ pub async fn run(
         (phase, actions) = supervisor::step(&policy, phase, event);
         if let (Phase::BackingOff { backoff }, Event::Exited { .. }) = (phase, event) {
             tracing::info!("restarting the child after {backoff:?}");
+        }
+    }
+}
+
+/// The first wait before resolving a version's stub nameserver names again, and the cap of its
+/// doubling.
+pub const RESOLVE_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A version whose stub nameserver names did not resolve, to be tried again after a backoff
+/// (kube-dns may not have synced yet when the nanny starts).
+#[derive(Default)]
+struct ResolveRetry {
+    files: Option<kube_dns_config::ConfigFiles>,
+    backoff: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ResolveRetry {
+    /// Schedules `files` again when `error` is a name that does not resolve yet.
+    fn schedule(&mut self, error: &ApplyError, files: kube_dns_config::ConfigFiles) {
+        if !matches!(error, ApplyError::Unresolved { .. }) {
+            *self = ResolveRetry::default();
+            return;
+        }
+        self.backoff = if self.backoff.is_zero() {
+            RESOLVE_RETRY_MIN
+        } else {
+            (self.backoff * 2).min(RESOLVE_RETRY_MAX)
+        };
+        tracing::info!(retry_in = ?self.backoff, "will resolve the stub domain nameservers again");
+        self.timer = Some(Box::pin(tokio::time::sleep(self.backoff)));
+        self.files = Some(files);
+    }
+}
+
+/// Applies one version (new, or retried): the event for the supervisor when the forwarding
+/// changes, nothing when it does not or the version is rejected (a name that does not resolve
+/// is retried).
+async fn offer(
+    config: &NannyConfig,
+    status: &NannyStatus,
+    files: kube_dns_config::ConfigFiles,
+    forwarding: &mut ForwardingConfig,
+    retry: &mut ResolveRetry,
+) -> Option<Event> {
+    match apply_version(config, status, &files).await {
+        Ok(resolved) => {
+            *retry = ResolveRetry::default();
+            if resolved == *forwarding {
+                return None;
+            }
+            *forwarding = resolved;
+            match (config.child_kind, config.restart_dnsmasq) {
+                (ChildKind::Dnsmasq, true) => {
+                    tracing::info!("Restarting dnsmasq with new configuration")
+                }
+                (ChildKind::Dnsmasq, false) => {
+                    tracing::info!("Not restarting dnsmasq (--restartDnsmasq=false)")
+                }
+                (ChildKind::DnsCache, _) => {}
+            }
+            Some(Event::ConfigChanged)
+        }
+        Err(error) => {
+            tracing::error!(%error, "Invalid configuration, ignoring update");
+            retry.schedule(&error, files);
+            None
         }
     }
 }
@@ -292,10 +367,15 @@ struct Supervised {
 }
 
 impl Supervised {
-    fn spawn(&mut self, config: &NannyConfig, forwarding: &ForwardingConfig) -> Event {
+    fn spawn(
+        &mut self,
+        config: &NannyConfig,
+        status: &NannyStatus,
+        forwarding: &ForwardingConfig,
+    ) -> Event {
         let argv = child_argv(config, forwarding);
         if config.child_kind == ChildKind::DnsCache {
-            write_servers_file_logged(config, forwarding);
+            write_servers_file_logged(config, status, forwarding);
         }
         tracing::info!(exec = %config.dnsmasq_exec.display(), ?argv, "Starting dnsmasq");
         match process::spawn(&config.dnsmasq_exec, &argv) {
@@ -329,9 +409,18 @@ impl Supervised {
     }
 }
 
-fn write_servers_file_logged(config: &NannyConfig, forwarding: &ForwardingConfig) {
+/// Writes the servers file; a failure is logged, counted and shown in `/healthz` as the last
+/// configuration error (the child keeps serving the previous file).
+fn write_servers_file_logged(
+    config: &NannyConfig,
+    status: &NannyStatus,
+    forwarding: &ForwardingConfig,
+) {
     if let Err(error) = write_servers_file(config, forwarding) {
-        tracing::error!(%error, path = %config.servers_file.display(), "cannot write the servers file");
+        let path = config.servers_file.display();
+        tracing::error!(%error, %path, "cannot write the servers file; the cache keeps the previous one");
+        status.servers_file_errors.fetch_add(1, Ordering::Relaxed);
+        *lock(&status.last_error) = Some(format!("cannot write the servers file {path}: {error}"));
     }
 }
 
@@ -402,11 +491,13 @@ async fn serve_health(
                     "# HELP dnsmasq_nanny_child_restarts_total Child restarts after it exited.\n# TYPE dnsmasq_nanny_child_restarts_total counter\ndnsmasq_nanny_child_restarts_total {}\n\
                      # HELP dnsmasq_nanny_config_reloads_total ConfigMap versions applied.\n# TYPE dnsmasq_nanny_config_reloads_total counter\ndnsmasq_nanny_config_reloads_total {}\n\
                      # HELP dnsmasq_nanny_config_errors_total ConfigMap versions rejected.\n# TYPE dnsmasq_nanny_config_errors_total counter\ndnsmasq_nanny_config_errors_total {}\n\
-                     # HELP dnsmasq_nanny_child_running 1 while the child runs.\n# TYPE dnsmasq_nanny_child_running gauge\ndnsmasq_nanny_child_running {}\n",
+                     # HELP dnsmasq_nanny_child_running 1 while the child runs.\n# TYPE dnsmasq_nanny_child_running gauge\ndnsmasq_nanny_child_running {}\n\
+                     # HELP dnsmasq_nanny_servers_file_errors_total Failed writes of the servers file.\n# TYPE dnsmasq_nanny_servers_file_errors_total counter\ndnsmasq_nanny_servers_file_errors_total {}\n",
                     status.restarts.load(Ordering::Relaxed),
                     status.reloads.load(Ordering::Relaxed),
                     status.config_errors.load(Ordering::Relaxed),
                     u8::from(status.running.load(Ordering::Relaxed)),
+                    status.servers_file_errors.load(Ordering::Relaxed),
                 );
                 let mut text = text;
                 status.http.render("dnsmasq_nanny", &mut text);

@@ -640,3 +640,107 @@ async fn as_pid_1_every_orphan_is_reaped() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 13: a stub nameserver given as a name that does not resolve yet (kube-dns not synced
+/// when the nanny starts) is resolved again with backoff and applied once it resolves; before,
+/// the nanny kept the defaults until the ConfigMap changed.
+#[tokio::test]
+async fn a_stub_nameserver_name_that_resolves_later_is_applied_then() -> anyhow::Result<()> {
+    use kube_dns_test_support::fake_upstream::Rule;
+    let kubedns = FakeUpstream::start().await?;
+    kubedns.set_rule("ns.dns.cluster.local", Rule::ServFail);
+    let dir = kube_dns_test_support::tempdir("resolve-later")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        r#"{"acme.local": ["ns.dns.cluster.local"]}"#,
+    )?;
+    let log = dir.join("child.log");
+    let child = fake_child(&dir, &log)?;
+    let (_nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", child.display()),
+        format!("-configDir={}", config.display()),
+        format!("-kubednsServer={}", kubedns.addr),
+        "-restartDnsmasq=true".into(),
+        "--".into(),
+        "-k".into(),
+    ])
+    .await?;
+    let first = wait_for_log(&log, "start", 1).await?;
+    assert!(first.trim_end().ends_with(" -k"), "defaults first: {first}");
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    assert!(
+        body["lastConfigError"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not resolve")),
+        "{body}"
+    );
+    // kube-dns has synced: the next retry (1 s, then 2 s, ...) resolves it and restarts the
+    // dnsmasq child with the stub domain.
+    kubedns.set_rule(
+        "ns.dns.cluster.local",
+        Rule::Answer {
+            ips: vec!["10.9.8.7".parse()?],
+            ttl: 30,
+        },
+    );
+    let text = wait_for_log(&log, "start", 2).await?;
+    assert!(
+        text.contains("-k --server /acme.local/10.9.8.7"),
+        "applied once resolved: {text}"
+    );
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    assert!(body["lastConfigError"].is_null(), "{body}");
+    Ok(())
+}
+
+/// Issue 13: a servers file that cannot be written is an error in `/healthz` and a metric, not
+/// a configuration reported as applied; the dns-cache child keeps serving.
+#[tokio::test]
+async fn a_servers_file_that_cannot_be_written_is_reported() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let dir = kube_dns_test_support::tempdir("servers-file")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+    let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
+    // A directory that does not exist: every write fails.
+    let servers = dir.join("missing").join("servers");
+    let (nanny, health) = spawn_nanny(&[
+        format!("-dnsmasqExec={}", dns_cache.display()),
+        format!("-configDir={}", config.display()),
+        format!("-serversFile={}", servers.display()),
+        "--".into(),
+        "-k".into(),
+        "-p".into(),
+        "0".into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "--no-hosts".into(),
+        "--no-resolv".into(),
+        "--workers=1".into(),
+    ])
+    .await?;
+    nanny.listening_addr("udp", WAIT).await?;
+    let body = http_client::get(health, "/healthz").await?.json()?;
+    assert!(
+        body["lastConfigError"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot write the servers file")),
+        "{body}"
+    );
+    let metrics = http_client::get(health, "/metrics").await?.text();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dnsmasq_nanny_servers_file_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .context("servers file error counter")?;
+    assert!(errors >= 1.0, "{metrics}");
+    Ok(())
+}

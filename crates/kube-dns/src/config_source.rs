@@ -58,11 +58,14 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
         .store(Arc::new(ForwardPolicy::new(upstreams, stubs, &previous)));
 }
 
-/// Tracks versions and applies valid ones; invalid ones are logged and counted.
+/// Tracks versions and applies valid ones; invalid ones are logged and counted. When the first
+/// version is invalid the defaults (`--resolv-conf`'s nameservers, no stub domains) serve, so
+/// kube-dns never runs without upstreams.
 struct ConfigApplier<'a> {
     state: &'a ServerState,
     resolv_conf: PathBuf,
     version: Option<String>,
+    applied: bool,
 }
 
 impl ConfigApplier<'_> {
@@ -76,6 +79,13 @@ impl ConfigApplier<'_> {
                 tracing::info!(version, "applying ConfigMap version");
                 apply_config(self.state, &config, &self.resolv_conf).await;
                 self.state.metrics.config_reloads.inc();
+                self.applied = true;
+            }
+            Err(reason) if !self.applied => {
+                self.state.metrics.config_errors.inc();
+                tracing::error!(version, %reason, resolv_conf = %self.resolv_conf.display(), "Invalid configuration; using the defaults (upstreams from the resolver configuration) until a valid version arrives");
+                apply_config(self.state, &DnsConfig::default(), &self.resolv_conf).await;
+                self.applied = true;
             }
             Err(reason) => {
                 self.state.metrics.config_errors.inc();
@@ -98,6 +108,7 @@ pub async fn watch_config_dir(
         state: &state,
         resolv_conf,
         version: None,
+        applied: false,
     };
     let (tx, mut versions) = mpsc::channel(4);
     tokio::spawn(kube_dns_config::watch(dir, period, tx, shutdown.clone()));
@@ -118,6 +129,7 @@ pub async fn apply_config_map_updates(
         state: &state,
         resolv_conf,
         version: None,
+        applied: false,
     };
     loop {
         let update = tokio::select! {
@@ -150,4 +162,77 @@ pub fn static_config(
     let mut config = DnsConfig::from_data(&data)?;
     config.upstream_nameservers = nameservers;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::MetricsEnv;
+    use crate::forward::Forwarding;
+    use kube_dns_core::ClusterSnapshot;
+
+    fn state() -> ServerState {
+        let zone = kube_dns_core::ZoneSettings::new(
+            "cluster.local",
+            30,
+            kube_dns_core::snapshot::PodsMode::default(),
+        );
+        ServerState::new(
+            ClusterSnapshot::empty(Arc::new(zone)),
+            ForwardPolicy::default(),
+            Forwarding::new(Duration::from_secs(4)),
+            crate::metrics::Metrics::new(&MetricsEnv::default()).expect("metrics"),
+        )
+    }
+
+    fn upstreams(state: &ServerState) -> Vec<SocketAddr> {
+        state
+            .forwarding
+            .load()
+            .upstreams
+            .iter()
+            .map(|u| u.addr)
+            .collect()
+    }
+
+    /// Issue 13: an invalid first version leaves the resolver configuration's nameservers
+    /// serving (counted and logged), where kube-dns used to run with no upstream at all; an
+    /// invalid later version keeps the last good one.
+    #[tokio::test]
+    async fn an_invalid_first_config_falls_back_to_resolv_conf() {
+        let dir = std::env::temp_dir().join(format!("kube-dns-applier-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let resolv_conf = dir.join("resolv.conf");
+        std::fs::write(&resolv_conf, "nameserver 192.0.2.77\n").expect("write");
+        let state = state();
+        let mut applier = ConfigApplier {
+            state: &state,
+            resolv_conf,
+            version: None,
+            applied: false,
+        };
+        let invalid = || {
+            DnsConfig::from_data(&BTreeMap::from([(
+                "upstreamNameservers".to_owned(),
+                "not json".to_owned(),
+            )]))
+        };
+        assert!(invalid().is_err());
+        applier.offer("1".into(), invalid()).await;
+        let defaults: Vec<SocketAddr> = vec!["192.0.2.77:53".parse().expect("addr")];
+        assert_eq!(upstreams(&state), defaults);
+        assert_eq!(state.metrics.config_errors.get(), 1);
+
+        let good = DnsConfig::from_data(&BTreeMap::from([(
+            "upstreamNameservers".to_owned(),
+            r#"["192.0.2.88"]"#.to_owned(),
+        )]));
+        applier.offer("2".into(), good).await;
+        let configured: Vec<SocketAddr> = vec!["192.0.2.88:53".parse().expect("addr")];
+        assert_eq!(upstreams(&state), configured);
+        applier.offer("3".into(), invalid()).await;
+        assert_eq!(upstreams(&state), configured, "the last good version stays");
+        assert_eq!(state.metrics.config_errors.get(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
