@@ -155,13 +155,14 @@ pub async fn run(
     // The first version decides the first argv (defaults when missing or invalid; when a stub
     // nameserver's name does not resolve yet, defaults until a retry resolves it).
     let mut forwarding = ForwardingConfig::default();
-    let mut retry = ResolveRetry::default();
+    // A version whose stub nameserver names did not resolve, tried again with backoff.
+    let mut retry = kube_dns_config::ResolveRetry::default();
     if let Some(files) = versions.recv().await {
         match apply_version(&config, &status, &files).await {
             Ok(resolved) => forwarding = resolved,
             Err(error) => {
                 tracing::error!(%error, "Error getting initial config, using default");
-                retry.schedule(&error, files);
+                schedule_unresolved(&mut retry, &error, files);
             }
         }
     }
@@ -249,15 +250,13 @@ pub async fn run(
                     Event::Shutdown
                 }
                 Some(files) = versions.recv() => {
-                    retry = ResolveRetry::default();
+                    retry.clear();
                     match offer(&config, &status, files, &mut forwarding, &mut retry).await {
                         Some(event) => event,
                         None => continue,
                     }
                 }
-                _ = pending_unless(retry.timer.as_mut()) => {
-                    let Some(files) = retry.files.take() else { continue };
-                    retry.timer = None;
+                files = retry.due() => {
                     tracing::info!(version = %files.version, "resolving the stub domain nameservers again");
                     match offer(&config, &status, files, &mut forwarding, &mut retry).await {
                         Some(event) => event,
@@ -282,38 +281,6 @@ pub async fn run(
     }
 }
 
-/// The first wait before resolving a version's stub nameserver names again, and the cap of its
-/// doubling.
-pub const RESOLVE_RETRY_MIN: Duration = Duration::from_secs(1);
-pub const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// A version whose stub nameserver names did not resolve, to be tried again after a backoff
-/// (kube-dns may not have synced yet when the nanny starts).
-#[derive(Default)]
-struct ResolveRetry {
-    files: Option<kube_dns_config::ConfigFiles>,
-    backoff: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl ResolveRetry {
-    /// Schedules `files` again when `error` is a name that does not resolve yet.
-    fn schedule(&mut self, error: &ApplyError, files: kube_dns_config::ConfigFiles) {
-        if !matches!(error, ApplyError::Unresolved { .. }) {
-            *self = ResolveRetry::default();
-            return;
-        }
-        self.backoff = if self.backoff.is_zero() {
-            RESOLVE_RETRY_MIN
-        } else {
-            (self.backoff * 2).min(RESOLVE_RETRY_MAX)
-        };
-        tracing::info!(retry_in = ?self.backoff, "will resolve the stub domain nameservers again");
-        self.timer = Some(Box::pin(tokio::time::sleep(self.backoff)));
-        self.files = Some(files);
-    }
-}
-
 /// Applies one version (new, or retried): the event for the supervisor when the forwarding
 /// changes, nothing when it does not or the version is rejected (a name that does not resolve
 /// is retried).
@@ -322,11 +289,11 @@ async fn offer(
     status: &NannyStatus,
     files: kube_dns_config::ConfigFiles,
     forwarding: &mut ForwardingConfig,
-    retry: &mut ResolveRetry,
+    retry: &mut kube_dns_config::ResolveRetry<kube_dns_config::ConfigFiles>,
 ) -> Option<Event> {
     match apply_version(config, status, &files).await {
         Ok(resolved) => {
-            *retry = ResolveRetry::default();
+            retry.clear();
             if resolved == *forwarding {
                 return None;
             }
@@ -344,9 +311,24 @@ async fn offer(
         }
         Err(error) => {
             tracing::error!(%error, "Invalid configuration, ignoring update");
-            retry.schedule(&error, files);
+            schedule_unresolved(retry, &error, files);
             None
         }
+    }
+}
+
+/// Schedules `files` again when `error` is a stub nameserver name that does not resolve yet;
+/// an invalid version is not retried.
+fn schedule_unresolved(
+    retry: &mut kube_dns_config::ResolveRetry<kube_dns_config::ConfigFiles>,
+    error: &ApplyError,
+    files: kube_dns_config::ConfigFiles,
+) {
+    if matches!(error, ApplyError::Unresolved { .. }) {
+        let wait = retry.schedule(files);
+        tracing::info!(retry_in = ?wait, "will resolve the stub domain nameservers again");
+    } else {
+        retry.clear();
     }
 }
 

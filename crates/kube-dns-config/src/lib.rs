@@ -3,7 +3,9 @@
 //! and watched for new content-hash versions ([`volume`], contract §5.2).
 
 pub mod config_map;
+pub mod retry;
 pub mod volume;
 
 pub use config_map::{ConfigError, DnsConfig};
+pub use retry::ResolveRetry;
 pub use volume::{ConfigFiles, read_config_dir, watch};

@@ -19,8 +19,10 @@ use crate::state::ServerState;
 use crate::watch::{ConfigMapUpdate, config_from_update};
 
 /// Applies a validated config: builds the forwarding policy (resolving stub nameserver
-/// hostnames now, on every reload) and publishes it.
-pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: &Path) {
+/// hostnames now, on every reload) and publishes it. Returns false when a stub nameserver name
+/// did not resolve (that server is left out until a retry resolves it).
+pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: &Path) -> bool {
+    let mut complete = true;
     let mut upstreams = config.upstream_addrs();
     if upstreams.is_empty() {
         upstreams = match tokio::fs::read_to_string(resolv_conf).await {
@@ -40,7 +42,8 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
                 None => match dns_transport::lookup_host(server, 53).await {
                     Ok(found) => addrs.extend(found),
                     Err(error) => {
-                        tracing::warn!(domain, server, %error, "stub domain nameserver does not resolve; skipped")
+                        complete = false;
+                        tracing::warn!(domain, server, %error, "stub domain nameserver does not resolve; skipped until it does")
                     }
                 },
             }
@@ -56,6 +59,7 @@ pub async fn apply_config(state: &ServerState, config: &DnsConfig, resolv_conf: 
     state
         .forwarding
         .store(Arc::new(ForwardPolicy::new(upstreams, stubs, &previous)));
+    complete
 }
 
 /// Tracks versions and applies valid ones; invalid ones are logged and counted. When the first
@@ -66,6 +70,8 @@ struct ConfigApplier<'a> {
     resolv_conf: PathBuf,
     version: Option<String>,
     applied: bool,
+    /// A version applied without a stub nameserver whose name did not resolve.
+    unresolved: kube_dns_config::ResolveRetry<DnsConfig>,
 }
 
 impl ConfigApplier<'_> {
@@ -77,9 +83,13 @@ impl ConfigApplier<'_> {
         match parsed {
             Ok(config) => {
                 tracing::info!(version, "applying ConfigMap version");
-                apply_config(self.state, &config, &self.resolv_conf).await;
+                let complete = apply_config(self.state, &config, &self.resolv_conf).await;
                 self.state.metrics.config_reloads.inc();
                 self.applied = true;
+                self.unresolved.clear();
+                if !complete {
+                    self.unresolved.schedule(config);
+                }
             }
             Err(reason) if !self.applied => {
                 self.state.metrics.config_errors.inc();
@@ -91,6 +101,19 @@ impl ConfigApplier<'_> {
                 self.state.metrics.config_errors.inc();
                 tracing::error!(version, %reason, "Invalid configuration, ignoring update (last good configuration stays)");
             }
+        }
+    }
+
+    /// Waits for the retry of a version with unresolved stub nameservers (forever when there
+    /// is none), applies it again, and schedules the next try while names still do not
+    /// resolve.
+    async fn retry_unresolved(&mut self) {
+        let config = self.unresolved.due().await;
+        tracing::info!("resolving the stub domain nameservers again");
+        if apply_config(self.state, &config, &self.resolv_conf).await {
+            self.unresolved.clear();
+        } else {
+            self.unresolved.schedule(config);
         }
     }
 }
@@ -109,12 +132,19 @@ pub async fn watch_config_dir(
         resolv_conf,
         version: None,
         applied: false,
+        unresolved: kube_dns_config::ResolveRetry::default(),
     };
     let (tx, mut versions) = mpsc::channel(4);
     tokio::spawn(kube_dns_config::watch(dir, period, tx, shutdown.clone()));
-    while let Some(files) = versions.recv().await {
-        let parsed = DnsConfig::from_files(&files.files);
-        applier.offer(files.version, parsed).await;
+    loop {
+        tokio::select! {
+            files = versions.recv() => {
+                let Some(files) = files else { return };
+                let parsed = DnsConfig::from_files(&files.files);
+                applier.offer(files.version, parsed).await;
+            }
+            _ = applier.retry_unresolved() => {}
+        }
     }
 }
 
@@ -130,11 +160,13 @@ pub async fn apply_config_map_updates(
         resolv_conf,
         version: None,
         applied: false,
+        unresolved: kube_dns_config::ResolveRetry::default(),
     };
     loop {
         let update = tokio::select! {
             _ = shutdown.cancelled() => return,
             update = updates.recv() => update,
+            _ = applier.retry_unresolved() => continue,
         };
         let Some(update) = update else { return };
         if update.data.is_none() {
@@ -210,6 +242,7 @@ mod tests {
             resolv_conf,
             version: None,
             applied: false,
+            unresolved: kube_dns_config::ResolveRetry::default(),
         };
         let invalid = || {
             DnsConfig::from_data(&BTreeMap::from([(
