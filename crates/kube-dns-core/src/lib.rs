@@ -9,4 +9,4 @@ pub mod snapshot;
 pub mod target;
 
 pub use answer::{Outcome, Question, answer};
-pub use snapshot::{ClusterSnapshot, PodsMode, SnapshotBuilder, ZoneSettings};
+pub use snapshot::{ClusterSnapshot, PodsMode, SavedModels, SnapshotBuilder, ZoneSettings};

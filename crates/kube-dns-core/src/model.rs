@@ -29,7 +29,9 @@ pub enum IngestError {
 }
 
 /// A port as DNS sees it (the SRV `_<name>._<proto>` labels).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PortModel {
     /// Lower-cased port name; unnamed ports get no `_port._proto` SRV record.
     pub name: Option<Box<str>>,
@@ -39,7 +41,7 @@ pub struct PortModel {
 }
 
 /// How a Service is published.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ServiceSpecModel {
     /// A and AAAA for every ClusterIP.
     ClusterIp { ips: Vec<IpAddr> },
@@ -50,7 +52,7 @@ pub enum ServiceSpecModel {
 }
 
 /// A Service stripped to what DNS needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceModel {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
@@ -62,7 +64,7 @@ pub struct ServiceModel {
 /// One endpoint of a slice. Only the first address is kept: the EndpointSlice API says its
 /// addresses are fungible and consumers may use only the first, and every endpoint the
 /// controllers write has one (this keeps 100,000 endpoints in a few MB).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointModel {
     pub ip: IpAddr,
     /// Lower-cased `hostname`.
@@ -72,7 +74,7 @@ pub struct EndpointModel {
 }
 
 /// An EndpointSlice (or a core/v1 Endpoints object) stripped to what DNS needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SliceModel {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
@@ -83,7 +85,7 @@ pub struct SliceModel {
 }
 
 /// A Pod stripped to its namespace and IPs (only kept in `--pods=verified` mode).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodModel {
     pub namespace: Arc<str>,
     pub name: Arc<str>,

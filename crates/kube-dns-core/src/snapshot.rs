@@ -197,6 +197,14 @@ type ObjectKey = (Arc<str>, Arc<str>);
 /// (service key, PTR target) pairs that claim an address.
 type ReverseOwners = Vec<(Arc<str>, Arc<str>)>;
 
+/// Every object a builder holds (what a saved zone stores).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedModels {
+    pub services: Vec<ServiceModel>,
+    pub slices: Vec<SliceModel>,
+    pub pods: Vec<PodModel>,
+}
+
 /// Applies stripped objects to the published indexes, one object at a time.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
@@ -235,6 +243,41 @@ impl SnapshotBuilder {
 
     pub fn settings(&self) -> &Arc<ZoneSettings> {
         &self.settings
+    }
+
+    /// Every object the builder holds, for saving the zone (`--snapshot-dir`).
+    pub fn models(&self) -> SavedModels {
+        let mut models = SavedModels {
+            services: self.services.values().cloned().collect(),
+            slices: self.slices.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+        };
+        // A stable order, so the same zone saves the same bytes.
+        models
+            .services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        models
+            .slices
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        models
+            .pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        models
+    }
+
+    /// A builder holding saved objects, as if they had been applied one by one.
+    pub fn from_models(settings: ZoneSettings, models: SavedModels) -> Self {
+        let mut builder = SnapshotBuilder::new(settings);
+        for service in models.services {
+            builder.apply_service(service);
+        }
+        for slice in models.slices {
+            builder.apply_slice(slice);
+        }
+        for pod in models.pods {
+            builder.apply_pod(pod);
+        }
+        builder
     }
 
     /// The current state as an immutable snapshot (an O(1) clone).

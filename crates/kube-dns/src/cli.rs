@@ -130,6 +130,16 @@ pub struct Cli {
     /// Resolver configuration whose nameservers are the upstreams when none are configured.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: std::path::PathBuf,
+    /// Keep the last good zone in this directory (an emptyDir survives container restarts)
+    /// and answer from it at start while syncing; unset or empty: nothing is written.
+    #[arg(long)]
+    pub snapshot_dir: Option<std::path::PathBuf>,
+    /// A saved zone older than this is not used.
+    #[arg(long, default_value = "24h", value_parser = parse_go_duration)]
+    pub snapshot_max_age: Duration,
+    /// The zone is saved at most this often, when it changed.
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub snapshot_interval: Duration,
 }
 
 /// Settings from the environment (legacy `PROMETHEUS_*`).

@@ -67,6 +67,16 @@ pub struct Config {
     pub initial_sync_timeout: Duration,
     pub lameduck: Duration,
     pub forward_deadline: Duration,
+    /// `--snapshot-dir` and its settings; None: no saved zone.
+    pub saved_zone: Option<SavedZoneConfig>,
+}
+
+/// Where and how the last good zone is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedZoneConfig {
+    pub dir: PathBuf,
+    pub max_age: Duration,
+    pub interval: Duration,
 }
 
 /// A command line kube-dns refuses to start with.
@@ -115,6 +125,15 @@ impl Config {
             initial_sync_timeout: cli.initial_sync_timeout,
             lameduck: cli.lameduck,
             forward_deadline: cli.forward_deadline,
+            saved_zone: cli
+                .snapshot_dir
+                .as_ref()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .map(|dir| SavedZoneConfig {
+                    dir: dir.clone(),
+                    max_age: cli.snapshot_max_age,
+                    interval: cli.snapshot_interval.max(Duration::from_secs(1)),
+                }),
         })
     }
 

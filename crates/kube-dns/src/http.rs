@@ -34,7 +34,15 @@ pub fn router(state: Arc<ServerState>, metrics_path: &str, cache_dump: bool) -> 
 }
 
 async fn readiness(State(state): State<Arc<ServerState>>) -> Response {
-    if state.is_ready() {
+    if state.is_ready() && state.serving_saved_zone() {
+        // Ready: the saved zone is good data, and a cluster whose replicas all restarted while
+        // the API is away keeps its DNS Service endpoints.
+        (
+            StatusCode::OK,
+            "ok (answering from the saved zone; not synced with the API yet)\n",
+        )
+            .into_response()
+    } else if state.is_ready() {
         (StatusCode::OK, READY_BODY).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

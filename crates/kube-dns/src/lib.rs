@@ -10,6 +10,7 @@ pub mod forward;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod saved_zone;
 pub mod server;
 pub mod state;
 pub mod watch;
@@ -140,14 +141,28 @@ pub async fn run(
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let builder = SnapshotBuilder::new(config.zone.clone());
     let metrics = Metrics::new(&config.metrics)?;
+    // The last good zone, when one is saved: answered at once, replaced once the API's data
+    // is in (the watches relist over it, so nothing disappears in between).
+    let saved = config
+        .saved_zone
+        .as_ref()
+        .and_then(|saved| saved_zone::load(saved, &config.zone, &metrics));
+    let serving_saved = saved.is_some();
+    let builder = saved.unwrap_or_else(|| SnapshotBuilder::new(config.zone.clone()));
+    let first = if serving_saved {
+        let now = daemon_support::clock::unix_secs().max(1) as u32;
+        builder.snapshot(kube_dns_core::snapshot::next_serial(0, now), true)
+    } else {
+        ClusterSnapshot::empty(Arc::new(config.zone.clone()))
+    };
     let state = Arc::new(ServerState::new(
-        ClusterSnapshot::empty(Arc::new(config.zone.clone())),
+        first,
         ForwardPolicy::default(),
         Forwarding::new(config.forward_deadline),
         metrics,
     ));
+    state.set_serving_saved_zone(serving_saved);
     let resolv_conf = config.resolv_conf.clone();
     if let ConfigSource::Static(dns_config) = &config.source {
         config_source::apply_config(&state, dns_config, &resolv_conf).await;
@@ -175,6 +190,13 @@ pub async fn run(
     );
     if config.watches_pods() {
         tasks.spawn(watches.clone().pods(stop.clone()));
+    }
+    if let Some(saved) = &config.saved_zone {
+        tasks.spawn(saved_zone::keep_saved(
+            saved.clone(),
+            watches.clone(),
+            stop.clone(),
+        ));
     }
     {
         let (sync, timeout, stop) = (

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     pub config_errors: IntCounter,
     pub ready: IntGauge,
+    pub saved_zone_serving: IntGauge,
+    pub saved_zone_writes: IntCounter,
+    pub saved_zone_write_errors: IntCounter,
+    pub saved_zone_refused: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +207,26 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_errors.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        let saved_zone_serving = IntGauge::new(
+            "kubedns_saved_zone_serving",
+            "1 while answers come from the zone saved in --snapshot-dir (before the first sync with the API).",
+        )?;
+        let saved_zone_writes = IntCounter::new(
+            "kubedns_saved_zone_writes_total",
+            "Times the zone was saved to --snapshot-dir.",
+        )?;
+        let saved_zone_write_errors = IntCounter::new(
+            "kubedns_saved_zone_write_errors_total",
+            "Failed saves of the zone to --snapshot-dir.",
+        )?;
+        let saved_zone_refused = IntCounter::new(
+            "kubedns_saved_zone_refused_total",
+            "Saved zones found at start but not used (damaged, another format version or zone, too old).",
+        )?;
+        registry.register(Box::new(saved_zone_serving.clone()))?;
+        registry.register(Box::new(saved_zone_writes.clone()))?;
+        registry.register(Box::new(saved_zone_write_errors.clone()))?;
+        registry.register(Box::new(saved_zone_refused.clone()))?;
         let systems = System::ALL.map(|system| {
             let label = system.label();
             SystemMetrics {
@@ -227,6 +251,10 @@ impl Metrics {
             config_reloads,
             config_errors,
             ready,
+            saved_zone_serving,
+            saved_zone_writes,
+            saved_zone_write_errors,
+            saved_zone_refused,
         })
     }
 

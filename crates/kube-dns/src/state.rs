@@ -26,6 +26,8 @@ pub struct ServerState {
     /// UDP workers started again after a panic.
     pub udp: Arc<dns_transport::UdpStats>,
     lameduck: AtomicBool,
+    /// Answers come from the zone saved in `--snapshot-dir`, until the first sync.
+    saved_zone: AtomicBool,
 }
 
 impl ServerState {
@@ -45,7 +47,19 @@ impl ServerState {
             inflight: Arc::default(),
             udp: Arc::default(),
             lameduck: AtomicBool::new(false),
+            saved_zone: AtomicBool::new(false),
         }
+    }
+
+    /// Whether answers come from the saved zone (not yet synced with the API).
+    pub fn serving_saved_zone(&self) -> bool {
+        self.saved_zone.load(Ordering::Relaxed)
+    }
+
+    /// Answers come from the saved zone from now on (`true`), or from the API's data.
+    pub fn set_serving_saved_zone(&self, serving: bool) {
+        self.saved_zone.store(serving, Ordering::Relaxed);
+        self.metrics.saved_zone_serving.set(i64::from(serving));
     }
 
     /// Ready once every watch has synced, until shutdown begins.

@@ -119,7 +119,9 @@ impl Watches {
     fn publish(&self, builder: &SnapshotBuilder) {
         let now = daemon_support::clock::unix_secs().max(1) as u32;
         let serial = kube_dns_core::snapshot::next_serial(self.state.snapshot.load().serial, now);
-        let snapshot = builder.snapshot(serial, self.sync.all_synced());
+        // A saved zone answers until the API's data replaces it (no SERVFAIL in between).
+        let synced = self.sync.all_synced() || self.state.serving_saved_zone();
+        let snapshot = builder.snapshot(serial, synced);
         self.state
             .metrics
             .services
@@ -209,6 +211,10 @@ impl Watches {
                 self.sync.mark(resource);
                 if first && self.sync.all_synced() {
                     tracing::info!("Initialized services and endpoints from apiserver");
+                    if self.state.serving_saved_zone() {
+                        tracing::info!("the API's data replaces the saved zone");
+                        self.state.set_serving_saved_zone(false);
+                    }
                     crate::memory::release_free_memory();
                 }
             }

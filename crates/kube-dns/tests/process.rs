@@ -1023,3 +1023,115 @@ async fn udp_floods_for_a_silent_upstream_keep_memory_bounded() -> anyhow::Resul
     )?;
     Ok(())
 }
+
+/// Issue 13: kube-dns keeps its last good zone in `--snapshot-dir` and, restarted while the API
+/// server is away, answers from it within a second of starting (readiness says so); a damaged
+/// file is ignored with its reason; once the API is back, what changed meanwhile is served and
+/// the saved zone is no longer used.
+#[tokio::test]
+async fn a_restart_without_the_api_answers_from_the_saved_zone() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let dir = kube_dns_test_support::tempdir("saved-zone")?;
+    let flags = [
+        format!("--snapshot-dir={}", dir.display()),
+        "--snapshot-interval=1s".to_owned(),
+        "--lameduck=0s".to_owned(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let kubernetes = "kubernetes.default.svc.cluster.local.";
+    let is_kubernetes = |m: &Message| answer_lines(m).iter().any(|l| l.ends_with(" A 10.0.0.1"));
+
+    let mut first = start_kube_dns(api_addr, &flags, &[]).await?;
+    wait_ready(first.http).await?;
+    let file = dir.join("zone");
+    let deadline = Instant::now() + WAIT;
+    while !file.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no saved zone in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let good = std::fs::read(&file)?;
+    first
+        .process
+        .signal(kube_dns_test_support::process::SIGTERM)?;
+    first.process.wait_exit(WAIT).await?;
+
+    // The API is away: nothing listens at this address.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?
+    };
+    let restarted = start_kube_dns(dead, &flags, &[]).await?;
+    let started = Instant::now();
+    let reply = query_udp(restarted.udp, kubernetes, RecordType::A).await?;
+    assert!(is_kubernetes(&reply), "from the saved zone: {reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered {:?} after listening",
+        started.elapsed()
+    );
+    let readiness = http_client::get(restarted.http, "/readiness").await?;
+    assert_eq!(readiness.status, 200);
+    assert!(
+        readiness.text().contains("saved zone"),
+        "{}",
+        readiness.text()
+    );
+    assert_eq!(
+        metric(restarted.http, "kubedns_saved_zone_serving").await?,
+        1.0
+    );
+    drop(restarted);
+
+    // A damaged file is ignored, with the reason: SERVFAIL until the API answers.
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    std::fs::write(&file, &damaged)?;
+    let refused = start_kube_dns(dead, &flags, &[]).await?;
+    refused
+        .process
+        .wait_for_line("checksum mismatch", WAIT)
+        .await?;
+    let reply = query_udp(refused.udp, kubernetes, RecordType::A).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(
+        metric(refused.http, "kubedns_saved_zone_refused_total").await?,
+        1.0
+    );
+    drop(refused);
+
+    // The API is back with a Service made while kube-dns was away.
+    std::fs::write(&file, &good)?;
+    api.apply(
+        service("default", "made-meanwhile")
+            .cluster_ip("10.0.0.77")
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    let back = start_kube_dns(api_addr, &flags, &[]).await?;
+    let reply = query_udp(back.udp, kubernetes, RecordType::A).await?;
+    assert!(is_kubernetes(&reply), "saved or synced: {reply:?}");
+    eventually(
+        back.udp,
+        "made-meanwhile.default.svc.cluster.local.",
+        RecordType::A,
+        WAIT,
+        |m| answer_lines(m).iter().any(|l| l.ends_with(" A 10.0.0.77")),
+    )
+    .await?;
+    let deadline = Instant::now() + WAIT;
+    while metric(back.http, "kubedns_saved_zone_serving").await? != 0.0 {
+        anyhow::ensure!(Instant::now() < deadline, "still serving the saved zone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        http_client::get(back.http, "/readiness").await?.text(),
+        "ok\n"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -170,6 +170,12 @@ async fn start_pod(
     set_flag(&mut args, "--healthz-port", "0");
     set_flag(&mut args, "--healthz-bind-address", "127.0.0.1");
     set_flag(&mut args, "--kubecfg-file", &kubeconfig.to_string_lossy());
+    // The manifest's emptyDir for the saved zone, where the manifest has one.
+    if args.iter().any(|a| a.starts_with("--snapshot-dir=")) {
+        let zone_dir = work.join("kube-dns-zone");
+        std::fs::create_dir_all(&zone_dir)?;
+        set_flag(&mut args, "--snapshot-dir", &zone_dir.to_string_lossy());
+    }
     let mut env = env_of(&all["kubedns"]);
     for (name, value) in env.iter_mut() {
         if name == "PROMETHEUS_PORT" {
