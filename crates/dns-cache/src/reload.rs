@@ -90,8 +90,8 @@ impl Reloader {
     }
 }
 
-/// Runs the signal handlers until SIGTERM or SIGINT, then cancels `shutdown`. Signals that
-/// arrive before the cache serves (`ready`) wait for it; a stop before then stops at once.
+/// Runs the signal handlers until SIGTERM or SIGINT, then cancels `shutdown` (the lameduck
+/// follows). Signals that arrive before the cache serves (`ready`) wait for it.
 pub async fn handle_signals(
     mut signals: daemon_support::signals::Signals,
     shutdown: CancellationToken,

@@ -945,7 +945,7 @@ async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> an
     let mut cache = start_cache(&[
         server_arg(&upstream),
         "--no-resolv".into(),
-        "--lameduck=1500ms".into(),
+        "--lameduck=3000ms".into(),
         "--metrics-address=127.0.0.1:0".into(),
     ])
     .await?;
@@ -958,8 +958,22 @@ async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> an
     cache
         .process
         .signal(kube_dns_test_support::process::SIGTERM)?;
+    // /healthz fails as soon as the signal is handled.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let health = kube_dns_test_support::http_client::get(metrics, "/healthz").await?;
+        if health.status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still {} in lameduck",
+            health.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut answered = 0;
-    while signalled.elapsed() < Duration::from_millis(1_300) {
+    while signalled.elapsed() < Duration::from_millis(2_000) {
         let forwarded = format!("new{answered}.example.com.");
         for (name, reply) in [
             (
@@ -985,17 +999,15 @@ async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> an
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        answered >= 5,
+        answered >= 3,
         "only {answered} rounds in the lameduck period"
     );
-    let health = kube_dns_test_support::http_client::get(metrics, "/healthz").await?;
-    assert_eq!(health.status, 503, "/healthz in lameduck");
     let status = cache.process.wait_exit(WAIT).await?;
     let took = signalled.elapsed();
     assert!(status.success(), "exit after lameduck: {status:?}");
     assert!(
-        took >= Duration::from_millis(1_500) && took < Duration::from_secs(4),
-        "exited {took:?} after SIGTERM (lameduck 1.5 s)"
+        took >= Duration::from_millis(3_000) && took < Duration::from_secs(8),
+        "exited {took:?} after SIGTERM (lameduck 3 s)"
     );
     Ok(())
 }

@@ -57,7 +57,7 @@ pub async fn exchange_udp(
         .map(|(reply, _)| reply)
 }
 
-/// Asks `server` one question (RD set, a random ID, no EDNS) and decodes the reply, waiting at
+/// Asks `server` one question (RD set, a random ID, EDNS) and decodes the reply, waiting at
 /// most `timeout`.
 pub async fn query(
     server: SocketAddr,

@@ -215,7 +215,6 @@ pub fn check_reply(query: &[u8], reply: &[u8]) -> Result<ReplyInfo, ReplyError> 
     Ok(info)
 }
 
-/// Our OPT record: EDNS version 0, our payload size, DO as asked, no options.
 /// A checked reply with the upstream's OPT record removed and, when `ours` is `Some(dnssec_ok)`
 /// (the query carried EDNS), our own appended, carrying the upstream's Extended DNS Error code
 /// if it sent one (kube-dns's "Not Ready" reaches the sidecar through dns-cache). A truncated

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -75,8 +75,11 @@ pub fn signal_group(pid: u32, signal: ChildSignal) -> std::io::Result<()> {
 /// asked by pid, so an exited supervised child (which a peek at "any child" would find first)
 /// does not hide the orphans behind it; returns how many were reaped.
 pub fn reap_orphans(keep: Option<u32>) -> usize {
+    let Some(children) = own_children() else {
+        return reap_by_peeking(keep);
+    };
     let mut reaped = 0;
-    for pid in own_children() {
+    for pid in children {
         if Some(pid) == keep {
             continue;
         }
@@ -93,18 +96,38 @@ pub fn reap_orphans(keep: Option<u32>) -> usize {
 }
 
 /// The pids of this process's children (zombies included), from
-/// `/proc/self/task/<tid>/children`.
-fn own_children() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
+/// `/proc/self/task/<tid>/children`; None where the kernel has no such file
+/// (CONFIG_PROC_CHILDREN).
+fn own_children() -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.extend(
             list.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
+                .filter_map(|pid| pid.parse::<u32>().ok()),
+        );
+    }
+    Some(children)
+}
+
+/// Without the children lists: peeks at any exited child and reaps it unless it is `keep`
+/// (then it stops, leaving the rest for the next SIGCHLD, as it is tokio's to reap).
+fn reap_by_peeking(keep: Option<u32>) -> usize {
+    let mut reaped = 0;
+    loop {
+        let peeked = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let Some(pid) = peeked.ok().and_then(|status| status.pid()) else {
+            return reaped;
+        };
+        if u32::try_from(pid.as_raw()).ok() == keep {
+            return reaped;
+        }
+        if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
+            reaped += 1;
+        }
+    }
 }

@@ -104,11 +104,10 @@ impl ConfigApplier<'_> {
         }
     }
 
-    /// Waits for the retry of a version with unresolved stub nameservers (forever when there
-    /// is none), applies it again, and schedules the next try while names still do not
-    /// resolve.
-    async fn retry_unresolved(&mut self) {
-        let config = self.unresolved.due().await;
+    /// Applies again a version whose stub nameservers did not resolve (from
+    /// `self.unresolved.due()`, awaited alone in a `select!` so the version cannot be dropped
+    /// half-way), and schedules the next try while names still do not resolve.
+    async fn retry_unresolved(&mut self, config: DnsConfig) {
         tracing::info!("resolving the stub domain nameservers again");
         if apply_config(self.state, &config, &self.resolv_conf).await {
             self.unresolved.clear();
@@ -143,7 +142,7 @@ pub async fn watch_config_dir(
                 let parsed = DnsConfig::from_files(&files.files);
                 applier.offer(files.version, parsed).await;
             }
-            _ = applier.retry_unresolved() => {}
+            config = applier.unresolved.due() => applier.retry_unresolved(config).await,
         }
     }
 }
@@ -166,7 +165,10 @@ pub async fn apply_config_map_updates(
         let update = tokio::select! {
             _ = shutdown.cancelled() => return,
             update = updates.recv() => update,
-            _ = applier.retry_unresolved() => continue,
+            config = applier.unresolved.due() => {
+                applier.retry_unresolved(config).await;
+                continue;
+            }
         };
         let Some(update) = update else { return };
         if update.data.is_none() {

@@ -209,7 +209,7 @@ pub async fn run(
                 _ = stop.cancelled() => {}
                 _ = tokio::time::sleep(timeout) => {
                     if !sync.all_synced() {
-                        tracing::error!(pending = ?sync.pending(), "Timeout waiting for initialization; still waiting (answering SERVFAIL until synced)");
+                        tracing::error!(pending = ?sync.pending(), "Timeout waiting for initialization; still waiting (answering SERVFAIL, or from the saved zone, until synced)");
                     }
                 }
             }

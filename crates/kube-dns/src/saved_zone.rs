@@ -200,7 +200,12 @@ pub fn load(
 ) -> Option<kube_dns_core::SnapshotBuilder> {
     let now = daemon_support::clock::unix_secs();
     match read(&config.dir, &zone.zone, now, config.max_age) {
-        Ok(saved) => {
+        Ok(mut saved) => {
+            // Pods are kept only with --pods=verified; a file saved in that mode brings none
+            // into another.
+            if zone.pods != kube_dns_core::PodsMode::Verified {
+                saved.models.pods.clear();
+            }
             tracing::info!(
                 services = saved.models.services.len(),
                 slices = saved.models.slices.len(),
@@ -224,8 +229,20 @@ pub fn load(
     }
 }
 
-/// Saves the zone every `config.interval` when it changed since the last save and every watch
-/// has synced (a zone still being listed is not saved), until `stop`.
+/// What a file says apart from when it was written: equal for the same zone and objects.
+fn content_digest(bytes: &[u8]) -> [u8; DIGEST_LEN] {
+    // The magic and version, then everything after the time, without the checksum.
+    let time_end = MAGIC.len() + 4 + 8;
+    let end = bytes.len().saturating_sub(DIGEST_LEN).max(time_end);
+    let mut hasher = Sha256::new();
+    hasher.update(bytes.get(..MAGIC.len() + 4).unwrap_or_default());
+    hasher.update(bytes.get(time_end..end).unwrap_or_default());
+    hasher.finalize().into()
+}
+
+/// Saves the zone every `config.interval` when its objects changed since the last save and
+/// every watch has synced (a zone still being listed is not saved), until `stop`. Copying the
+/// objects, encoding and writing run on a blocking thread; an unchanged zone is not written.
 pub async fn keep_saved(
     config: crate::config::SavedZoneConfig,
     watches: crate::watch::Watches,
@@ -233,6 +250,7 @@ pub async fn keep_saved(
 ) {
     let zone = watches.state.snapshot.load().settings.zone.to_string();
     let mut saved_serial = None;
+    let mut saved_content: Option<[u8; DIGEST_LEN]> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -242,23 +260,32 @@ pub async fn keep_saved(
         if !watches.sync.all_synced() || saved_serial == Some(serial) {
             continue;
         }
-        let models = match watches.builder.lock() {
-            Ok(builder) => builder.models(),
-            Err(_) => return,
-        };
+        let builder = watches.builder.clone();
         let dir = config.dir.clone();
         let zone = zone.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let models = match builder.lock() {
+                Ok(builder) => builder.models(),
+                Err(_) => return Ok(None),
+            };
             let bytes = encode(&models, &zone, daemon_support::clock::unix_secs())?;
-            write(&dir, &bytes)
+            let content = content_digest(&bytes);
+            if saved_content == Some(content) {
+                return Ok(Some((0, content)));
+            }
+            write(&dir, &bytes).map(|size| Some((size, content)))
         })
         .await;
         match written {
-            Ok(Ok(bytes)) => {
-                watches.state.metrics.saved_zone_writes.inc();
-                tracing::debug!(bytes, serial, "zone saved");
+            Ok(Ok(Some((bytes, content)))) => {
+                if bytes > 0 {
+                    watches.state.metrics.saved_zone_writes.inc();
+                    tracing::debug!(bytes, serial, "zone saved");
+                }
                 saved_serial = Some(serial);
+                saved_content = Some(content);
             }
+            Ok(Ok(None)) => return,
             Ok(Err(error)) => {
                 watches.state.metrics.saved_zone_write_errors.inc();
                 tracing::warn!(%error, "cannot save the zone; trying again at the next change");
@@ -312,6 +339,14 @@ mod tests {
         assert_eq!(read_back.models, models());
         assert!(!dir.join("zone.tmp").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_content_digest_ignores_only_the_time() {
+        let at = |now| encode(&models(), "cluster.local", now).expect("encode");
+        assert_eq!(content_digest(&at(1)), content_digest(&at(2)));
+        let other = encode(&SavedModels::default(), "cluster.local", 1).expect("encode");
+        assert_ne!(content_digest(&at(1)), content_digest(&other));
     }
 
     #[test]

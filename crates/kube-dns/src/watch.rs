@@ -198,8 +198,11 @@ impl Watches {
                     continue;
                 }
             };
-            let publish =
-                !matches!(change, Change::Relist | Change::Upsert(_)) || self.sync.all_synced();
+            // During a first list only its end is published; a saved zone being served (which
+            // the relist goes over) gets every change at once, as a synced zone does.
+            let publish = !matches!(change, Change::Relist | Change::Upsert(_))
+                || self.sync.all_synced()
+                || self.state.serving_saved_zone();
             let done = matches!(change, Change::RelistDone);
             let Ok(mut builder) = self.builder.lock() else {
                 tracing::error!("snapshot builder lock poisoned");

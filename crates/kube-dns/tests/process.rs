@@ -1064,15 +1064,22 @@ async fn a_restart_without_the_api_answers_from_the_saved_zone() -> anyhow::Resu
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.local_addr()?
     };
+    let spawned = Instant::now();
     let restarted = start_kube_dns(dead, &flags, &[]).await?;
-    let started = Instant::now();
     let reply = query_udp(restarted.udp, kubernetes, RecordType::A).await?;
+    let took = spawned.elapsed();
     assert!(is_kubernetes(&reply), "from the saved zone: {reply:?}");
+    // The zone is in before the sockets listen: the very first query is answered from it.
+    let lines = restarted.process.lines();
+    let loaded = lines
+        .iter()
+        .position(|l| l.contains("answering from the saved zone"));
+    let listening = lines.iter().position(|l| l.contains("listening on udp"));
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "answered {:?} after listening",
-        started.elapsed()
+        loaded.is_some() && loaded < listening,
+        "saved zone loaded before listening: {lines:?}"
     );
+    eprintln!("answered from the saved zone {took:?} after the process was started");
     let readiness = http_client::get(restarted.http, "/readiness").await?;
     assert_eq!(readiness.status, 200);
     assert!(

@@ -504,7 +504,7 @@ async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Res
     }
     let signalled = Instant::now();
     let mut asked = 0;
-    while signalled.elapsed() < Duration::from_millis(4_500) {
+    while signalled.elapsed() < Duration::from_millis(3_500) {
         for (name, want) in [
             (
                 "kubernetes.default.svc.cluster.local.".to_owned(),
@@ -539,7 +539,7 @@ async fn run_pod(path: &std::path::Path, manifest_kind: Manifest) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ensure!(
-        asked >= 20,
+        asked >= 10,
         "only {asked} rounds of queries during the lameduck"
     );
     for (name, mut process) in containers {
