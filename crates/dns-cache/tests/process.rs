@@ -942,6 +942,14 @@ async fn tcp_connections_are_capped_per_client_and_in_all() -> anyhow::Result<()
 #[tokio::test]
 async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> anyhow::Result<()> {
     let upstream = FakeUpstream::start().await?;
+    // Every upstream answer takes 200 ms: misses are in flight when SIGTERM arrives.
+    upstream.set_default(Rule::Delay(
+        Duration::from_millis(200),
+        Box::new(Rule::Answer {
+            ips: vec![IpAddr::V4(UPSTREAM_ANSWER)],
+            ttl: 300,
+        }),
+    ));
     let mut cache = start_cache(&[
         server_arg(&upstream),
         "--no-resolv".into(),
@@ -954,10 +962,18 @@ async fn sigterm_keeps_answering_for_the_lameduck_period_then_exits_zero() -> an
         &query_udp(cache.udp, "cached.example.com.", RecordType::A).await?,
         UPSTREAM_ANSWER
     ));
+    let udp = cache.udp;
+    let in_flight =
+        tokio::spawn(async move { query_udp(udp, "inflight.example.com.", RecordType::A).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let signalled = Instant::now();
     cache
         .process
         .signal(kube_dns_test_support::process::SIGTERM)?;
+    assert!(
+        has_a(&in_flight.await??, UPSTREAM_ANSWER),
+        "a miss in flight at SIGTERM is answered"
+    );
     // /healthz fails as soon as the signal is handled.
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {

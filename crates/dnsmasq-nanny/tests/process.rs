@@ -45,6 +45,39 @@ async fn wait_for_log(log: &Path, needle: &str, count: usize) -> anyhow::Result<
     }
 }
 
+/// dns-cache's own arguments after the nanny's `--`: a free loopback port, one worker, no
+/// hosts or resolv file (the servers file the nanny writes is its configuration).
+fn dns_cache_child_args() -> Vec<String> {
+    [
+        "-k",
+        "-p",
+        "0",
+        "-a",
+        "127.0.0.1",
+        "--no-hosts",
+        "--no-resolv",
+        "--workers=1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A ConfigMap directory in `dir` whose stub domain `acme.local` has a nameserver given by
+/// name (`ns.dns.cluster.local`, resolved through `-kubednsServer`), and a fake child logging
+/// to `child.log`: (config dir, log, child).
+fn stub_name_setup(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "stubDomains",
+        r#"{"acme.local": ["ns.dns.cluster.local"]}"#,
+    )?;
+    let log = dir.join("child.log");
+    let child = fake_child(dir, &log)?;
+    Ok((config, log, child))
+}
+
 async fn spawn_nanny(args: &[String]) -> anyhow::Result<(ChildProcess, SocketAddr)> {
     let mut all = vec![
         "-healthAddress=127.0.0.1:0".to_owned(),
@@ -208,20 +241,18 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
         &format!("[\"{}\"]", upstream.addr),
     )?;
     let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
-    let (nanny, _health) = spawn_nanny(&[
-        format!("-dnsmasqExec={}", dns_cache.display()),
-        format!("-configDir={}", config.display()),
-        format!("-serversFile={}", dir.join("servers").display()),
-        "-restartDnsmasq=true".into(),
-        "--".into(),
-        "-k".into(),
-        "-p".into(),
-        "0".into(),
-        "-a".into(),
-        "127.0.0.1".into(),
-        "--no-hosts".into(),
-        "--workers=1".into(),
-    ])
+    let (nanny, _health) = spawn_nanny(
+        &[
+            format!("-dnsmasqExec={}", dns_cache.display()),
+            format!("-configDir={}", config.display()),
+            format!("-serversFile={}", dir.join("servers").display()),
+            "-restartDnsmasq=true".into(),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(dns_cache_child_args())
+        .collect::<Vec<_>>(),
+    )
     .await?;
     let cache = nanny.listening_addr("udp", WAIT).await?;
     let reply = query_udp(cache, "www.example.com.", RecordType::A).await?;
@@ -273,15 +304,7 @@ async fn hostnames_resolve_deleted_config_means_defaults_and_log_interval_signal
 -> anyhow::Result<()> {
     let kubedns = FakeUpstream::start().await?;
     let dir = kube_dns_test_support::tempdir("resolve")?;
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config)?;
-    kube_dns_test_support::write_configmap_key(
-        &config,
-        "stubDomains",
-        r#"{"acme.local": ["ns.dns.cluster.local"]}"#,
-    )?;
-    let log = dir.join("child.log");
-    let child = fake_child(&dir, &log)?;
+    let (config, log, child) = stub_name_setup(&dir)?;
     let (_nanny, health) = spawn_nanny(&[
         format!("-dnsmasqExec={}", child.display()),
         format!("-configDir={}", config.display()),
@@ -650,15 +673,7 @@ async fn a_stub_nameserver_name_that_resolves_later_is_applied_then() -> anyhow:
     let kubedns = FakeUpstream::start().await?;
     kubedns.set_rule("ns.dns.cluster.local", Rule::ServFail);
     let dir = kube_dns_test_support::tempdir("resolve-later")?;
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config)?;
-    kube_dns_test_support::write_configmap_key(
-        &config,
-        "stubDomains",
-        r#"{"acme.local": ["ns.dns.cluster.local"]}"#,
-    )?;
-    let log = dir.join("child.log");
-    let child = fake_child(&dir, &log)?;
+    let (config, log, child) = stub_name_setup(&dir)?;
     let (_nanny, health) = spawn_nanny(&[
         format!("-dnsmasqExec={}", child.display()),
         format!("-configDir={}", config.display()),
@@ -712,20 +727,17 @@ async fn a_servers_file_that_cannot_be_written_is_reported() -> anyhow::Result<(
     let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
     // A directory that does not exist: every write fails.
     let servers = dir.join("missing").join("servers");
-    let (nanny, health) = spawn_nanny(&[
-        format!("-dnsmasqExec={}", dns_cache.display()),
-        format!("-configDir={}", config.display()),
-        format!("-serversFile={}", servers.display()),
-        "--".into(),
-        "-k".into(),
-        "-p".into(),
-        "0".into(),
-        "-a".into(),
-        "127.0.0.1".into(),
-        "--no-hosts".into(),
-        "--no-resolv".into(),
-        "--workers=1".into(),
-    ])
+    let (nanny, health) = spawn_nanny(
+        &[
+            format!("-dnsmasqExec={}", dns_cache.display()),
+            format!("-configDir={}", config.display()),
+            format!("-serversFile={}", servers.display()),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(dns_cache_child_args())
+        .collect::<Vec<_>>(),
+    )
     .await?;
     nanny.listening_addr("udp", WAIT).await?;
     let body = http_client::get(health, "/healthz").await?.json()?;
@@ -735,12 +747,7 @@ async fn a_servers_file_that_cannot_be_written_is_reported() -> anyhow::Result<(
             .is_some_and(|e| e.contains("cannot write the servers file")),
         "{body}"
     );
-    let metrics = http_client::get(health, "/metrics").await?.text();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("dnsmasq_nanny_servers_file_errors_total "))
-        .and_then(|v| v.parse().ok())
-        .context("servers file error counter")?;
-    assert!(errors >= 1.0, "{metrics}");
+    let errors = http_client::metric(health, "dnsmasq_nanny_servers_file_errors_total ").await?;
+    assert!(errors >= 1.0, "{errors} servers file errors counted");
     Ok(())
 }

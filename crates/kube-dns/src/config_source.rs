@@ -74,7 +74,17 @@ struct ConfigApplier<'a> {
     unresolved: kube_dns_config::ResolveRetry<DnsConfig>,
 }
 
-impl ConfigApplier<'_> {
+impl<'a> ConfigApplier<'a> {
+    fn new(state: &'a ServerState, resolv_conf: PathBuf) -> Self {
+        ConfigApplier {
+            state,
+            resolv_conf,
+            version: None,
+            applied: false,
+            unresolved: kube_dns_config::ResolveRetry::default(),
+        }
+    }
+
     async fn offer(&mut self, version: String, parsed: Result<DnsConfig, ConfigError>) {
         if self.version.as_deref() == Some(version.as_str()) {
             return;
@@ -126,13 +136,7 @@ pub async fn watch_config_dir(
     resolv_conf: PathBuf,
     shutdown: CancellationToken,
 ) {
-    let mut applier = ConfigApplier {
-        state: &state,
-        resolv_conf,
-        version: None,
-        applied: false,
-        unresolved: kube_dns_config::ResolveRetry::default(),
-    };
+    let mut applier = ConfigApplier::new(&state, resolv_conf);
     let (tx, mut versions) = mpsc::channel(4);
     tokio::spawn(kube_dns_config::watch(dir, period, tx, shutdown.clone()));
     loop {
@@ -154,13 +158,7 @@ pub async fn apply_config_map_updates(
     resolv_conf: PathBuf,
     shutdown: CancellationToken,
 ) {
-    let mut applier = ConfigApplier {
-        state: &state,
-        resolv_conf,
-        version: None,
-        applied: false,
-        unresolved: kube_dns_config::ResolveRetry::default(),
-    };
+    let mut applier = ConfigApplier::new(&state, resolv_conf);
     loop {
         let update = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -239,13 +237,7 @@ mod tests {
         let resolv_conf = dir.join("resolv.conf");
         std::fs::write(&resolv_conf, "nameserver 192.0.2.77\n").expect("write");
         let state = state();
-        let mut applier = ConfigApplier {
-            state: &state,
-            resolv_conf,
-            version: None,
-            applied: false,
-            unresolved: kube_dns_config::ResolveRetry::default(),
-        };
+        let mut applier = ConfigApplier::new(&state, resolv_conf);
         let invalid = || {
             DnsConfig::from_data(&BTreeMap::from([(
                 "upstreamNameservers".to_owned(),
