@@ -140,6 +140,10 @@ pub struct Cli {
     /// The zone is saved at most this often, when it changed.
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub snapshot_interval: Duration,
+    /// The API server ends each watch after this long (`timeoutSeconds`) and it is resumed
+    /// from where it was; a watch that stays silent 5 s longer is taken as dead and restarted.
+    #[arg(long, default_value = "1m", value_parser = parse_go_duration)]
+    pub watch_timeout: Duration,
 }
 
 /// Settings from the environment (legacy `PROMETHEUS_*`).

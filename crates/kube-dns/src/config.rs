@@ -67,6 +67,8 @@ pub struct Config {
     pub initial_sync_timeout: Duration,
     pub lameduck: Duration,
     pub forward_deadline: Duration,
+    /// `--watch-timeout`, in whole seconds (at least one).
+    pub watch_timeout: Duration,
     /// `--snapshot-dir` and its settings; None: no saved zone.
     pub saved_zone: Option<SavedZoneConfig>,
 }
@@ -125,6 +127,7 @@ impl Config {
             initial_sync_timeout: cli.initial_sync_timeout,
             lameduck: cli.lameduck,
             forward_deadline: cli.forward_deadline,
+            watch_timeout: Duration::from_secs(cli.watch_timeout.as_secs().max(1)),
             saved_zone: cli
                 .snapshot_dir
                 .as_ref()

@@ -181,6 +181,7 @@ pub async fn run(
         state: state.clone(),
         builder: Arc::new(Mutex::new(builder)),
         sync: Arc::new(SyncTracker::new(&kinds)),
+        watch_timeout: config.watch_timeout,
     };
     tasks.spawn(watches.clone().services(stop.clone()));
     tasks.spawn(
@@ -233,6 +234,7 @@ pub async fn run(
                 client.clone(),
                 namespace.clone(),
                 name.clone(),
+                config.watch_timeout,
                 tx,
                 stop.clone(),
             ));

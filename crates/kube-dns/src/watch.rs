@@ -5,6 +5,11 @@
 //! kube-rs's watcher relists after 410 Gone or a broken stream (Init, InitApply..., InitDone);
 //! a relist marks what it sees and deletes the rest at InitDone, so objects removed while the
 //! watch was down vanish, and everything else keeps answering throughout.
+//!
+//! Every watch asks the API server to end it after `--watch-timeout`; it is then resumed from
+//! its resourceVersion (no relist). A stream that stays silent 5 s past that (a connection that
+//! died without a FIN, a proxy that holds it open) is dropped by kube-runtime's idle timeout and
+//! resumed the same way, so a dead stream delays changes by at most `--watch-timeout` + 5 s.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,6 +109,8 @@ pub struct Watches {
     pub state: Arc<ServerState>,
     pub builder: Arc<Mutex<SnapshotBuilder>>,
     pub sync: Arc<SyncTracker>,
+    /// `--watch-timeout`.
+    pub watch_timeout: std::time::Duration,
 }
 
 /// One watch event, stripped.
@@ -240,6 +247,7 @@ impl Watches {
         let stream = watcher(
             Api::<Service>::all(self.client.clone()),
             watcher::Config::default(),
+            self.watch_timeout,
         );
         self.run(
             "services",
@@ -280,6 +288,7 @@ impl Watches {
         let stream = watcher(
             Api::<EndpointSlice>::all(self.client.clone()),
             watcher::Config::default().labels(kube_dns_core::model::SERVICE_NAME_LABEL),
+            self.watch_timeout,
         );
         self.run(
             "endpointslices",
@@ -302,6 +311,7 @@ impl Watches {
         let stream = watcher(
             Api::<Endpoints>::all(self.client.clone()),
             watcher::Config::default(),
+            self.watch_timeout,
         );
         self.run(
             "endpoints",
@@ -331,6 +341,7 @@ impl Watches {
         let stream = watcher(
             Api::<Pod>::all(self.client.clone()),
             watcher::Config::default(),
+            self.watch_timeout,
         );
         self.run(
             "pods",
@@ -350,14 +361,19 @@ impl Watches {
     }
 }
 
+/// A watch of `api` that the API server ends after `timeout` (whole seconds, at least one) and
+/// that kube-runtime drops when it stays silent 5 s longer; either way it resumes from its last
+/// resourceVersion, relisting only after 410 Gone.
 fn watcher<K>(
     api: Api<K>,
     config: watcher::Config,
+    timeout: std::time::Duration,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    kube::runtime::watcher(api, config).default_backoff()
+    let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+    kube::runtime::watcher(api, config.timeout(seconds)).default_backoff()
 }
 
 fn object_name<K: kube::Resource>(object: &K) -> String {
@@ -380,12 +396,13 @@ pub async fn watch_config_map(
     client: Client,
     namespace: String,
     name: String,
+    watch_timeout: std::time::Duration,
     updates: mpsc::UnboundedSender<ConfigMapUpdate>,
     shutdown: CancellationToken,
 ) {
     let api = Api::<ConfigMap>::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(watcher(api, config));
+    let mut stream = std::pin::pin!(watcher(api, config, watch_timeout));
     let mut seen_in_relist = false;
     loop {
         let event = tokio::select! {

@@ -1142,3 +1142,169 @@ async fn a_restart_without_the_api_answers_from_the_saved_zone() -> anyhow::Resu
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_watch_that_goes_silent_is_restarted_within_the_watch_timeout() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &["--watch-timeout=2s"], &[]).await?;
+    wait_ready(kd.http).await?;
+    // Hang the open watches; a watch being renewed at that moment (the fake ends each after
+    // 2 s) would not be hung, so hang again until no watch started around it.
+    let mut hung = false;
+    for _ in 0..5 {
+        let before = api.watch_count("services");
+        api.hang_watches();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if api.watch_count("services") == before {
+            hung = true;
+            break;
+        }
+    }
+    assert!(hung, "could not hang the services watch");
+    let watches = api.watch_count("services");
+    let hung_at = Instant::now();
+    api.apply(service("default", "late").cluster_ip("10.9.3.1").build());
+    // The hung stream lost the event and stays open past its timeoutSeconds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reply = query_udp(kd.udp, "late.default.svc.cluster.local.", RecordType::A).await?;
+    assert_eq!(
+        (reply.metadata.response_code, api.watch_count("services")),
+        (ResponseCode::NXDomain, watches),
+        "the change must not arrive before the silence is noticed: {reply:?}"
+    );
+    // Silent for --watch-timeout + 5 s: dropped and resumed from its resourceVersion, which
+    // replays the lost event (the default of 1m would take over a minute).
+    eventually(
+        kd.udp,
+        "late.default.svc.cluster.local.",
+        RecordType::A,
+        Duration::from_secs(12),
+        |r| has_a(r, "10.9.3.1"),
+    )
+    .await?;
+    let took = hung_at.elapsed();
+    assert!(api.watch_count("services") > watches);
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    assert_eq!(
+        metric(
+            kd.http,
+            "kubedns_watch_restarts_total{resource=\"services\"}"
+        )
+        .await?,
+        0.0,
+        "resuming from the resourceVersion is not a relist"
+    );
+    Ok(())
+}
+
+/// A 10,000-Service cluster (2,000 of them headless with a slice each) relisted while serving,
+/// over an API server that answers in pages of 100 items, each 200 ms late (a 20 s list): every
+/// Service that exists before and after answers throughout; what vanished meanwhile goes only
+/// at the end.
+#[tokio::test]
+async fn a_slow_paged_relist_of_ten_thousand_services_leaves_no_gap() -> anyhow::Result<()> {
+    const SERVICES: usize = 10_000;
+    const HEADLESS_EVERY: usize = 5;
+    let (api, api_addr) = start_api().await?;
+    let ip = |i: usize| format!("10.{}.{}.{}", 100 + i / 65_536, (i / 256) % 256, i % 256);
+    let name = |i: usize| (format!("ns{}", i % 50), format!("svc{i}"));
+    for i in 0..SERVICES {
+        let (ns, svc) = name(i);
+        if i.is_multiple_of(HEADLESS_EVERY) {
+            api.apply(service(&ns, &svc).headless().build());
+            api.apply(
+                endpoint_slice(&ns, &format!("{svc}-1"), &svc)
+                    .address_type("IPv4")
+                    .endpoint(endpoint(&[&ip(i)]))
+                    .port(Some("http"), 80, "TCP")
+                    .build(),
+            );
+        } else {
+            api.apply(service(&ns, &svc).cluster_ip(&ip(i)).build());
+        }
+    }
+    api.apply(service("default", "gone").cluster_ip("10.9.4.1").build());
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_client::get(kd.http, "/readiness").await?.status != 200 {
+        assert!(Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(
+        kd.udp,
+        "gone.default.svc.cluster.local.",
+        RecordType::A,
+        WAIT,
+        |r| has_a(r, "10.9.4.1"),
+    )
+    .await?;
+
+    // The watches die while the API is away, a Service is deleted and another created, and
+    // history is compacted: only a relist (after the 410) can show the deletion.
+    api.set_unavailable(true);
+    api.drop_streams();
+    api.delete("services", "default", "gone");
+    api.apply(service("default", "new").cluster_ip("10.9.4.2").build());
+    api.compact();
+    api.set_max_page(100);
+    api.set_delay(Duration::from_millis(200));
+    let lists = api.list_count("services");
+    let relist_start = Instant::now();
+    api.set_unavailable(false);
+
+    // Ask for the Services that stay, round-robin, until the deletion is served.
+    let mut asked = 0usize;
+    let mut failures = Vec::new();
+    let mut i = 0usize;
+    loop {
+        let gone = query_udp(kd.udp, "gone.default.svc.cluster.local.", RecordType::A).await?;
+        if gone.metadata.response_code == ResponseCode::NXDomain {
+            break;
+        }
+        assert!(
+            relist_start.elapsed() < Duration::from_secs(90),
+            "the relist never ended"
+        );
+        for _ in 0..5 {
+            let (ns, svc) = name(i);
+            let qname = format!("{svc}.{ns}.svc.cluster.local.");
+            let reply = query_udp(kd.udp, &qname, RecordType::A).await?;
+            asked += 1;
+            if !has_a(&reply, &ip(i)) {
+                failures.push(format!("{qname}: {:?}", reply.metadata.response_code));
+            }
+            i = (i + 7_919) % SERVICES;
+        }
+        if asked.is_multiple_of(100) {
+            assert_eq!(http_client::get(kd.http, "/readiness").await?.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = relist_start.elapsed();
+    api.set_delay(Duration::ZERO);
+    assert!(
+        failures.is_empty(),
+        "{} of {asked} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        took >= Duration::from_secs(15) && asked >= 300,
+        "the relist must have been slow and watched throughout: {took:?}, {asked} queries"
+    );
+    assert!(
+        api.list_count("services") - lists >= (SERVICES / 100) as u64,
+        "the relist went through the small pages"
+    );
+    let reply = query_udp(kd.udp, "new.default.svc.cluster.local.", RecordType::A).await?;
+    assert!(has_a(&reply, "10.9.4.2"), "{reply:?}");
+    assert!(
+        metric(
+            kd.http,
+            "kubedns_watch_restarts_total{resource=\"services\"}"
+        )
+        .await?
+            >= 1.0
+    );
+    Ok(())
+}

@@ -163,6 +163,7 @@ struct StoredEvent {
 enum Control {
     Expire,
     Drop,
+    Hang,
 }
 
 type ObjectKey = (Resource, String, String);
@@ -180,6 +181,8 @@ struct Store {
     event_log_capacity: usize,
     bookmark_interval: Duration,
     delay: Duration,
+    /// Every list page holds at most this many items, whatever the client's limit (0: no cap).
+    max_page: usize,
 }
 
 struct Inner {
@@ -242,6 +245,7 @@ impl FakeApiServer {
                     event_log_capacity: DEFAULT_EVENT_LOG_CAPACITY,
                     bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
                     delay: Duration::ZERO,
+                    max_page: 0,
                 }),
                 events,
                 control,
@@ -399,6 +403,13 @@ impl FakeApiServer {
         let _ = self.inner.control.send(Control::Drop);
     }
 
+    /// Every open watch goes silent and stays open: no event, no bookmark, no end at its
+    /// `timeoutSeconds` (a connection that died behind a proxy). Its events are lost; only a
+    /// client that notices the silence and watches again gets them. Later watches are normal.
+    pub fn hang_watches(&self) {
+        let _ = self.inner.control.send(Control::Hang);
+    }
+
     /// The next `n` LIST requests get HTTP 500.
     pub fn fail_next_lists(&self, n: u32) {
         self.inner.fail_lists.store(n, Ordering::SeqCst);
@@ -433,6 +444,12 @@ impl FakeApiServer {
         for resource in Resource::ALL {
             store.floors.insert(resource, rv);
         }
+    }
+
+    /// Caps every list page at `items` (0: no cap) whatever `limit` the client asked for, as
+    /// an API server may; the client must follow the continue tokens.
+    pub fn set_max_page(&self, items: usize) {
+        self.store().max_page = items;
     }
 
     /// Applies to watches started afterwards.
@@ -915,6 +932,11 @@ impl FakeApiServer {
         };
         // The continue token carries the first page's resourceVersion: every page reports it,
         // so a watch started after the last page replays whatever changed during paging.
+        let limit = match (limit, store.max_page) {
+            (_, 0) => limit,
+            (0, cap) => cap,
+            (limit, cap) => limit.min(cap),
+        };
         let (snapshot_rv, start) = match query.get("continue").filter(|c| !c.is_empty()) {
             None => (store.rv, Bound::Unbounded),
             Some(token) => match decode_continue(token) {
@@ -1080,6 +1102,10 @@ impl FakeApiServer {
                     }
                     Ok(Control::Drop) => {
                         let _ = tx.send(Err(std::io::Error::other("fake apiserver dropped the stream"))).await;
+                        return;
+                    }
+                    Ok(Control::Hang) => {
+                        tx.closed().await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -351,6 +351,59 @@ async fn drop_streams_cuts_watches_off_without_an_event() {
 }
 
 #[tokio::test]
+async fn hang_watches_leaves_streams_open_and_silent_past_their_timeout() {
+    let fake = FakeApiServer::new();
+    fake.set_bookmark_interval(Duration::from_millis(100));
+    let rv = fake.apply(service("default", "a").build());
+    let addr = serve(&fake).await;
+    let path = format!(
+        "/api/v1/services?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1"
+    );
+    let mut hung = http_client::stream_lines(addr, &path).await.expect("watch");
+    assert_eq!(next_event(&mut hung).await.0, "BOOKMARK");
+    fake.hang_watches();
+    // Let the hang reach the stream before the change is broadcast.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fake.apply(service("default", "b").build());
+    // No event, no bookmark, and no clean end at timeoutSeconds=1: only silence.
+    let silence = hung.next_line(Duration::from_millis(2500)).await;
+    assert!(
+        silence
+            .as_ref()
+            .is_err_and(|e| e.to_string().starts_with("no line within")),
+        "a hung watch must stay open and silent: {silence:?}"
+    );
+    // A new watch from the same version gets what the hung one lost.
+    let mut fresh = http_client::stream_lines(addr, &path).await.expect("watch");
+    let (t, o) = next_event(&mut fresh).await;
+    assert_eq!(t, "ADDED");
+    assert_eq!(o["metadata"]["name"], "b");
+}
+
+#[tokio::test]
+async fn max_page_caps_pages_below_the_clients_limit() {
+    let fake = FakeApiServer::new();
+    for i in 0..7 {
+        fake.apply(service("default", &format!("s{i}")).build());
+    }
+    fake.set_max_page(3);
+    let addr = serve(&fake).await;
+    for first in ["/api/v1/services?limit=500", "/api/v1/services"] {
+        let mut path = first.to_owned();
+        let mut sizes = Vec::new();
+        loop {
+            let page = get_json(addr, &path).await;
+            sizes.push(names(&page).len());
+            match page["metadata"]["continue"].as_str() {
+                Some(token) => path = format!("/api/v1/services?limit=500&continue={token}"),
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [3, 3, 1], "{first}");
+    }
+}
+
+#[tokio::test]
 async fn bookmarks_carry_the_kind_and_current_resource_version() {
     let fake = FakeApiServer::new();
     fake.set_bookmark_interval(Duration::from_millis(100));
