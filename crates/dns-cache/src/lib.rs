@@ -16,6 +16,7 @@ pub mod config;
 pub mod hosts;
 pub mod loop_probe;
 pub mod metrics;
+pub mod policy;
 pub mod query;
 pub mod reload;
 pub mod soa_watch;
@@ -47,6 +48,12 @@ pub enum RunError {
     },
     #[error(transparent)]
     DnsPort(#[from] dns_transport::DnsPortError),
+    #[error("cannot write --pid-file {path}: {source}")]
+    PidFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Routes(#[from] RoutesError),
     #[error("cannot start a UDP thread: {0}")]
@@ -96,11 +103,16 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<Reloader>,
 ) -> Result<(), RunError> {
-    for option in &config.ignored {
-        tracing::warn!(
-            option,
-            "dnsmasq option accepted but not implemented; ignored"
-        );
+    for (option, reason) in &config.ignored {
+        tracing::warn!(option, reason, "dnsmasq option accepted without effect");
+    }
+    if let Some(path) = &config.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            RunError::PidFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
     let state = Arc::new(CacheState::from_config(config)?);
     if state.routes.load().routes.is_empty() {

@@ -116,6 +116,12 @@ pub fn render(state: &CacheState) -> String {
     for (name, kind, help, value) in scalars {
         family(&mut out, name, kind, help, value);
     }
+    out.push_str("# HELP dnscache_policy_answers_total Answers decided or changed by an answer-policy option (--address, --domain-needed, --bogus-priv, --stop-dns-rebind, --filter-A, --filter-AAAA, --ipv4-only, --ipv6-only).\n# TYPE dnscache_policy_answers_total counter\n");
+    for (option, count) in state.policy.counters.by_option() {
+        out.push_str(&format!(
+            "dnscache_policy_answers_total{{option=\"{option}\"}} {count}\n"
+        ));
+    }
     let upstreams = state.routes.load().distinct_upstreams();
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);
     state.http.render("dnscache", &mut out);

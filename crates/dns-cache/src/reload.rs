@@ -39,11 +39,14 @@ impl Reloader {
             Ok(routes) => {
                 state.routes.store(Arc::new(routes));
                 let routes = state.routes.load();
-                // Keep entries whose route still has the same servers.
+                // Keep entries whose route still has the same servers (none with
+                // `--clear-on-reload`).
+                let clear = state.config.clear_on_reload;
                 let dropped = state.cache.retain_routes(|entry| {
-                    routes
-                        .route_for(entry.name())
-                        .is_some_and(|route| route.signature == entry.route)
+                    !clear
+                        && routes
+                            .route_for(entry.name())
+                            .is_some_and(|route| route.signature == entry.route)
                 });
                 tracing::info!(routes = routes.routes.len(), dropped, "reloaded servers");
                 Reloaded::Routes {

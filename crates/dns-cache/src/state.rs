@@ -13,6 +13,7 @@ use crate::cache::{CacheLimits, ResponseCache, TtlPolicy};
 use crate::clock::Clock;
 use crate::config::CacheConfig;
 use crate::hosts::Hosts;
+use crate::policy::AnswerPolicy;
 use crate::query::coalesce::Coalescer;
 use crate::upstream::routes::{RoutesError, build_routes};
 use crate::upstream::{RouteTable, SelectionMode};
@@ -41,6 +42,8 @@ pub struct CacheState {
     pub cache: ResponseCache,
     pub routes: ArcSwap<RouteTable>,
     pub hosts: ArcSwap<Hosts>,
+    /// `--address`, `--bogus-priv`, `--stop-dns-rebind`, `--filter-A(AAA)`, `--ipv4-only`...
+    pub policy: AnswerPolicy,
     pub stats: Stats,
     /// Misses being forwarded, by question: identical ones wait for the first.
     pub(crate) inflight: Coalescer<Option<Arc<Vec<u8>>>>,
@@ -81,6 +84,7 @@ impl CacheState {
         );
         let inflight = Coalescer::with_limit(config.max_coalesced);
         CacheState {
+            policy: AnswerPolicy::from_config(&config),
             budget,
             udp: Arc::default(),
             inflight,

@@ -1,7 +1,7 @@
 //! The cache's view of an upstream response: TTL offsets, negative TTL, OPT and rotation range,
 //! found in one walk without allocating names.
 
-use crate::query::{WireError, skip_record};
+use crate::query::{WireError, skip_name, skip_record};
 use crate::types::{HEADER_LEN, rtype};
 
 /// What a cache needs to know about an upstream response, found in one walk over it.
@@ -102,17 +102,4 @@ pub fn response_layout(packet: &[u8]) -> Result<ResponseLayout, WireError> {
         layout.rotatable = Some((start, len, count as u16));
     }
     Ok(layout)
-}
-
-fn skip_name(p: &[u8], mut at: usize) -> Result<usize, WireError> {
-    loop {
-        let len = *p.get(at).ok_or(WireError::Truncated("name"))?;
-        if len == 0 {
-            return Ok(at + 1);
-        }
-        if len & 0xC0 == 0xC0 {
-            return Ok(at + 2);
-        }
-        at += 1 + usize::from(len);
-    }
 }

@@ -15,6 +15,7 @@
 //! | [`encode`] | response encoding with name compression |
 //! | [`layout`] | the cache's one-walk view of an upstream response |
 //! | [`reply`] | checks on upstream replies, and our OPT in place of theirs |
+//! | [`rewrite`] | upstream replies changed by an answer policy (records dropped, an EDE added) |
 //! | [`build`] | client-side query builders |
 //! | [`reverse`] | reverse names |
 //! | [`hickory`] | the bridge to hickory-proto's decoded records |
@@ -29,6 +30,7 @@ pub mod opt;
 pub mod query;
 pub mod reply;
 pub mod reverse;
+pub mod rewrite;
 pub mod types;
 
 pub use build::{build_forward_query, build_query, forward_query_for, same_question};

@@ -10,6 +10,11 @@ pub const EDE_OPTION: u16 = 15;
 pub mod ede {
     /// "Not Ready": the server cannot answer yet (kube-dns before its first sync with the API).
     pub const NOT_READY: u16 = 14;
+    /// "Blocked": refused by the server's own policy (dnsmasq's rebinding protection).
+    pub const BLOCKED: u16 = 15;
+    /// "Filtered": removed as configured (dnsmasq's `--filter-A`/`--filter-AAAA`, our
+    /// `--ipv4-only`/`--ipv6-only`).
+    pub const FILTERED: u16 = 17;
 }
 
 /// Bytes of the OPT record [`push_opt`] writes.

@@ -228,19 +228,8 @@ fn push_lower(query: &mut Query<'_>, b: u8) -> Result<(), WireError> {
 
 /// Skips one resource record; returns its type, the offset after it and the offset of its
 /// fixed part (type, class, TTL, RDLENGTH).
-pub(crate) fn skip_record(p: &[u8], mut at: usize) -> Result<(u16, usize, usize), WireError> {
-    loop {
-        let len = *p.get(at).ok_or(WireError::Truncated("record name"))?;
-        if len == 0 {
-            at += 1;
-            break;
-        }
-        if len & 0xC0 == 0xC0 {
-            at += 2;
-            break;
-        }
-        at += 1 + usize::from(len);
-    }
+pub(crate) fn skip_record(p: &[u8], at: usize) -> Result<(u16, usize, usize), WireError> {
+    let at = skip_name(p, at)?;
     let fixed = at;
     let rr_type = read_u16(p, at).ok_or(WireError::Truncated("record"))?;
     let rdlen = usize::from(read_u16(p, at + 8).ok_or(WireError::Truncated("record"))?);
@@ -249,6 +238,20 @@ pub(crate) fn skip_record(p: &[u8], mut at: usize) -> Result<(u16, usize, usize)
         return Err(WireError::Truncated("record data"));
     }
     Ok((rr_type, end, fixed))
+}
+
+/// The end of the (possibly compressed) name at `at`, without following pointers.
+pub(crate) fn skip_name(p: &[u8], mut at: usize) -> Result<usize, WireError> {
+    loop {
+        let len = *p.get(at).ok_or(WireError::Truncated("name"))?;
+        if len == 0 {
+            return Ok(at + 1);
+        }
+        if len & 0xC0 == 0xC0 {
+            return Ok(at + 2);
+        }
+        at += 1 + usize::from(len);
+    }
 }
 
 #[cfg(test)]

@@ -63,3 +63,32 @@ fn dns_cache_options_are_documented() -> anyhow::Result<()> {
     }
     compare("dns-cache", code)
 }
+
+/// Each dnsmasq option dns-cache accepts without effect, or refuses, says so in its row of
+/// docs/reference.md with the reason the code gives.
+#[test]
+fn dns_cache_options_without_effect_and_refused_give_their_reason() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/reference.md"),
+    )?;
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("`dns-cache`"))
+        .ok_or_else(|| anyhow::anyhow!("docs/reference.md has no dns-cache section"))?;
+    for (long, _, status) in dns_cache::config::known_options() {
+        let expected = match status {
+            dns_cache::config::Status::Implemented => continue,
+            dns_cache::config::Status::NoEffect(why) => format!("no effect: {why} |"),
+            dns_cache::config::Status::Refused(why) => format!("refused: {why} |"),
+        };
+        let flag = format!("`--{long}` |");
+        let row = section
+            .lines()
+            .find(|l| l.starts_with("| `") && l.contains(&flag));
+        ensure!(
+            row.is_some_and(|r| r.ends_with(&expected)),
+            "--{long}: its row must end with {expected:?}, found {row:?}"
+        );
+    }
+    Ok(())
+}

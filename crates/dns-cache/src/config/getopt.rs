@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::options::{Arg, find_long, find_short};
-use super::servers::{parse_address, parse_server};
+use super::options::{Arg, Status, find_long, find_short};
+use super::servers::{
+    ServerTarget, parse_address, parse_address_rule, parse_domain_list, parse_server,
+};
 use super::{CacheConfig, CliError, DEFAULT_STALE_SECS, UpstreamPolicy};
 
 impl CacheConfig {
@@ -72,10 +74,20 @@ impl CacheConfig {
                 .parse::<u64>()
                 .map_err(|_| bad(format!("{v:?} is not a number")))
         };
-        if let Some((_, _, true)) = find_long(long) {
-            self.ignored.push(format!("--{long}"));
-            return Ok(());
+        match find_long(long) {
+            Some((_, _, Status::NoEffect(reason))) => {
+                self.ignored.push((format!("--{long}"), reason));
+                return Ok(());
+            }
+            Some((_, _, Status::Refused(reason))) => {
+                return Err(CliError::Refused {
+                    option: format!("--{long}"),
+                    reason,
+                });
+            }
+            _ => {}
         }
+        let domains = |v: &str| parse_domain_list(v).map_err(|e| bad(e.to_string()));
         match long {
             "keep-in-foreground" | "no-daemon" => self.keep_in_foreground = true,
             "port" => {
@@ -185,6 +197,51 @@ impl CacheConfig {
                 }
                 self.watch_soa.push(domain);
             }
+            "address" => {
+                let rule = parse_address_rule(need()?).map_err(|e| bad(e.to_string()))?;
+                match rule.addresses.is_empty() {
+                    // `--address=/domain/` is `--server=/domain/`: NXDOMAIN here.
+                    true if rule.domains.iter().any(String::is_empty) => {
+                        return Err(bad(
+                            "/#/ without an address would answer every name NXDOMAIN".into(),
+                        ));
+                    }
+                    true => self.servers.push(super::ServerSpec {
+                        domains: rule.domains,
+                        target: ServerTarget::LocalOnly,
+                    }),
+                    false => self.addresses.push(rule),
+                }
+            }
+            "domain-needed" => self.domain_needed = true,
+            "bogus-priv" => self.bogus_priv = true,
+            "stop-dns-rebind" => self.stop_dns_rebind = true,
+            "rebind-localhost-ok" => self.rebind_localhost_ok = true,
+            "rebind-domain-ok" => self.rebind_domain_ok.extend(domains(need()?)?),
+            "filter-A" => self.filter_a = true,
+            "filter-AAAA" => self.filter_aaaa = true,
+            "ipv4-only" | "ipv6-only" => {
+                let list = match value {
+                    Some(v) if !v.is_empty() => domains(v)?,
+                    _ => vec![String::new()],
+                };
+                match long {
+                    "ipv4-only" => self.ipv4_only.extend(list),
+                    _ => self.ipv6_only.extend(list),
+                }
+            }
+            "edns-packet-max" => {
+                let size = number(need()?)?;
+                if !(512..=65535).contains(&size) {
+                    return Err(bad(format!("{size} is not between 512 and 65535")));
+                }
+                self.edns_packet_max = Some(size as usize);
+            }
+            "pid-file" => self.pid_file = value.filter(|v| !v.is_empty()).map(PathBuf::from),
+            "clear-on-reload" => self.clear_on_reload = true,
+            // The resolv file is only read at start and on SIGHUP: never polled.
+            "no-poll" => {}
+            "no-ident" => self.no_ident = true,
             "watch-soa-interval" => {
                 self.watch_soa_interval = Duration::from_millis(number(need()?)?.max(10))
             }
@@ -337,14 +394,86 @@ mod tests {
     }
 
     #[test]
-    fn known_unimplemented_options_are_accepted_and_listed() {
-        let config =
-            parse(&["--user=root", "--domain-needed", "-b", "--cache-size=10"]).expect("ok");
+    fn options_without_effect_are_listed_and_unhonourable_ones_refused() {
+        let config = parse(&["--no-dhcp-interface=eth0", "-b", "--cache-size=10"]).expect("ok");
         assert_eq!(
-            config.ignored,
-            vec!["--user", "--domain-needed", "--bogus-priv"]
+            config
+                .ignored
+                .iter()
+                .map(|(o, _)| o.as_str())
+                .collect::<Vec<_>>(),
+            ["--no-dhcp-interface"]
         );
+        assert!(config.bogus_priv);
         assert_eq!(config.cache_size, 10);
+        for refused in [
+            &["--user=root"][..],
+            &["-Q", "53"],
+            &["--interface=eth0"],
+            &["-f"],
+        ] {
+            match parse(refused) {
+                Err(CliError::Refused { option, reason }) => {
+                    assert!(option.starts_with("--") && !reason.is_empty())
+                }
+                other => panic!("{refused:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn answer_policy_options() {
+        let config = parse(&[
+            "--address=/ads.example/tracker.example/0.0.0.0",
+            "--address=/null.example/#",
+            "--address=/nx.example/",
+            "--address=/#/5.5.5.5",
+            "--rebind-domain-ok=/cluster.local/svc.example/",
+            "--rebind-domain-ok=corp",
+            "--ipv4-only",
+            "--ipv6-only=/cluster.local/",
+            "--edns-packet-max=1232",
+            "--filter-AAAA",
+        ])
+        .expect("ok");
+        assert_eq!(config.addresses.len(), 3);
+        assert_eq!(
+            config.addresses[0].domains,
+            ["ads.example", "tracker.example"]
+        );
+        assert_eq!(
+            config.addresses[1].addresses,
+            [
+                "0.0.0.0".parse::<std::net::IpAddr>().expect("ip"),
+                "::".parse().expect("ip")
+            ]
+        );
+        assert_eq!(config.addresses[2].domains, [""]);
+        assert_eq!(
+            config.servers.len(),
+            1,
+            "an empty --address is a local-only domain"
+        );
+        assert_eq!(config.servers[0].target, ServerTarget::LocalOnly);
+        assert_eq!(
+            config.rebind_domain_ok,
+            ["cluster.local", "svc.example", "corp"]
+        );
+        assert_eq!(config.ipv4_only, [""]);
+        assert_eq!(config.ipv6_only, ["cluster.local"]);
+        assert_eq!(config.edns_packet_max, Some(1232));
+        assert!(config.filter_aaaa && !config.filter_a);
+        for bad in [
+            "--address=1.2.3.4",
+            "--address=/x/not-an-ip",
+            "--address=/#/",
+            "--edns-packet-max=100",
+        ] {
+            assert!(
+                matches!(parse(&[bad]), Err(CliError::BadValue { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

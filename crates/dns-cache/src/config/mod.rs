@@ -2,12 +2,13 @@
 //! separate argument, `--conf-file` lines without dashes) plus the options of ours, parsed into
 //! one typed [`CacheConfig`].
 //!
-//! - [`options`]: the table of every option (implemented, or accepted with a warning);
+//! - [`options`]: the table of every option (implemented, accepted without effect, refused);
 //! - [`getopt`]: the getopt-style parser and the `--conf-file` reader;
 //! - [`servers`]: `--server`/`--local` specs and the `--servers-file` format.
 //!
-//! An unknown option is an error naming it; a dnsmasq option we do not implement is accepted
-//! with one warning so existing manifests keep starting.
+//! An unknown option is an error naming it, and so is a dnsmasq option dns-cache cannot honour
+//! (with the reason); the few that cannot matter to a DNS-only cache are accepted with one
+//! warning each.
 
 pub mod getopt;
 pub mod options;
@@ -19,9 +20,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use options::Status;
 pub use options::known_options;
 pub use servers::{
-    ServerError, ServerSpec, ServerTarget, parse_address, parse_server, parse_servers_file,
+    AddressSpec, ServerError, ServerSpec, ServerTarget, parse_address, parse_address_rule,
+    parse_domain_list, parse_server, parse_servers_file,
 };
 
 /// dnsmasq's default `--cache-size`.
@@ -69,6 +72,11 @@ pub enum CliError {
     MissingValue(String),
     #[error("option {option}: {reason}")]
     BadValue { option: String, reason: String },
+    #[error("option {option} is not supported: {reason}")]
+    Refused {
+        option: String,
+        reason: &'static str,
+    },
     #[error("cannot read --conf-file {path}: {reason}")]
     ConfFile { path: String, reason: String },
 }
@@ -170,8 +178,28 @@ pub struct CacheConfig {
     /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
     pub watch_soa: Vec<String>,
     pub watch_soa_interval: Duration,
-    /// Options accepted but not implemented (warned about once).
-    pub ignored: Vec<String>,
+    // ---- answer policy (dnsmasq's, then ours) ----
+    /// `--address=/domain/.../ip` lines with addresses (those without are local-only servers).
+    pub addresses: Vec<AddressSpec>,
+    pub domain_needed: bool,
+    pub bogus_priv: bool,
+    pub stop_dns_rebind: bool,
+    pub rebind_localhost_ok: bool,
+    /// `--rebind-domain-ok` domains (lower case, without dots at the ends).
+    pub rebind_domain_ok: Vec<String>,
+    pub filter_a: bool,
+    pub filter_aaaa: bool,
+    /// `--ipv4-only`: AAAA answered NODATA here for these domains ("" is every name).
+    pub ipv4_only: Vec<String>,
+    /// `--ipv6-only`: A answered NODATA here for these domains ("" is every name).
+    pub ipv6_only: Vec<String>,
+    /// `--edns-packet-max`: the largest UDP reply sent, whatever the client offers.
+    pub edns_packet_max: Option<usize>,
+    pub pid_file: Option<PathBuf>,
+    pub clear_on_reload: bool,
+    pub no_ident: bool,
+    /// Options accepted without effect, with the reason (warned about once).
+    pub ignored: Vec<(String, &'static str)>,
 }
 
 impl Default for CacheConfig {
@@ -216,6 +244,20 @@ impl Default for CacheConfig {
             max_coalesced: DEFAULT_MAX_COALESCED,
             watch_soa: Vec::new(),
             watch_soa_interval: Duration::from_millis(250),
+            addresses: Vec::new(),
+            domain_needed: false,
+            bogus_priv: false,
+            stop_dns_rebind: false,
+            rebind_localhost_ok: false,
+            rebind_domain_ok: Vec::new(),
+            filter_a: false,
+            filter_aaaa: false,
+            ipv4_only: Vec::new(),
+            ipv6_only: Vec::new(),
+            edns_packet_max: None,
+            pid_file: None,
+            clear_on_reload: false,
+            no_ident: false,
             ignored: Vec::new(),
         }
     }

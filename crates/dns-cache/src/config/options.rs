@@ -1,5 +1,6 @@
 //! The option table: every option the parser knows, with its short letter and whether it takes
-//! a value; the dnsmasq options that are accepted without effect are listed apart.
+//! a value; the dnsmasq options accepted without effect and those refused are listed apart,
+//! each with its reason.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arg {
@@ -55,64 +56,240 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("version", Some('v'), Arg::None),
     ("watch-soa", None, Arg::Required),
     ("watch-soa-interval", None, Arg::Required),
-];
-
-/// dnsmasq options accepted with a warning (their effect does not apply to this cache).
-const IGNORED: &[(&str, Option<char>, Arg)] = &[
-    ("user", Some('u'), Arg::Required),
-    ("group", Some('g'), Arg::Required),
-    ("pid-file", Some('x'), Arg::Optional),
-    ("interface", Some('i'), Arg::Required),
-    ("except-interface", Some('I'), Arg::Required),
-    ("no-dhcp-interface", Some('2'), Arg::Required),
+    ("address", Some('A'), Arg::Required),
     ("domain-needed", None, Arg::None),
     ("bogus-priv", Some('b'), Arg::None),
-    ("domain", Some('s'), Arg::Required),
-    ("expand-hosts", Some('E'), Arg::None),
-    ("local-service", None, Arg::Optional),
+    ("stop-dns-rebind", None, Arg::None),
+    ("rebind-localhost-ok", None, Arg::None),
+    ("rebind-domain-ok", None, Arg::Required),
+    ("filter-A", None, Arg::None),
+    ("filter-AAAA", None, Arg::None),
+    ("ipv4-only", None, Arg::Optional),
+    ("ipv6-only", None, Arg::Optional),
     ("edns-packet-max", Some('P'), Arg::Required),
-    ("query-port", Some('Q'), Arg::Required),
-    ("min-port", None, Arg::Required),
-    ("max-port", None, Arg::Required),
-    ("cache-rr", None, Arg::Required),
+    ("pid-file", Some('x'), Arg::Optional),
     ("clear-on-reload", None, Arg::None),
     ("no-poll", Some('n'), Arg::None),
-    ("log-async", None, Arg::Optional),
-    ("fast-dns-retry", None, Arg::Optional),
     ("no-ident", None, Arg::None),
-    ("stop-dns-rebind", None, Arg::None),
-    ("filterwin2k", Some('f'), Arg::None),
-    ("address", Some('A'), Arg::Required),
-    ("auth-ttl", None, Arg::Required),
 ];
 
-/// Every option this parser knows, as `(long name, short letter, implemented)`; the options that
-/// are not implemented are accepted with a warning. For the reference documentation's check.
-pub fn known_options() -> impl Iterator<Item = (&'static str, Option<char>, bool)> {
+/// dnsmasq options accepted on purpose without effect, each with the reason (one warning at
+/// start). None of them changes an answer or what the process exposes.
+const NO_EFFECT: &[(&str, Option<char>, Arg, &str)] = &[
+    (
+        "no-dhcp-interface",
+        Some('2'),
+        Arg::Required,
+        "dns-cache serves DNS only; there is no DHCP or TFTP server to turn off",
+    ),
+    (
+        "domain",
+        Some('s'),
+        Arg::Required,
+        "names the DHCP domain; without DHCP and --expand-hosts (refused) it changes no answer",
+    ),
+    (
+        "cache-rr",
+        None,
+        Arg::Required,
+        "every record type is cached already",
+    ),
+    (
+        "log-async",
+        None,
+        Arg::Optional,
+        "query log lines are always written off the query path",
+    ),
+    (
+        "fast-dns-retry",
+        None,
+        Arg::Optional,
+        "upstream tries are timed by --upstream-timeout (adaptive) and --forward-deadline",
+    ),
+];
+
+/// dnsmasq options dns-cache cannot honour: refused at start (exit 64) with the reason, so a
+/// configuration that relies on them is not served differently without notice.
+const REFUSED: &[(&str, Option<char>, Arg, &str)] = &[
+    (
+        "user",
+        Some('u'),
+        Arg::Required,
+        "dns-cache does not change its user; set runAsUser in the container's securityContext",
+    ),
+    (
+        "group",
+        Some('g'),
+        Arg::Required,
+        "dns-cache does not change its group; set runAsGroup in the container's securityContext",
+    ),
+    (
+        "interface",
+        Some('i'),
+        Arg::Required,
+        "listening by interface is not supported; use --listen-address",
+    ),
+    (
+        "except-interface",
+        Some('I'),
+        Arg::Required,
+        "listening by interface is not supported; use --listen-address",
+    ),
+    (
+        "local-service",
+        None,
+        Arg::Optional,
+        "answering only local subnets is not supported; use --listen-address and a NetworkPolicy",
+    ),
+    (
+        "expand-hosts",
+        Some('E'),
+        Arg::None,
+        "adding --domain to hosts-file names is not supported",
+    ),
+    (
+        "query-port",
+        Some('Q'),
+        Arg::Required,
+        "every upstream query goes from a new random port of the kernel's ephemeral range",
+    ),
+    (
+        "min-port",
+        None,
+        Arg::Required,
+        "upstream source ports are the kernel's ephemeral range (net.ipv4.ip_local_port_range)",
+    ),
+    (
+        "max-port",
+        None,
+        Arg::Required,
+        "upstream source ports are the kernel's ephemeral range (net.ipv4.ip_local_port_range)",
+    ),
+    (
+        "filterwin2k",
+        Some('f'),
+        Arg::None,
+        "filtering Windows' SOA, SRV and ANY queries is not supported",
+    ),
+    (
+        "auth-ttl",
+        None,
+        Arg::Required,
+        "authoritative zones (--auth-zone) are not supported",
+    ),
+];
+
+/// What dns-cache does with a known option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Implemented,
+    /// Accepted without effect, for this reason.
+    NoEffect(&'static str),
+    /// Refused at start, for this reason.
+    Refused(&'static str),
+}
+
+/// Every option this parser knows, as `(long name, short letter, status)`. For the reference
+/// documentation's check.
+pub fn known_options() -> impl Iterator<Item = (&'static str, Option<char>, Status)> {
     OPTIONS
         .iter()
-        .map(|(long, short, _)| (*long, *short, true))
+        .map(|(long, short, _)| (*long, *short, Status::Implemented))
         .chain(
-            IGNORED
+            NO_EFFECT
                 .iter()
-                .map(|(long, short, _)| (*long, *short, false)),
+                .map(|(long, short, _, why)| (*long, *short, Status::NoEffect(why))),
+        )
+        .chain(
+            REFUSED
+                .iter()
+                .map(|(long, short, _, why)| (*long, *short, Status::Refused(why))),
         )
 }
 
-pub(crate) fn find_long(name: &str) -> Option<(&'static str, Arg, bool)> {
+fn all() -> impl Iterator<Item = (&'static str, Option<char>, Arg, Status)> {
     OPTIONS
         .iter()
-        .map(|o| (o, false))
-        .chain(IGNORED.iter().map(|o| (o, true)))
-        .find(|((long, _, _), _)| *long == name)
-        .map(|((long, _, arg), ignored)| (*long, *arg, ignored))
+        .map(|(long, short, arg)| (*long, *short, *arg, Status::Implemented))
+        .chain(
+            NO_EFFECT
+                .iter()
+                .map(|(long, short, arg, why)| (*long, *short, *arg, Status::NoEffect(why))),
+        )
+        .chain(
+            REFUSED
+                .iter()
+                .map(|(long, short, arg, why)| (*long, *short, *arg, Status::Refused(why))),
+        )
 }
 
-pub(crate) fn find_short(c: char) -> Option<(&'static str, Arg, bool)> {
-    OPTIONS
-        .iter()
-        .map(|o| (o, false))
-        .chain(IGNORED.iter().map(|o| (o, true)))
-        .find(|((_, short, _), _)| *short == Some(c))
-        .map(|((long, _, arg), ignored)| (*long, *arg, ignored))
+pub(crate) fn find_long(name: &str) -> Option<(&'static str, Arg, Status)> {
+    all()
+        .find(|(long, ..)| *long == name)
+        .map(|(long, _, arg, status)| (long, arg, status))
+}
+
+pub(crate) fn find_short(c: char) -> Option<(&'static str, Arg, Status)> {
+    all()
+        .find(|(_, short, ..)| *short == Some(c))
+        .map(|(long, _, arg, status)| (long, arg, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options that change answers or what is exposed must work or be refused, never be
+    /// accepted without effect (issue 14).
+    #[test]
+    fn no_option_that_changes_answers_or_security_is_accepted_without_effect() {
+        let must_work_or_refuse = [
+            "address",
+            "local",
+            "stop-dns-rebind",
+            "rebind-localhost-ok",
+            "rebind-domain-ok",
+            "bogus-priv",
+            "domain-needed",
+            "filter-AAAA",
+            "filter-A",
+            "edns-packet-max",
+            "max-tcp-connections",
+            "query-port",
+            "min-port",
+            "max-port",
+            "auth-ttl",
+            "local-ttl",
+            "user",
+            "group",
+            "interface",
+            "except-interface",
+            "local-service",
+            "expand-hosts",
+            "filterwin2k",
+            "no-ident",
+            "server",
+        ];
+        for name in must_work_or_refuse {
+            let (_, _, status) = find_long(name).unwrap_or_else(|| panic!("--{name} unknown"));
+            assert!(
+                !matches!(status, Status::NoEffect(_)),
+                "--{name} must not be accepted without effect"
+            );
+        }
+    }
+
+    #[test]
+    fn every_option_is_listed_once_and_short_letters_are_unique() {
+        let mut longs: Vec<&str> = all().map(|(long, ..)| long).collect();
+        let n = longs.len();
+        longs.sort_unstable();
+        longs.dedup();
+        assert_eq!(longs.len(), n);
+        let mut shorts: Vec<char> = all().filter_map(|(_, short, ..)| short).collect();
+        let n = shorts.len();
+        shorts.sort_unstable();
+        shorts.dedup();
+        assert_eq!(shorts.len(), n);
+    }
 }

@@ -16,6 +16,8 @@ pub enum ServerError {
     Address(String),
     #[error("{0:?}: a domain list must end with /")]
     UnclosedDomains(String),
+    #[error("{0:?} names no domain (/domain/...)")]
+    NoDomains(String),
     #[error("--server needs an address")]
     NoAddress,
     #[error("line {line}: expected server=...")]
@@ -65,18 +67,7 @@ pub fn parse_address(text: &str) -> Result<SocketAddr, ServerError> {
 
 /// dnsmasq's `--server` syntax: `[/<domain>/[<domain>/]][<ip>[#<port>]]`, also `/<domain>/#`.
 pub fn parse_server(text: &str) -> Result<ServerSpec, ServerError> {
-    let (domains, target) = if let Some(rest) = text.strip_prefix('/') {
-        let Some(last) = rest.rfind('/') else {
-            return Err(ServerError::UnclosedDomains(text.to_owned()));
-        };
-        let domains: Vec<String> = rest[..last]
-            .split('/')
-            .map(|d| d.trim_matches('.').to_ascii_lowercase())
-            .collect();
-        (domains, &rest[last + 1..])
-    } else {
-        (Vec::new(), text)
-    };
+    let (domains, target) = split_domains(text)?;
     let target = match target {
         "" if !domains.is_empty() => ServerTarget::LocalOnly,
         "#" if !domains.is_empty() => ServerTarget::Default,
@@ -84,6 +75,72 @@ pub fn parse_server(text: &str) -> Result<ServerSpec, ServerError> {
         address => ServerTarget::Address(parse_address(address)?),
     };
     Ok(ServerSpec { domains, target })
+}
+
+/// One `--address=/<domain>/[<domain>/...]<ip>` line (an empty address is a local-only
+/// domain, handled as a `--server`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressSpec {
+    /// Lower-case domains without dots at the ends; "" (written `#`) matches every name.
+    pub domains: Vec<String>,
+    /// `#` is both null addresses, 0.0.0.0 and ::.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// `/domain/[domain/...]` split into lower-case domains without dots at the ends, and the rest.
+fn split_domains(text: &str) -> Result<(Vec<String>, &str), ServerError> {
+    let Some(rest) = text.strip_prefix('/') else {
+        return Ok((Vec::new(), text));
+    };
+    let Some(last) = rest.rfind('/') else {
+        return Err(ServerError::UnclosedDomains(text.to_owned()));
+    };
+    let domains = rest[..last]
+        .split('/')
+        .map(|d| d.trim_matches('.').to_ascii_lowercase())
+        .collect();
+    Ok((domains, &rest[last + 1..]))
+}
+
+/// dnsmasq's `--address` syntax: `/<domain>/[<domain>/...][<ip>|#]`, `#` as a domain matching
+/// every name.
+pub fn parse_address_rule(text: &str) -> Result<AddressSpec, ServerError> {
+    let (domains, address) = split_domains(text)?;
+    if domains.is_empty() {
+        return Err(ServerError::NoDomains(text.to_owned()));
+    }
+    let domains = domains
+        .into_iter()
+        .map(|d| if d == "#" { String::new() } else { d })
+        .collect();
+    let addresses = match address {
+        "" => Vec::new(),
+        "#" => vec![
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 0]),
+        ],
+        ip => vec![
+            ip.parse()
+                .map_err(|_| ServerError::Address(ip.to_owned()))?,
+        ],
+    };
+    Ok(AddressSpec { domains, addresses })
+}
+
+/// A domain list: `domain` or `/domain/[domain/...]` (`--rebind-domain-ok`, `--ipv4-only`).
+pub fn parse_domain_list(text: &str) -> Result<Vec<String>, ServerError> {
+    let (domains, rest) = split_domains(text)?;
+    let domains = if domains.is_empty() {
+        vec![rest.trim_matches('.').to_ascii_lowercase()]
+    } else if rest.is_empty() {
+        domains
+    } else {
+        return Err(ServerError::UnclosedDomains(text.to_owned()));
+    };
+    if domains.iter().any(String::is_empty) {
+        return Err(ServerError::NoDomains(text.to_owned()));
+    }
+    Ok(domains)
 }
 
 /// Reads a `--servers-file`: `server=...` (or `local=...`) lines.

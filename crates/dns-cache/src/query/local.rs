@@ -1,13 +1,15 @@
-//! Answers from local data: `/etc/hosts` and `--addn-hosts` names and addresses, and the
-//! NXDOMAIN of local-only domains (`--server=/domain/`, `--local`).
+//! Answers from local data: `/etc/hosts` and `--addn-hosts` names and addresses, the
+//! NXDOMAIN of local-only domains (`--server=/domain/`, `--local`) and the answers the
+//! [`crate::policy`] decides here.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use dns_transport::{Fast, Transport};
 use dns_wire::{self as wire, Answer, DnsName, Query, RData, Rcode, ResourceRecord};
-use dns_wire::{ResponseContext, class, rtype};
+use dns_wire::{class, rtype};
 
+use crate::policy::Local;
 use crate::state::CacheState;
 
 /// Encodes a local answer and counts it as a hit.
@@ -18,7 +20,7 @@ pub(super) fn reply(
     answer: &Answer<'_>,
     out: &mut Vec<u8>,
 ) -> Fast {
-    let ctx = ResponseContext::for_query(query, transport == Transport::Tcp);
+    let ctx = super::context(state, query, transport);
     wire::encode_response(&ctx, answer, out);
     state.stats.hits.fetch_add(1, Ordering::Relaxed);
     Fast::Reply
@@ -67,14 +69,56 @@ pub(super) fn hosts(
     None
 }
 
-/// A name in a local-only domain that the hosts files do not know.
+/// A name in a local-only domain that the hosts files do not know: NXDOMAIN, not
+/// authoritative (as dnsmasq answers it).
 pub(super) fn local_only(
     state: &CacheState,
     query: &Query<'_>,
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Fast {
-    let mut answer = Answer::error(Rcode::NxDomain);
-    answer.authoritative = true;
+    reply(
+        state,
+        query,
+        transport,
+        &Answer::error(Rcode::NxDomain),
+        out,
+    )
+}
+
+/// An answer the policy decided here (`--address`, `--domain-needed`, `--bogus-priv`,
+/// `--ipv4-only`, `--ipv6-only`).
+pub(super) fn policy(
+    state: &CacheState,
+    query: &Query<'_>,
+    transport: Transport,
+    decided: Local,
+    out: &mut Vec<u8>,
+) -> Fast {
+    let answer = match decided {
+        Local::Addresses(ips) => {
+            let mut answer = Answer::authoritative();
+            answer.answers = ips
+                .into_iter()
+                .map(|ip| ResourceRecord {
+                    owner: DnsName::Query,
+                    ttl: state.config.local_ttl,
+                    data: match ip {
+                        IpAddr::V4(v4) => RData::A(v4),
+                        IpAddr::V6(v6) => RData::Aaaa(v6),
+                    },
+                })
+                .collect();
+            answer
+        }
+        Local::NxDomain { authoritative } => Answer {
+            authoritative,
+            ..Answer::error(Rcode::NxDomain)
+        },
+        Local::NoData => Answer {
+            ede: Some(wire::ede::FILTERED),
+            ..Answer::authoritative()
+        },
+    };
     reply(state, query, transport, &answer, out)
 }

@@ -35,17 +35,32 @@ fn key_of<'q>(query: &'q Query<'_>) -> CacheKey<'q> {
     }
 }
 
-fn serve_as<'q>(query: &'q Query<'_>, transport: Transport, rotate: bool) -> ServeAs<'q> {
+fn serve_as<'q>(state: &CacheState, query: &'q Query<'_>, transport: Transport) -> ServeAs<'q> {
     ServeAs {
         id: query.id,
         question: query.question_bytes(),
         client_has_edns: query.edns.is_some(),
-        limit: match transport {
-            Transport::Tcp => wire::MAX_TCP_MESSAGE,
-            Transport::Udp => query.udp_limit(),
-        },
-        rotate,
+        limit: reply_limit(state, query, transport),
+        rotate: !state.config.no_round_robin,
     }
+}
+
+/// The size a reply must fit in: the client's UDP size, at most `--edns-packet-max`.
+fn reply_limit(state: &CacheState, query: &Query<'_>, transport: Transport) -> usize {
+    match transport {
+        Transport::Tcp => wire::MAX_TCP_MESSAGE,
+        Transport::Udp => state
+            .config
+            .edns_packet_max
+            .map_or(query.udp_limit(), |max| query.udp_limit().min(max)),
+    }
+}
+
+/// The encoder's context for answering `query` here.
+fn context<'q>(state: &CacheState, query: &Query<'q>, transport: Transport) -> ResponseContext<'q> {
+    let mut ctx = ResponseContext::for_query(query, transport == Transport::Tcp);
+    ctx.limit = reply_limit(state, query, transport);
+    ctx
 }
 
 fn header_only(query: &Query<'_>, transport: Transport, rcode: Rcode, out: &mut Vec<u8>) -> Fast {
@@ -108,8 +123,12 @@ impl PacketHandler for CacheHandler {
         if query.opcode != 0 {
             return header_only(&query, transport, Rcode::NotImp, out);
         }
-        // Like dnsmasq, `*.bind` is answered here and other CHAOS names are forwarded.
+        // Like dnsmasq, `*.bind` is answered here (NOTIMP with `--no-ident`) and other CHAOS
+        // names are forwarded.
         if query.qclass == class::CH && query.name().ends_with(".bind") {
+            if state.config.no_ident {
+                return header_only(&query, transport, Rcode::NotImp, out);
+            }
             return chaos::answer(state, &query, transport, out);
         }
         if query.name().ends_with(LOOP_PROBE_SUFFIX) {
@@ -119,7 +138,11 @@ impl PacketHandler for CacheHandler {
         if let Some(done) = local::hosts(state, &query, transport, out) {
             return done;
         }
-        match state.routes.load().route_for(query.name()).map(|r| &r.kind) {
+        let routes = state.routes.load();
+        if let Some(decided) = state.policy.before(&query, &routes) {
+            return local::policy(state, &query, transport, decided, out);
+        }
+        match routes.route_for(query.name()).map(|r| &r.kind) {
             Some(RouteKind::LocalOnly) => return local::local_only(state, &query, transport, out),
             None => {
                 state.stats.servfail.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +152,7 @@ impl PacketHandler for CacheHandler {
         }
         let key = key_of(&query);
         let now = state.now_ms();
-        let how = serve_as(&query, transport, !state.config.no_round_robin);
+        let how = serve_as(state, &query, transport);
         let entry = match state.cache.get(&key, now) {
             Lookup::Miss => return Fast::Slow,
             Lookup::Fresh(entry) => entry,
@@ -155,7 +178,7 @@ impl PacketHandler for CacheHandler {
     ) -> Option<Vec<u8>> {
         let query = wire::parse_query(&packet).ok()?;
         let mut out = Vec::with_capacity(512);
-        let how = serve_as(&query, transport, !self.state.config.no_round_robin);
+        let how = serve_as(&self.state, &query, transport);
         let ctx = ResponseContext::for_query(&query, transport == Transport::Tcp);
         match resolve::resolve_with(&self.state, &query, peer.ip(), transport).await {
             Resolved::Reply(bytes) => {

@@ -74,10 +74,17 @@ pub(super) async fn resolve_with(
     };
     let routes = state.routes.load_full();
     let route = routes.route_for(query.name());
-    let result = match route {
+    let mut result = match route {
         Some(route) => forward(state, route, query, client, transport).await,
         None => Resolved::Failed,
     };
+    // Rebinding protection and the family filters, before the answer is cached or shared.
+    if state.policy.rewrites()
+        && let Resolved::Reply(bytes) = &result
+        && let Some(changed) = state.policy.after(query, bytes)
+    {
+        result = Resolved::Reply(Arc::new(changed));
+    }
     let shared = match &result {
         Resolved::Reply(bytes) => {
             if let Some(route) = route {
