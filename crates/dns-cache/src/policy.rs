@@ -18,7 +18,7 @@ use crate::upstream::RouteTable;
 /// Domains looked up by the name's suffixes (one hash lookup per label), so block lists of
 /// many thousand `--address` domains cost no more per query than a few.
 #[derive(Debug)]
-struct DomainMap<T> {
+pub struct DomainMap<T> {
     domains: HashMap<String, T>,
 }
 
@@ -54,7 +54,8 @@ impl<T> DomainMap<T> {
     }
 }
 
-fn domain_set(domains: &[String]) -> DomainMap<()> {
+/// A set of domains ("" holds every name).
+pub fn domain_set(domains: &[String]) -> DomainMap<()> {
     DomainMap {
         domains: domains.iter().map(|d| (d.clone(), ())).collect(),
     }
@@ -202,13 +203,22 @@ impl AnswerPolicy {
                 return Some(Local::Addresses(found));
             }
         }
+        // From the command line, or from the servers file (the nanny's `ipFamily`).
         let family = match query.qtype {
-            rtype::AAAA => Some((&self.ipv4_only, &self.counters.ipv4_only)),
-            rtype::A => Some((&self.ipv6_only, &self.counters.ipv6_only)),
+            rtype::AAAA => Some((
+                &self.ipv4_only,
+                &routes.family.ipv4_only,
+                &self.counters.ipv4_only,
+            )),
+            rtype::A => Some((
+                &self.ipv6_only,
+                &routes.family.ipv6_only,
+                &self.counters.ipv6_only,
+            )),
             _ => None,
         };
-        if let Some((domains, counter)) = family
-            && domains.contains(name)
+        if let Some((flag, file, counter)) = family
+            && (flag.contains(name) || file.contains(name))
         {
             count(counter);
             return Some(Local::NoData);

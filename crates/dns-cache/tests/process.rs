@@ -1075,3 +1075,78 @@ async fn signals_sent_while_starting_do_not_kill_it() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Issue 14: `--ipv4-only` for some domains and `--ipv6-only` for every name answer the other
+/// family's address questions NODATA here (authoritative, EDE 17), never forwarded, counted.
+#[tokio::test]
+async fn family_modes_answer_nodata_without_forwarding() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_default(Rule::Answer {
+        ips: vec!["93.184.216.34".parse()?, "2001:4860::1".parse()?],
+        ttl: 30,
+    });
+    let cache = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--ipv4-only=/cluster.local/svc.example/".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    for name in [
+        "api.github.com.default.svc.cluster.local.",
+        "x.svc.example.",
+    ] {
+        let reply = query_udp(cache.udp, name, RecordType::AAAA).await?;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(
+            reply.answers.is_empty() && reply.metadata.authoritative,
+            "{reply:?}"
+        );
+        assert_eq!(upstream.queries_for(name.trim_end_matches('.')), 0);
+        let a = query_udp(cache.udp, name, RecordType::A).await?;
+        assert!(has_a(&a, "93.184.216.34"), "A is forwarded: {a:?}");
+    }
+    let outside = query_udp(cache.udp, "www.example.com.", RecordType::AAAA).await?;
+    assert_eq!(
+        answer_lines(&outside).len(),
+        1,
+        "outside the domains AAAA is forwarded"
+    );
+    // The Extended DNS Error "Filtered" tells an EDNS client why.
+    let mut with_edns = query_message("y.svc.example.", RecordType::AAAA)?;
+    with_edns.set_edns(hickory_proto::op::Edns::new());
+    let bytes = kube_dns_test_support::dns_client::raw_udp(cache.udp, &with_edns.to_vec()?)
+        .await?
+        .context("reply")?;
+    let (start, end) = dns_wire::response_layout(&bytes)?.opt.context("OPT")?;
+    assert_eq!(
+        dns_wire::extended_error(&bytes[usize::from(start) + 11..usize::from(end)]),
+        Some(dns_wire::ede::FILTERED)
+    );
+    assert_eq!(
+        kube_dns_test_support::http_client::metric(
+            metrics,
+            "dnscache_policy_answers_total{option=\"ipv4-only\"}"
+        )
+        .await?,
+        3.0
+    );
+    let v6 = start_cache(&[
+        server_arg(&upstream),
+        "--no-resolv".into(),
+        "--ipv6-only".into(),
+    ])
+    .await?;
+    let before = upstream.queries();
+    let a = query_udp(v6.udp, "anything.example.net.", RecordType::A).await?;
+    assert!(a.answers.is_empty() && a.metadata.response_code == ResponseCode::NoError);
+    let aaaa = query_udp(v6.udp, "anything.example.net.", RecordType::AAAA).await?;
+    assert_eq!(answer_lines(&aaaa).len(), 1);
+    assert_eq!(
+        upstream.queries(),
+        before + 1,
+        "only the AAAA question went upstream"
+    );
+    Ok(())
+}

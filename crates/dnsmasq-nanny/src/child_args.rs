@@ -27,6 +27,8 @@ pub fn munge_port(server: &str) -> String {
 pub struct ForwardingConfig {
     pub stub_domains: BTreeMap<String, Vec<String>>,
     pub upstreams: Vec<String>,
+    /// The ConfigMap's `ipFamily` (dns-cache only: dnsmasq has no such mode).
+    pub ip_family: Option<kube_dns_config::config_map::IpFamily>,
 }
 
 /// A real dnsmasq's argv: the extra args, then `--server /<domain>/<server>` per stub server,
@@ -61,6 +63,11 @@ pub fn servers_file(config: &ForwardingConfig) -> String {
     for server in &config.upstreams {
         text.push_str(&format!("server={}\n", munge_port(server)));
     }
+    match config.ip_family {
+        Some(kube_dns_config::config_map::IpFamily::IPv4) => text.push_str("ipv4-only\n"),
+        Some(kube_dns_config::config_map::IpFamily::IPv6) => text.push_str("ipv6-only\n"),
+        None => {}
+    }
     text
 }
 
@@ -84,6 +91,7 @@ mod tests {
                 .map(|(d, s)| (d.to_string(), s.iter().map(|x| x.to_string()).collect()))
                 .collect(),
             upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
+            ip_family: None,
         }
     }
 
@@ -163,5 +171,10 @@ mod tests {
         assert!(text.ends_with("server=8.8.8.8\n"));
         let argv = dns_cache_argv(&["-k".into()], std::path::Path::new("/tmp/s"));
         assert_eq!(argv, vec!["-k", "--servers-file=/tmp/s"]);
+        let mut v4 = config(&[], &[]);
+        v4.ip_family = Some(kube_dns_config::config_map::IpFamily::IPv4);
+        assert!(servers_file(&v4).ends_with("\nipv4-only\n"));
+        v4.ip_family = Some(kube_dns_config::config_map::IpFamily::IPv6);
+        assert!(servers_file(&v4).ends_with("\nipv6-only\n"));
     }
 }

@@ -71,6 +71,7 @@ pub async fn resolve(
 ) -> Result<ForwardingConfig, ApplyError> {
     let mut out = ForwardingConfig {
         upstreams: config.upstream_nameservers.clone(),
+        ip_family: config.ip_family,
         ..ForwardingConfig::default()
     };
     for (domain, servers) in &config.stub_domains {

@@ -751,3 +751,102 @@ async fn a_servers_file_that_cannot_be_written_is_reported() -> anyhow::Result<(
     assert!(errors >= 1.0, "{errors} servers file errors counted");
     Ok(())
 }
+
+/// Issue 14: the ConfigMap's `ipFamily` reaches a dns-cache child through the servers file (a
+/// reload, no restart): on an IPv4-only cluster AAAA questions are answered NODATA without
+/// being forwarded, and the other way round for IPv6; without the key both are forwarded.
+#[tokio::test]
+async fn ip_family_from_the_config_map_answers_the_other_family_locally() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    upstream.set_default(kube_dns_test_support::fake_upstream::Rule::Answer {
+        ips: vec!["93.184.216.34".parse()?, "2001:4860::1".parse()?],
+        ttl: 0,
+    });
+    let dir = kube_dns_test_support::tempdir("family")?;
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    kube_dns_test_support::write_configmap_key(
+        &config,
+        "upstreamNameservers",
+        &format!("[\"{}\"]", upstream.addr),
+    )?;
+    kube_dns_test_support::write_configmap_key(&config, "ipFamily", "IPv4")?;
+    let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
+    let (nanny, _health) = spawn_nanny(
+        &[
+            format!("-dnsmasqExec={}", dns_cache.display()),
+            format!("-configDir={}", config.display()),
+            format!("-serversFile={}", dir.join("servers").display()),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(dns_cache_child_args())
+        .collect::<Vec<_>>(),
+    )
+    .await?;
+    let cache = nanny.listening_addr("udp", WAIT).await?;
+    // Each round asks new names, so nothing comes from the cache.
+    let mut round = 0;
+    let mut ask = |rtype: RecordType| {
+        round += 1;
+        let name = format!("n{round}.example.com.");
+        async move {
+            let reply = query_udp(cache, &name, rtype).await?;
+            anyhow::Ok((name, reply))
+        }
+    };
+    let until = |family: Option<RecordType>| {
+        let upstream = &upstream;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (aaaa_name, aaaa) = query_udp(cache, "probe6.example.org.", RecordType::AAAA)
+                    .await
+                    .map(|r| ("probe6.example.org", r))?;
+                let (a_name, a) = query_udp(cache, "probe4.example.org.", RecordType::A)
+                    .await
+                    .map(|r| ("probe4.example.org", r))?;
+                let empty = |r: &hickory_proto::op::Message| r.answers.is_empty();
+                let ok = match family {
+                    Some(RecordType::AAAA) => empty(&aaaa) && !empty(&a),
+                    Some(_) => empty(&a) && !empty(&aaaa),
+                    None => !empty(&a) && !empty(&aaaa),
+                };
+                if ok {
+                    return anyhow::Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{family:?} not applied: {aaaa_name} {aaaa:?} {a_name} {a:?} ({} queries upstream)",
+                        upstream.queries()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until(Some(RecordType::AAAA)).await?;
+    let (name, reply) = ask(RecordType::AAAA).await?;
+    assert!(
+        reply.answers.is_empty() && reply.metadata.authoritative,
+        "{reply:?}"
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        upstream.queries_for(name.trim_end_matches('.')),
+        0,
+        "never forwarded"
+    );
+    let (name, reply) = ask(RecordType::A).await?;
+    assert!(!reply.answers.is_empty());
+    assert_eq!(upstream.queries_for(name.trim_end_matches('.')), 1);
+    // IPv6-only, then the key removed: applied by reload, the same child process.
+    kube_dns_test_support::write_configmap_key(&config, "ipFamily", "IPv6")?;
+    until(Some(RecordType::A)).await?;
+    let (name, reply) = ask(RecordType::A).await?;
+    assert!(reply.answers.is_empty());
+    assert_eq!(upstream.queries_for(name.trim_end_matches('.')), 0);
+    std::fs::remove_file(config.join("ipFamily"))?;
+    until(None).await?;
+    Ok(())
+}

@@ -13,6 +13,17 @@ pub const STUB_DOMAINS_KEY: &str = "stubDomains";
 pub const UPSTREAM_NAMESERVERS_KEY: &str = "upstreamNameservers";
 /// `name=domain,...` (not JSON).
 pub const FEDERATIONS_KEY: &str = "federations";
+/// Ours: `IPv4` or `IPv6` when the cluster has only that family; dns-cache then answers the
+/// other family's address questions NODATA without forwarding them (`--ipv4-only`,
+/// `--ipv6-only`). kube-dns does not use it.
+pub const IP_FAMILY_KEY: &str = "ipFamily";
+
+/// The only address family of a single-stack cluster (`ipFamily`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    IPv4,
+    IPv6,
+}
 /// The legacy limit on `upstreamNameservers`.
 pub const MAX_UPSTREAM_NAMESERVERS: usize = 3;
 /// Default DNS port for nameservers written without one.
@@ -25,6 +36,8 @@ pub struct DnsConfig {
     pub stub_domains: BTreeMap<String, Vec<String>>,
     pub upstream_nameservers: Vec<String>,
     pub federations: BTreeMap<String, String>,
+    /// `ipFamily`: unset for dual-stack (the default).
+    pub ip_family: Option<IpFamily>,
 }
 
 /// Why an update was rejected. The whole update is ignored; the last good config stays.
@@ -48,6 +61,8 @@ pub enum ConfigError {
     FederationName(String),
     #[error("federations domain {0:?} is not a valid DNS subdomain")]
     FederationDomain(String),
+    #[error("ipFamily {0:?} is not IPv4 or IPv6")]
+    IpFamily(String),
     #[error("file {0:?} is not valid UTF-8")]
     NotUtf8(String),
 }
@@ -75,6 +90,12 @@ impl DnsConfig {
         if let Some(raw) = data.get(FEDERATIONS_KEY) {
             config.federations = parse_federations(raw)?;
         }
+        config.ip_family = match data.get(IP_FAMILY_KEY).map(|v| v.trim()) {
+            None | Some("") => None,
+            Some("IPv4") => Some(IpFamily::IPv4),
+            Some("IPv6") => Some(IpFamily::IPv6),
+            Some(other) => return Err(ConfigError::IpFamily(other.to_owned())),
+        };
         config.validate()?;
         Ok(config)
     }
@@ -232,6 +253,22 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn ip_family_is_ipv4_ipv6_or_unset() {
+        let parse = |v: &str| DnsConfig::from_data(&data(&[(IP_FAMILY_KEY, v)]));
+        assert_eq!(parse("IPv4").map(|c| c.ip_family), Ok(Some(IpFamily::IPv4)));
+        assert_eq!(
+            parse(" IPv6 ").map(|c| c.ip_family),
+            Ok(Some(IpFamily::IPv6))
+        );
+        assert_eq!(parse("").map(|c| c.ip_family), Ok(None));
+        assert_eq!(
+            parse("ipv4"),
+            Err(ConfigError::IpFamily("ipv4".into())),
+            "the value is case-sensitive, as Kubernetes' ipFamilies"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use thiserror::Error;
 pub use options::Status;
 pub use options::known_options;
 pub use servers::{
-    AddressSpec, ServerError, ServerSpec, ServerTarget, parse_address, parse_address_rule,
-    parse_domain_list, parse_server, parse_servers_file,
+    AddressSpec, ServerError, ServerSpec, ServerTarget, ServersFile, parse_address,
+    parse_address_rule, parse_domain_list, parse_server, parse_servers_file,
 };
 
 /// dnsmasq's default `--cache-size`.

@@ -20,7 +20,7 @@ pub enum ServerError {
     NoDomains(String),
     #[error("--server needs an address")]
     NoAddress,
-    #[error("line {line}: expected server=...")]
+    #[error("line {line}: expected server=..., local=..., ipv4-only or ipv6-only")]
     NotAServerLine { line: usize },
     #[error("line {line}: {source}")]
     Line {
@@ -143,24 +143,45 @@ pub fn parse_domain_list(text: &str) -> Result<Vec<String>, ServerError> {
     Ok(domains)
 }
 
-/// Reads a `--servers-file`: `server=...` (or `local=...`) lines.
-pub fn parse_servers_file(text: &str) -> Result<Vec<ServerSpec>, ServerError> {
-    let mut servers = Vec::new();
+/// What a `--servers-file` holds: `server=` (or `local=`) lines, and the nanny's `ipv4-only`
+/// and `ipv6-only` lines (the ConfigMap's `ipFamily`), with `=domain` or `=/domain/.../`
+/// optional as on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServersFile {
+    pub servers: Vec<ServerSpec>,
+    pub ipv4_only: Vec<String>,
+    pub ipv6_only: Vec<String>,
+}
+
+/// Reads a `--servers-file`.
+pub fn parse_servers_file(text: &str) -> Result<ServersFile, ServerError> {
+    let mut file = ServersFile::default();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let value = line
-            .strip_prefix("server=")
-            .or_else(|| line.strip_prefix("local="))
-            .ok_or(ServerError::NotAServerLine { line: n + 1 })?;
-        servers.push(parse_server(value).map_err(|e| ServerError::Line {
+        let at_line = |e: ServerError| ServerError::Line {
             line: n + 1,
             source: Box::new(e),
-        })?);
+        };
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        match key {
+            "server" | "local" => file.servers.push(parse_server(value).map_err(at_line)?),
+            "ipv4-only" | "ipv6-only" => {
+                let domains = match value {
+                    "" => vec![String::new()],
+                    v => parse_domain_list(v).map_err(at_line)?,
+                };
+                match key {
+                    "ipv4-only" => file.ipv4_only.extend(domains),
+                    _ => file.ipv6_only.extend(domains),
+                }
+            }
+            _ => return Err(ServerError::NotAServerLine { line: n + 1 }),
+        }
     }
-    Ok(servers)
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -198,9 +219,14 @@ mod tests {
 
     #[test]
     fn servers_file_lines() {
-        let servers =
-            parse_servers_file("server=/a/1.1.1.1\n\n# x\nserver=2.2.2.2#5353\n").expect("ok");
-        assert_eq!(servers.len(), 2);
+        let file = parse_servers_file(
+            "server=/a/1.1.1.1\n\n# x\nserver=2.2.2.2#5353\nipv4-only\nipv6-only=/b/c/\n",
+        )
+        .expect("ok");
+        assert_eq!(file.servers.len(), 2);
+        assert_eq!(file.ipv4_only, [""]);
+        assert_eq!(file.ipv6_only, ["b", "c"]);
         assert!(parse_servers_file("nonsense").is_err());
+        assert!(parse_servers_file("ipv4-only=/unclosed").is_err());
     }
 }

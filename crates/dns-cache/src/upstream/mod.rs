@@ -260,6 +260,16 @@ pub struct RouteTable {
     /// By domain, longest first; the default route has domain "".
     pub routes: SuffixRoutes<Route>,
     pub upstreams: HashMap<SocketAddr, Arc<Upstream>>,
+    /// The servers file's `ipv4-only`/`ipv6-only` lines (the ConfigMap's `ipFamily`), read
+    /// with the servers and replaced with them on reload.
+    pub family: Family,
+}
+
+/// Domains whose AAAA (`ipv4_only`) or A (`ipv6_only`) questions are answered NODATA here.
+#[derive(Debug, Default)]
+pub struct Family {
+    pub ipv4_only: crate::policy::DomainMap<()>,
+    pub ipv6_only: crate::policy::DomainMap<()>,
 }
 
 impl RouteTable {

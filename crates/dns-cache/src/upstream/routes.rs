@@ -11,8 +11,9 @@ use std::sync::Arc;
 use dns_transport::SuffixRoutes;
 use thiserror::Error;
 
-use super::{Route, RouteKind, RouteTable, Upstream};
+use super::{Family, Route, RouteKind, RouteTable, Upstream};
 use crate::config::{CacheConfig, ServerError, ServerSpec, ServerTarget, parse_servers_file};
+use crate::policy::domain_set;
 
 /// Why the servers could not be read (the current routes keep serving).
 #[derive(Debug, Error)]
@@ -31,17 +32,25 @@ pub enum RoutesError {
     },
 }
 
-/// The servers named by the command line, the servers file and the resolv file.
-fn server_specs(config: &CacheConfig) -> Result<Vec<ServerSpec>, RoutesError> {
+/// The servers named by the command line, the servers file and the resolv file, and the
+/// servers file's family lines.
+fn server_specs(config: &CacheConfig) -> Result<(Vec<ServerSpec>, Family), RoutesError> {
     let mut specs = config.servers.clone();
+    let mut family = Family::default();
     if let Some(path) = &config.servers_file {
         match std::fs::read_to_string(path) {
-            Ok(text) => specs.extend(parse_servers_file(&text).map_err(|source| {
-                RoutesError::ServersFileSyntax {
-                    path: path.clone(),
-                    source,
-                }
-            })?),
+            Ok(text) => {
+                let file =
+                    parse_servers_file(&text).map_err(|source| RoutesError::ServersFileSyntax {
+                        path: path.clone(),
+                        source,
+                    })?;
+                specs.extend(file.servers);
+                family = Family {
+                    ipv4_only: domain_set(&file.ipv4_only),
+                    ipv6_only: domain_set(&file.ipv6_only),
+                };
+            }
             // A servers file that does not exist yet is empty (the nanny writes it later).
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
@@ -70,7 +79,7 @@ fn server_specs(config: &CacheConfig) -> Result<Vec<ServerSpec>, RoutesError> {
             }
         }
     }
-    Ok(specs)
+    Ok((specs, family))
 }
 
 /// Builds the route table, reusing `previous` upstream objects (and their statistics).
@@ -78,7 +87,7 @@ pub fn build_routes(
     config: &CacheConfig,
     previous: &HashMap<SocketAddr, Arc<Upstream>>,
 ) -> Result<RouteTable, RoutesError> {
-    let specs = server_specs(config)?;
+    let (specs, family) = server_specs(config)?;
     let weight_of = |addr: &SocketAddr| {
         config
             .upstream_weights
@@ -150,7 +159,11 @@ pub fn build_routes(
         ));
     }
     let routes = SuffixRoutes::new(routes.into_iter().map(|r| (r.domain.clone(), r)));
-    Ok(RouteTable { routes, upstreams })
+    Ok(RouteTable {
+        routes,
+        upstreams,
+        family,
+    })
 }
 
 #[cfg(test)]
