@@ -130,6 +130,8 @@ pub struct ClusterSnapshot {
     pub(crate) reverse: imbl::HashMap<IpAddr, Arc<[Arc<str>]>>,
     pub(crate) pod_namespaces: imbl::HashMap<IpAddr, Arc<[Arc<str>]>>,
     endpoint_count: usize,
+    /// How many times a namespace lost its last Service (per-namespace counters prune then).
+    namespaces_removed: u64,
 }
 
 impl ClusterSnapshot {
@@ -144,6 +146,7 @@ impl ClusterSnapshot {
             reverse: imbl::HashMap::new(),
             pod_namespaces: imbl::HashMap::new(),
             endpoint_count: 0,
+            namespaces_removed: 0,
         }
     }
 
@@ -163,6 +166,11 @@ impl ClusterSnapshot {
 
     pub fn has_namespace(&self, namespace: &str) -> bool {
         self.namespaces.contains_key(namespace)
+    }
+
+    /// How many times a namespace lost its last Service so far (a generation number).
+    pub fn namespaces_removed(&self) -> u64 {
+        self.namespaces_removed
     }
 
     /// PTR targets for an address.
@@ -490,7 +498,9 @@ impl SnapshotBuilder {
                 self.published.namespaces.insert(namespace.clone(), *count);
             }
             None => {
-                self.published.namespaces.remove(namespace);
+                if self.published.namespaces.remove(namespace).is_some() {
+                    self.published.namespaces_removed += 1;
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod namespace_stats;
 pub mod saved_zone;
 pub mod server;
 pub mod state;

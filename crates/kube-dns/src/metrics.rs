@@ -49,6 +49,8 @@ struct SystemMetrics {
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
+    /// `kubedns_namespace_queries_total`, rendered after the registry's families.
+    pub namespaces: crate::namespace_stats::NamespaceQueries,
     systems: [SystemMetrics; 3],
     cache_miss: IntCounter,
     rcodes: [IntCounter; 6],
@@ -237,6 +239,7 @@ impl Metrics {
             }
         });
         Ok(Metrics {
+            namespaces: Default::default(),
             registry,
             systems,
             cache_miss: cache_miss.with_label_values(&["response"]),
@@ -295,6 +298,8 @@ impl Metrics {
         if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        self.namespaces.render(&mut text);
+        text
     }
 }

@@ -49,6 +49,10 @@ fn fast_path(state: &ServerState, packet: &[u8], tcp: bool, out: &mut Vec<u8>) -
     match answer(&snapshot, question, usize::from(query.id)) {
         Outcome::Answer(answer) => {
             wire::encode_response(&ctx, &answer, out);
+            state
+                .metrics
+                .namespaces
+                .record(&snapshot, query.name(), answer.rcode);
             Action::Reply {
                 rcode: answer.rcode,
                 system: system_of(query.name(), false),
@@ -144,6 +148,10 @@ async fn slow_path(
             let limits = &state.forward_limits;
             let truncated = chase(&policy, limits, target, &query, client, &mut answer).await;
             wire::encode_response(&ctx, &answer, &mut out);
+            state
+                .metrics
+                .namespaces
+                .record(&snapshot, query.name(), answer.rcode);
             if truncated && out.len() > 2 {
                 out[2] |= 0x02;
             }

@@ -137,6 +137,7 @@ impl Watches {
             .metrics
             .endpoints
             .set(snapshot.endpoint_count() as i64);
+        self.state.metrics.namespaces.prune(&snapshot);
         self.state.snapshot.store(Arc::new(snapshot));
     }
 

@@ -1308,3 +1308,64 @@ async fn a_slow_paged_relist_of_ten_thousand_services_leaves_no_gap() -> anyhow:
     );
     Ok(())
 }
+
+/// Issue 14: cluster-zone queries counted by the namespace asked for and rcode; a namespace
+/// has its own series only while it holds a Service, everything else is `other`.
+#[tokio::test]
+async fn queries_are_counted_by_namespace_with_bounded_cardinality() -> anyhow::Result<()> {
+    let (api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(api_addr, &[], &[]).await?;
+    wait_ready(kd.http).await?;
+    let series = |namespace: &str, rcode: &str| {
+        format!("kubedns_namespace_queries_total{{namespace=\"{namespace}\",rcode=\"{rcode}\"}}")
+    };
+    api.apply(service("shop", "web").cluster_ip("10.9.5.1").build());
+    eventually(
+        kd.udp,
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+        WAIT,
+        |r| has_a(r, "10.9.5.1"),
+    )
+    .await?;
+    let other_before = metric(kd.http, &series("other", "nxdomain")).await?;
+    for name in [
+        "web.shop.svc.cluster.local.",
+        "_http._tcp.web.shop.svc.cluster.local.",
+        "api.github.com.shop.svc.cluster.local.",
+        "api.github.com.shop.svc.cluster.local.",
+        "web.ghost.svc.cluster.local.",
+        "www.example.com.",
+    ] {
+        query_udp(kd.udp, name, RecordType::A).await?;
+    }
+    let shop_noerror = metric(kd.http, &series("shop", "noerror")).await?;
+    assert!(shop_noerror >= 2.0, "{shop_noerror}");
+    // The SRV name of a port the Service does not have, and the search-path expansions.
+    assert_eq!(metric(kd.http, &series("shop", "nxdomain")).await?, 3.0);
+    assert_eq!(
+        metric(kd.http, &series("other", "nxdomain")).await? - other_before,
+        1.0,
+        "a namespace without Services is `other`; names outside the zone are not counted"
+    );
+    // The namespace's last Service goes: so do its series.
+    api.delete("services", "shop", "web");
+    eventually_rcode(
+        kd.udp,
+        "web.shop.svc.cluster.local.",
+        ResponseCode::NXDomain,
+        WAIT,
+    )
+    .await?;
+    let text = http_client::get(kd.http, "/metrics").await?.text();
+    assert!(
+        !text.contains("namespace=\"shop\""),
+        "the deleted namespace's series stay: {}",
+        text.lines()
+            .filter(|l| l.contains("namespace_queries"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metric(kd.http, &series("other", "nxdomain")).await? >= other_before + 2.0);
+    Ok(())
+}
