@@ -30,7 +30,8 @@ impl System {
 }
 
 const CAUSES: [&str; 4] = ["nxdomain", "servfail", "refused", "truncated"];
-const RCODES: [Rcode; 6] = [
+/// The RCODEs kube-dns answers with, in the order of the per-rcode counters.
+pub(crate) const RCODES: [Rcode; 6] = [
     Rcode::NoError,
     Rcode::FormErr,
     Rcode::ServFail,

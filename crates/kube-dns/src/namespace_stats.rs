@@ -13,14 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dns_wire::Rcode;
 use kube_dns_core::ClusterSnapshot;
 
-const RCODES: [Rcode; 6] = [
-    Rcode::NoError,
-    Rcode::FormErr,
-    Rcode::ServFail,
-    Rcode::NxDomain,
-    Rcode::NotImp,
-    Rcode::Refused,
-];
+use crate::metrics::RCODES;
 
 /// The label of names in the zone whose namespace holds no Service (or that name none).
 pub const OTHER: &str = "other";
