@@ -64,6 +64,10 @@ pub struct CacheState {
     pub tcp: Arc<daemon_support::conns::ConnStats>,
     /// SIGTERM arrived: DNS is still answered for `--lameduck`, `/healthz` fails.
     pub lameduck: AtomicBool,
+    /// `--log-queries`: the writer thread's handle (None when off).
+    pub query_log: Option<Arc<dns_transport::query_log::QueryLog>>,
+    /// What the query log wrote and dropped (zero when off).
+    pub query_log_stats: Arc<dns_transport::query_log::QueryLogStats>,
 }
 
 impl CacheState {
@@ -83,7 +87,35 @@ impl CacheState {
             "in-flight queries",
         );
         let inflight = Coalescer::with_limit(config.max_coalesced);
+        let query_log = config.log_queries.then(|| {
+            dns_transport::query_log::QueryLog::start(
+                dns_transport::query_log::QueryLogConfig {
+                    format: config.log_format,
+                    sample: config.log_sample,
+                    rate: config.log_rate,
+                    // dnsmasq's program name, so parsers of dnsmasq logs keep working.
+                    server: match config.log_format {
+                        dns_transport::query_log::Format::Dnsmasq => "dnsmasq",
+                        dns_transport::query_log::Format::Json => "dns-cache",
+                    },
+                },
+                Box::new(std::io::stderr()),
+            )
+        });
+        let query_log = match query_log {
+            Some(Ok(log)) => Some(log),
+            Some(Err(error)) => {
+                tracing::error!(%error, "cannot start the query log writer; queries are not logged");
+                None
+            }
+            None => None,
+        };
+        let query_log_stats = query_log
+            .as_ref()
+            .map_or_else(Arc::default, |log| log.stats.clone());
         CacheState {
+            query_log,
+            query_log_stats,
             policy: AnswerPolicy::from_config(&config),
             budget,
             udp: Arc::default(),

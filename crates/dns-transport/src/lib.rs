@@ -34,6 +34,7 @@ pub mod clock;
 pub mod forward;
 pub mod handler;
 pub mod lookup;
+pub mod query_log;
 pub mod resolv_conf;
 pub mod routes;
 pub mod tcp;

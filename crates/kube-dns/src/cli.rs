@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
 /// copy and 4 KiB for its task and answer), well under the manifest's 170Mi.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 << 20;
 
+/// `--log-rate`: at most this many queries a second are logged.
+pub const DEFAULT_LOG_RATE: u64 = 5000;
+
 /// Legacy default of `--healthz-port` (`/readiness`, `/cache`).
 pub const DEFAULT_HEALTHZ_PORT: u16 = 8081;
 /// Metrics listener port, when set (the manifest sets 10055).
@@ -140,6 +143,17 @@ pub struct Cli {
     /// The zone is saved at most this often, when it changed.
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub snapshot_interval: Duration,
+    /// Log every query (sampled and rate-limited below) as one JSON object on stderr: time,
+    /// client, name, type, rcode, answer count, latency, and the zone or upstream that answered.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = parse_go_bool)]
+    pub log_queries: bool,
+    /// Log one query in this many.
+    #[arg(long, default_value_t = 1)]
+    pub log_sample: u64,
+    /// Logged queries per second at most (0: no limit); the rest are counted.
+    #[arg(long, default_value_t = DEFAULT_LOG_RATE)]
+    pub log_rate: u64,
     /// The API server ends each watch after this long (`timeoutSeconds`) and it is resumed
     /// from where it was; a watch that stays silent 5 s longer is taken as dead and restarted.
     #[arg(long, default_value = "1m", value_parser = parse_go_duration)]

@@ -67,6 +67,8 @@ pub struct Config {
     pub initial_sync_timeout: Duration,
     pub lameduck: Duration,
     pub forward_deadline: Duration,
+    /// `--log-queries` (with `--log-sample`, `--log-rate`); None: off.
+    pub query_log: Option<dns_transport::query_log::QueryLogConfig>,
     /// `--watch-timeout`, in whole seconds (at least one).
     pub watch_timeout: Duration,
     /// `--snapshot-dir` and its settings; None: no saved zone.
@@ -128,6 +130,14 @@ impl Config {
             lameduck: cli.lameduck,
             forward_deadline: cli.forward_deadline,
             watch_timeout: Duration::from_secs(cli.watch_timeout.as_secs().max(1)),
+            query_log: cli
+                .log_queries
+                .then(|| dns_transport::query_log::QueryLogConfig {
+                    format: dns_transport::query_log::Format::Json,
+                    sample: cli.log_sample.max(1),
+                    rate: cli.log_rate,
+                    server: "kube-dns",
+                }),
             saved_zone: cli
                 .snapshot_dir
                 .as_ref()

@@ -101,7 +101,7 @@ pub enum ForwardError {
 }
 
 /// Sends `query` (raw bytes) for `name` to the servers `policy` picks and returns the checked
-/// reply with the query's ID, over TCP when `tcp` is set (else UDP, then TCP for a truncated
+/// reply with the query's ID (and the server it came from), over TCP when `tcp` is set (else UDP, then TCP for a truncated
 /// reply). A reply of SERVFAIL or REFUSED from every server asked is returned as it came. The
 /// tries are charged to `client`, which may hold at most as many as are left.
 pub async fn exchange(
@@ -111,7 +111,7 @@ pub async fn exchange(
     query: &[u8],
     tcp: bool,
     client: IpAddr,
-) -> Result<Vec<u8>, ForwardError> {
+) -> Result<(Vec<u8>, SocketAddr), ForwardError> {
     let all = policy.servers_for(name);
     if all.is_empty() {
         return Err(ForwardError::NoServers(name.to_owned()));
@@ -136,7 +136,9 @@ pub async fn exchange(
         max_tries: TryPolicy::tries_for(servers.len()),
     };
     match engine::forward(&request, &tries, &forwarding.slots).await {
-        Outcome::Answer { reply, .. } | Outcome::Rejected { reply, .. } => Ok(reply),
+        Outcome::Answer { reply, server } | Outcome::Rejected { reply, server } => {
+            Ok((reply, servers[server].addr))
+        }
         Outcome::Deadline => Err(ForwardError::Deadline {
             name: name.to_owned(),
             deadline: forwarding.deadline,

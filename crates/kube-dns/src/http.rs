@@ -74,6 +74,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     state.tcp.render("kubedns", "tcp", &mut text);
     state.inflight.render("kubedns", &mut text);
     state.udp.render("kubedns", &mut text);
+    state.query_log_stats.render("kubedns", &mut text);
     daemon_support::metrics_response(text)
 }
 

@@ -157,12 +157,21 @@ pub async fn run(
     } else {
         ClusterSnapshot::empty(Arc::new(config.zone.clone()))
     };
-    let state = Arc::new(ServerState::new(
+    let mut state = ServerState::new(
         first,
         ForwardPolicy::default(),
         Forwarding::new(config.forward_deadline),
         metrics,
-    ));
+    );
+    if let Some(log) = &config.query_log {
+        match dns_transport::query_log::QueryLog::start(log.clone(), Box::new(std::io::stderr())) {
+            Ok(log) => state = state.with_query_log(log),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the query log writer; queries are not logged")
+            }
+        }
+    }
+    let state = Arc::new(state);
     state.set_serving_saved_zone(serving_saved);
     let resolv_conf = config.resolv_conf.clone();
     if let ConfigSource::Static(dns_config) = &config.source {

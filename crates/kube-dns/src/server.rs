@@ -5,6 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use dns_transport::query_log::{QueryLog, Source};
 use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::Message;
 
@@ -87,16 +90,17 @@ fn system_of(name: &str, forwarded: bool) -> System {
     }
 }
 
-/// Answers a query that needs upstreams; always produces a reply (SERVFAIL at worst).
+/// Answers a query that needs upstreams; always produces a reply (SERVFAIL at worst), and
+/// says where it came from.
 async fn slow_path(
     state: &ServerState,
     packet: &[u8],
     tcp: bool,
     client: IpAddr,
-) -> (Vec<u8>, Rcode, System) {
+) -> (Vec<u8>, Rcode, System, Source) {
     let mut out = Vec::with_capacity(512);
     let Ok(query) = wire::parse_query(packet) else {
-        return (out, Rcode::FormErr, System::Auth);
+        return (out, Rcode::FormErr, System::Auth, Source::Zone);
     };
     let ctx = ResponseContext::for_query(&query, tcp);
     let snapshot = state.snapshot.load_full();
@@ -109,7 +113,12 @@ async fn slow_path(
     match answer(&snapshot, question, usize::from(query.id)) {
         Outcome::Answer(answer) => {
             wire::encode_response(&ctx, &answer, &mut out);
-            (out, answer.rcode, system_of(query.name(), false))
+            (
+                out,
+                answer.rcode,
+                system_of(query.name(), false),
+                Source::Zone,
+            )
         }
         Outcome::Forward => {
             let system = system_of(query.name(), true);
@@ -120,7 +129,8 @@ async fn slow_path(
             let forwarded =
                 forward::exchange(&policy, limits, query.name(), &upstream_query, tcp, client);
             match forwarded.await {
-                Ok(reply) => {
+                Ok((reply, server)) => {
+                    let source = Source::Upstream(Some(server));
                     // The client's ID, and an OPT only if the client sent one (RFC 6891 §7).
                     let mut reply = match query.edns {
                         Some(_) => reply,
@@ -131,16 +141,16 @@ async fn slow_path(
                     // over TCP after a truncated reply): TC, and the client asks over TCP.
                     if !tcp && reply.len() > query.udp_limit() {
                         wire::encode_header_only(&ctx, Rcode::NoError, true, &mut out);
-                        return (out, Rcode::NoError, system);
+                        return (out, Rcode::NoError, system, source);
                     }
                     let rcode = wire::response_rcode_tc(&reply)
                         .map_or(Rcode::ServFail, |(r, _)| Rcode::from_low_bits(r));
-                    (reply, rcode, system)
+                    (reply, rcode, system, source)
                 }
                 Err(error) => {
                     tracing::debug!(%error, "forwarding failed; answering SERVFAIL");
                     wire::encode_response(&ctx, &Answer::error(Rcode::ServFail), &mut out);
-                    (out, Rcode::ServFail, system)
+                    (out, Rcode::ServFail, system, Source::Upstream(None))
                 }
             }
         }
@@ -155,7 +165,7 @@ async fn slow_path(
             if truncated && out.len() > 2 {
                 out[2] |= 0x02;
             }
-            (out, answer.rcode, System::Auth)
+            (out, answer.rcode, System::Auth, Source::Zone)
         }
     }
 }
@@ -173,7 +183,7 @@ async fn chase(
     let request = wire::build_query(rand::random(), target, query.qtype, query.edns);
     // A truncated UDP reply is fetched again over TCP by the exchange itself.
     let result = forward::exchange(policy, limits, target, &request, false, client).await;
-    let reply = match result.map(|bytes| Message::from_vec(&bytes)) {
+    let reply = match result.map(|(bytes, _)| Message::from_vec(&bytes)) {
         Ok(Ok(message)) => message,
         Ok(Err(error)) => {
             tracing::debug!(target, %error, "unreadable upstream answer for ExternalName target");
@@ -193,6 +203,19 @@ async fn chase(
     reply.metadata.truncation
 }
 
+/// Offers a reply to the query log, when it is on (`--log-queries`).
+fn log_reply(
+    state_log: Option<&QueryLog>,
+    peer: SocketAddr,
+    reply: &[u8],
+    started: Instant,
+    source: Source,
+) {
+    if let Some(log) = state_log {
+        log.offer(peer, reply, started, source);
+    }
+}
+
 /// kube-dns's [`PacketHandler`]: answers, and counts every reply once (UDP and TCP alike).
 #[derive(Debug)]
 pub struct DnsHandler {
@@ -208,7 +231,7 @@ impl PacketHandler for DnsHandler {
         &self,
         packet: &[u8],
         transport: Transport,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Fast {
         let started = daemon_support::clock::now();
@@ -219,6 +242,13 @@ impl PacketHandler for DnsHandler {
                 self.state
                     .metrics
                     .record(system, rcode, tc, out.len(), seconds);
+                log_reply(
+                    self.state.query_log.as_deref(),
+                    peer,
+                    out,
+                    started,
+                    Source::Zone,
+                );
                 Fast::Reply
             }
             Action::Drop => {
@@ -237,7 +267,7 @@ impl PacketHandler for DnsHandler {
     ) -> Option<Vec<u8>> {
         let started = daemon_support::clock::now();
         let tcp = transport == Transport::Tcp;
-        let (reply, rcode, system) = slow_path(&self.state, &packet, tcp, peer.ip()).await;
+        let (reply, rcode, system, source) = slow_path(&self.state, &packet, tcp, peer.ip()).await;
         if reply.is_empty() {
             self.state.metrics.record_dropped();
             return None;
@@ -247,6 +277,13 @@ impl PacketHandler for DnsHandler {
         self.state
             .metrics
             .record(system, rcode, tc, reply.len(), seconds);
+        log_reply(
+            self.state.query_log.as_deref(),
+            peer,
+            &reply,
+            started,
+            source,
+        );
         Some(reply)
     }
 

@@ -28,6 +28,10 @@ pub struct ServerState {
     lameduck: AtomicBool,
     /// Answers come from the zone saved in `--snapshot-dir`, until the first sync.
     saved_zone: AtomicBool,
+    /// `--log-queries`: the writer thread's handle (None when off).
+    pub query_log: Option<Arc<dns_transport::query_log::QueryLog>>,
+    /// What the query log wrote and dropped (zero when off).
+    pub query_log_stats: Arc<dns_transport::query_log::QueryLogStats>,
 }
 
 impl ServerState {
@@ -48,7 +52,16 @@ impl ServerState {
             udp: Arc::default(),
             lameduck: AtomicBool::new(false),
             saved_zone: AtomicBool::new(false),
+            query_log: None,
+            query_log_stats: Arc::default(),
         }
+    }
+
+    /// The state with a query log (`--log-queries`).
+    pub fn with_query_log(mut self, log: Arc<dns_transport::query_log::QueryLog>) -> Self {
+        self.query_log_stats = log.stats.clone();
+        self.query_log = Some(log);
+        self
     }
 
     /// Whether answers come from the saved zone (not yet synced with the API).

@@ -1369,3 +1369,65 @@ async fn queries_are_counted_by_namespace_with_bounded_cardinality() -> anyhow::
     assert!(metric(kd.http, &series("other", "nxdomain")).await? >= other_before + 2.0);
     Ok(())
 }
+
+/// Issue 14: `--log-queries` writes one JSON object per query, off the query path: the zone's
+/// answers and forwarded ones, with the upstream that answered.
+#[tokio::test]
+async fn query_logs_are_json_lines_with_every_field() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let (_api, api_addr) = start_api().await?;
+    let kd = start_kube_dns(
+        api_addr,
+        &["--log-queries", &format!("--nameservers={}", upstream.addr)],
+        &[],
+    )
+    .await?;
+    wait_ready(kd.http).await?;
+    for name in [
+        "kubernetes.default.svc.cluster.local.",
+        "missing.default.svc.cluster.local.",
+        "www.example.com.",
+    ] {
+        query_udp(kd.udp, name, RecordType::A).await?;
+    }
+    let deadline = Instant::now() + WAIT;
+    let records: Vec<serde_json::Value> = loop {
+        let records: Vec<serde_json::Value> = kd
+            .process
+            .output_text()
+            .lines()
+            .filter_map(|l| l.find("{\"time\"").map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if records.len() >= 3 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seen: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} {}",
+                r["server"].as_str().unwrap_or("?"),
+                r["name"].as_str().unwrap_or("?"),
+                r["type"].as_str().unwrap_or("?"),
+                r["rcode"].as_str().unwrap_or("?"),
+                r["answers"],
+                r["source"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "kube-dns kubernetes.default.svc.cluster.local. A NOERROR 1 zone",
+            "kube-dns missing.default.svc.cluster.local. A NXDOMAIN 0 zone",
+            "kube-dns www.example.com. A NOERROR 1 upstream",
+        ]
+    );
+    assert_eq!(records[2]["upstream"], upstream.addr.to_string());
+    assert!(records[0]["latency_us"].is_u64() && records[0]["client"].is_string());
+    assert_eq!(metric(kd.http, "kubedns_query_log_lines_total").await?, 3.0);
+    Ok(())
+}

@@ -116,7 +116,23 @@ impl CacheConfig {
             "local-ttl" => self.local_ttl = number(need()?)? as u32,
             "dns-loop-detect" => self.dns_loop_detect = true,
             "log-facility" => {}
-            "log-queries" => self.log_queries = true,
+            "log-queries" => match value {
+                None | Some("") => self.log_queries = true,
+                Some(other) => {
+                    return Err(bad(format!(
+                        "{other:?}: only the plain form is supported; --log-format=json gives each query's client, latency and upstream"
+                    )));
+                }
+            },
+            "log-format" => {
+                self.log_format = match need()? {
+                    "dnsmasq" => dns_transport::query_log::Format::Dnsmasq,
+                    "json" => dns_transport::query_log::Format::Json,
+                    other => return Err(bad(format!("{other:?} is not dnsmasq or json"))),
+                }
+            }
+            "log-sample" => self.log_sample = number(need()?)?.max(1),
+            "log-rate" => self.log_rate = number(need()?)?,
             "server" | "local" => self
                 .servers
                 .push(parse_server(need()?).map_err(|e| bad(e.to_string()))?),

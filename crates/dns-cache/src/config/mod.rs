@@ -27,6 +27,8 @@ pub use servers::{
     parse_address_rule, parse_domain_list, parse_server, parse_servers_file,
 };
 
+/// `--log-rate`: at most this many queries a second are logged (the rest counted).
+pub const DEFAULT_LOG_RATE: u64 = 5000;
 /// dnsmasq's default `--cache-size`.
 pub const DEFAULT_CACHE_SIZE: usize = 150;
 /// `--cache-max-bytes`: 8 MiB, what the cache's entries may hold (answers, names and
@@ -140,6 +142,12 @@ pub struct CacheConfig {
     pub max_ttl: Option<u32>,
     pub dns_loop_detect: bool,
     pub log_queries: bool,
+    /// `--log-format`: dnsmasq's lines (default) or JSON.
+    pub log_format: dns_transport::query_log::Format,
+    /// `--log-sample`: one query in this many is logged.
+    pub log_sample: u64,
+    /// `--log-rate`: logged queries per second at most (0: no limit).
+    pub log_rate: u64,
     pub servers: Vec<ServerSpec>,
     pub no_resolv: bool,
     pub resolv_file: PathBuf,
@@ -219,6 +227,9 @@ impl Default for CacheConfig {
             max_ttl: None,
             dns_loop_detect: false,
             log_queries: false,
+            log_format: dns_transport::query_log::Format::Dnsmasq,
+            log_sample: 1,
+            log_rate: DEFAULT_LOG_RATE,
             servers: Vec::new(),
             no_resolv: false,
             resolv_file: PathBuf::from(DEFAULT_RESOLV_FILE),

@@ -71,6 +71,9 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("clear-on-reload", None, Arg::None),
     ("no-poll", Some('n'), Arg::None),
     ("no-ident", None, Arg::None),
+    ("log-format", None, Arg::Required),
+    ("log-sample", None, Arg::Required),
+    ("log-rate", None, Arg::Required),
 ];
 
 /// dnsmasq options accepted on purpose without effect, each with the reason (one warning at

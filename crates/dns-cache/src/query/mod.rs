@@ -15,6 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::time::Instant;
+
+use dns_transport::query_log::{QueryLog, Source};
 use dns_transport::{Fast, PacketHandler, Transport};
 use dns_wire::{self as wire, Query, Rcode, ResponseContext, class};
 
@@ -97,13 +100,15 @@ pub struct CacheHandler {
     pub state: Arc<CacheState>,
 }
 
-impl PacketHandler for CacheHandler {
-    fn fast(
+impl CacheHandler {
+    /// The synchronous path; `source` says where an answer came from (for the query log).
+    fn answer_fast(
         &self,
         packet: &[u8],
         transport: Transport,
         peer: SocketAddr,
         out: &mut Vec<u8>,
+        source: &mut Source,
     ) -> Fast {
         let state = &self.state;
         let query = match wire::parse_query(packet) {
@@ -117,9 +122,6 @@ impl PacketHandler for CacheHandler {
             }
             Err(_) => return Fast::Drop,
         };
-        if state.config.log_queries {
-            tracing::info!(name = query.name(), qtype = query.qtype, "query");
-        }
         if query.opcode != 0 {
             return header_only(&query, transport, Rcode::NotImp, out);
         }
@@ -136,6 +138,7 @@ impl PacketHandler for CacheHandler {
             return header_only(&query, transport, Rcode::Refused, out);
         }
         if let Some(done) = local::hosts(state, &query, transport, out) {
+            *source = Source::Hosts;
             return done;
         }
         let routes = state.routes.load();
@@ -163,11 +166,46 @@ impl PacketHandler for CacheHandler {
             }
         };
         state.stats.hits.fetch_add(1, Ordering::Relaxed);
+        *source = Source::Cache;
         if !crate::cache::serve(&entry, &state.cache.policy, how, now, out) {
             let ctx = ResponseContext::for_query(&query, false);
             wire::encode_header_only(&ctx, Rcode::NoError, true, out);
         }
         Fast::Reply
+    }
+}
+
+/// Offers a reply to the query log, when it is on (`--log-queries`).
+fn log_reply(
+    state_log: Option<&QueryLog>,
+    peer: SocketAddr,
+    reply: &[u8],
+    started: Instant,
+    source: Source,
+) {
+    if let Some(log) = state_log {
+        log.offer(peer, reply, started, source);
+    }
+}
+
+impl PacketHandler for CacheHandler {
+    fn fast(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        let mut source = Source::Config;
+        if self.state.query_log.is_none() {
+            return self.answer_fast(packet, transport, peer, out, &mut source);
+        }
+        let started = daemon_support::clock::now();
+        let fast = self.answer_fast(packet, transport, peer, out, &mut source);
+        if fast == Fast::Reply {
+            log_reply(self.state.query_log.as_deref(), peer, out, started, source);
+        }
+        fast
     }
 
     async fn slow(
@@ -176,11 +214,14 @@ impl PacketHandler for CacheHandler {
         transport: Transport,
         peer: SocketAddr,
     ) -> Option<Vec<u8>> {
+        let started = daemon_support::clock::now();
         let query = wire::parse_query(&packet).ok()?;
         let mut out = Vec::with_capacity(512);
         let how = serve_as(&self.state, &query, transport);
         let ctx = ResponseContext::for_query(&query, transport == Transport::Tcp);
-        match resolve::resolve_with(&self.state, &query, peer.ip(), transport).await {
+        let (resolved, upstream) =
+            resolve::resolve_with(&self.state, &query, peer.ip(), transport).await;
+        match resolved {
             Resolved::Reply(bytes) => {
                 let fits = match wire::response_layout(&bytes) {
                     Ok(layout) => {
@@ -209,6 +250,13 @@ impl PacketHandler for CacheHandler {
                 wire::encode_header_only(&ctx, Rcode::ServFail, false, &mut out);
             }
         }
+        log_reply(
+            self.state.query_log.as_deref(),
+            peer,
+            &out,
+            started,
+            Source::Upstream(upstream),
+        );
         Some(out)
     }
 

@@ -2,7 +2,7 @@
 //! `--max-coalesced` waiters each, who wait no longer than the query's deadline) or forwarded to
 //! the route's servers, with at most `--dns-forward-max` tries open per route, and cached.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -29,7 +29,7 @@ pub enum Resolved {
 /// answer).
 pub async fn resolve(state: &Arc<CacheState>, packet: &[u8], client: IpAddr) -> Option<Resolved> {
     let query = wire::parse_query(packet).ok()?;
-    Some(resolve_with(state, &query, client, Transport::Udp).await)
+    Some(resolve_with(state, &query, client, Transport::Udp).await.0)
 }
 
 /// The in-flight table's key for a question.
@@ -40,13 +40,14 @@ pub(super) fn key_hash(query: &Query<'_>) -> u64 {
     h.finish()
 }
 
-/// Forwards (or joins an identical in-flight forward) and caches the answer.
+/// Forwards (or joins an identical in-flight forward) and caches the answer; also returns
+/// the server that answered (None for a query that joined another).
 pub(super) async fn resolve_with(
     state: &Arc<CacheState>,
     query: &Query<'_>,
     client: IpAddr,
     transport: Transport,
-) -> Resolved {
+) -> (Resolved, Option<SocketAddr>) {
     let key = key_of(query);
     let leader = match state.inflight.join(key_hash(query)) {
         Join::Leader(leader) => leader,
@@ -54,10 +55,11 @@ pub(super) async fn resolve_with(
             state.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             // The leader has the same deadline, but a waiter does not rely on it to return.
             let waited = tokio::time::timeout(state.config.forward_deadline, waiter.wait()).await;
-            return match waited.ok().flatten().flatten() {
+            let resolved = match waited.ok().flatten().flatten() {
                 Some(bytes) => Resolved::Reply(bytes),
                 None => Resolved::Failed,
             };
+            return (resolved, None);
         }
         Join::Full => {
             state.stats.coalesce_refused.fetch_add(1, Ordering::Relaxed);
@@ -69,14 +71,14 @@ pub(super) async fn resolve_with(
                     "too many queries waiting for one question; REFUSED"
                 );
             }
-            return Resolved::Refused;
+            return (Resolved::Refused, None);
         }
     };
     let routes = state.routes.load_full();
     let route = routes.route_for(query.name());
-    let mut result = match route {
+    let (mut result, upstream) = match route {
         Some(route) => forward(state, route, query, client, transport).await,
-        None => Resolved::Failed,
+        None => (Resolved::Failed, None),
     };
     // Rebinding protection and the family filters, before the answer is cached or shared.
     if state.policy.rewrites()
@@ -97,7 +99,7 @@ pub(super) async fn resolve_with(
         _ => None,
     };
     leader.finish(shared);
-    result
+    (result, upstream)
 }
 
 /// Sends the query to the route's servers as its plan says, with tries that stay open until
@@ -108,7 +110,7 @@ async fn forward(
     query: &Query<'_>,
     client: IpAddr,
     transport: Transport,
-) -> Resolved {
+) -> (Resolved, Option<SocketAddr>) {
     let plan = route.plan(
         &state.selection(),
         client,
@@ -136,16 +138,16 @@ async fn forward(
             if plan.parallel {
                 route.race_won(plan.order[server]);
             }
-            Resolved::Reply(Arc::new(reply))
+            (Resolved::Reply(Arc::new(reply)), Some(servers[server].addr))
         }
         // SERVFAIL or REFUSED from every server that replied: passed on, as dnsmasq does.
-        Outcome::Rejected { reply, .. } => {
+        Outcome::Rejected { reply, server } => {
             state.stats.misses.fetch_add(1, Ordering::Relaxed);
-            Resolved::Reply(Arc::new(reply))
+            (Resolved::Reply(Arc::new(reply)), Some(servers[server].addr))
         }
         Outcome::Deadline => {
             state.stats.misses.fetch_add(1, Ordering::Relaxed);
-            Resolved::Failed
+            (Resolved::Failed, None)
         }
         Outcome::NoSlot => {
             state
@@ -155,7 +157,7 @@ async fn forward(
             if let Some(held_back) = state.over_limit_log.allow() {
                 tracing::warn!(route = %route.domain, limit = state.config.forward_max, held_back, "too many upstream tries open; REFUSED");
             }
-            Resolved::Refused
+            (Resolved::Refused, None)
         }
     }
 }
