@@ -80,6 +80,20 @@ pub fn forward_reply(data: &[u8]) {
             "the OPT rewrite grew the reply"
         );
     }
+    // dns-cache's answer policy reads the addresses and drops records of checked replies.
+    let _ = wire::rewrite::answer_addresses(data);
+    for drop in [
+        wire::rewrite::Drop::Everything,
+        wire::rewrite::Drop::Type(wire::rtype::AAAA),
+    ] {
+        if let Ok(Some(changed)) = wire::rewrite::drop_records(data, drop, wire::ede::BLOCKED) {
+            // Records only go; our OPT (its 6-byte error included) may replace theirs (11 bytes at least).
+            assert!(
+                changed.len() <= data.len() + 6,
+                "dropping records grew the reply"
+            );
+        }
+    }
 }
 
 /// The kube-dns ConfigMap: NUL-separated file names and contents.
