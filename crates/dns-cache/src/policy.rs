@@ -52,6 +52,10 @@ impl<T> DomainMap<T> {
     fn contains(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
 }
 
 /// A set of domains ("" holds every name).
@@ -123,6 +127,8 @@ pub struct AnswerPolicy {
     filter_aaaa: bool,
     ipv4_only: DomainMap<()>,
     ipv6_only: DomainMap<()>,
+    /// Whether any option of [`Self::before`] is set on the command line.
+    decides_before: bool,
     pub counters: PolicyCounters,
 }
 
@@ -144,7 +150,13 @@ impl AnswerPolicy {
                 }
             }
         }
+        let decides_before = !addresses.domains.is_empty()
+            || config.domain_needed
+            || config.bogus_priv
+            || !config.ipv4_only.is_empty()
+            || !config.ipv6_only.is_empty();
         AnswerPolicy {
+            decides_before,
             addresses,
             domain_needed: config.domain_needed,
             bogus_priv: config.bogus_priv,
@@ -165,6 +177,10 @@ impl AnswerPolicy {
     /// A local answer for `query` (hosts files already consulted), or `None` to go on to the
     /// cache and the routes.
     pub fn before(&self, query: &Query<'_>, routes: &RouteTable) -> Option<Local> {
+        // Without policy options (the usual case) the query path pays one branch here.
+        if !self.decides_before && routes.family.is_empty() {
+            return None;
+        }
         let name = query.name();
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         let address_query = matches!(query.qtype, rtype::A | rtype::AAAA | rtype::ANY);
@@ -177,11 +193,11 @@ impl AnswerPolicy {
         }
         // A route for a domain of its own (`--server=/domain/...`) is more specific than a
         // policy that holds every name, and a longer domain wins over a shorter one.
-        let server_domain = routes.route_for(name).map(|r| r.domain.as_str());
+        let server_domain = || routes.route_for(name).map(|r| r.domain.as_str());
         if self.bogus_priv
             && query.qtype == rtype::PTR
-            && server_domain.is_none_or(str::is_empty)
             && dns_wire::parse_reverse(name).is_some_and(|ip| private(ip, true))
+            && server_domain().is_none_or(str::is_empty)
         {
             count(&self.counters.bogus_priv);
             return Some(Local::NxDomain {
@@ -189,7 +205,7 @@ impl AnswerPolicy {
             });
         }
         if let Some((domain, addresses)) = self.addresses.lookup(name)
-            && server_domain.is_none_or(|s| s.len() <= domain.len())
+            && server_domain().is_none_or(|s| s.len() <= domain.len())
         {
             let found = match query.qtype {
                 rtype::A => addresses.v4.clone(),

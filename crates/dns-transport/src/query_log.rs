@@ -135,7 +135,11 @@ impl QueryLog {
 
     /// Whether this query is logged (call before copying its reply).
     pub fn wants(&self) -> bool {
-        if !self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.sample) {
+        if !self
+            .seen
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.sample)
+        {
             return false;
         }
         if self.rate == 0 {
@@ -178,34 +182,52 @@ impl QueryLog {
     }
 }
 
+/// Lines wait at most this long in the writer's buffer (which is written out whenever it
+/// fills): one write per 64 KiB or per quiet tenth of a second, not one per query.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
 fn write_loop(
     config: &QueryLogConfig,
     rx: &Receiver<Record>,
     out: Box<dyn Write + Send>,
     stats: &QueryLogStats,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let prefix = format!("{}[{}]: ", config.server, std::process::id());
     let mut text = String::with_capacity(512);
-    while let Ok(record) = rx.recv() {
-        let mut next = Some(record);
-        while let Some(record) = next {
-            text.clear();
-            match config.format {
-                Format::Dnsmasq => dnsmasq_lines(&record, &prefix, &mut text),
-                Format::Json => json_line(&record, config.server, &mut text),
+    let mut pending = false;
+    loop {
+        let record = if pending {
+            match rx.recv_timeout(FLUSH_AFTER) {
+                Ok(record) => record,
+                Err(RecvTimeoutError::Timeout) => {
+                    if out.flush().is_err() {
+                        return;
+                    }
+                    pending = false;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            if out.write_all(text.as_bytes()).is_err() {
-                return;
+        } else {
+            match rx.recv() {
+                Ok(record) => record,
+                Err(_) => break,
             }
-            stats.written.fetch_add(1, Ordering::Relaxed);
-            next = rx.try_recv().ok();
+        };
+        text.clear();
+        match config.format {
+            Format::Dnsmasq => dnsmasq_lines(&record, &prefix, &mut text),
+            Format::Json => json_line(&record, config.server, &mut text),
         }
-        // Nothing more waiting: the lines go out now.
-        if out.flush().is_err() {
+        if out.write_all(text.as_bytes()).is_err() {
             return;
         }
+        pending = true;
+        stats.written.fetch_add(1, Ordering::Relaxed);
     }
+    let _ = out.flush();
 }
 
 /// `1.2.3.4`, or `1.2.3.4#5353` off port 53 (dnsmasq's way).
@@ -314,10 +336,7 @@ fn rcode_text(rcode: hickory_proto::op::ResponseCode) -> String {
 /// `latency_us`, `source` (`cache`, `config`, `hosts`, `zone`, `upstream`) and `upstream`.
 pub fn json_line(record: &Record, server: &str, out: &mut String) {
     use std::fmt::Write as _;
-    let Ok(reply) = Message::from_vec(&record.reply) else {
-        return;
-    };
-    let Some(question) = reply.queries.first() else {
+    let Some(summary) = summarize(&record.reply) else {
         return;
     };
     let (source, upstream) = match record.source {
@@ -334,19 +353,63 @@ pub fn json_line(record: &Record, server: &str, out: &mut String) {
         "\",\"server\":\"{server}\",\"client\":\"{}\",\"name\":",
         record.client
     );
-    json_string(&question.name().to_ascii(), out);
+    json_string(&summary.name, out);
     let _ = write!(
         out,
         ",\"type\":\"{}\",\"rcode\":\"{}\",\"answers\":{},\"latency_us\":{},\"source\":\"{source}\"",
-        question.query_type(),
-        rcode_text(reply.metadata.response_code),
-        reply.answers.len(),
+        RecordType::from(summary.qtype),
+        rcode_text(hickory_proto::op::ResponseCode::from(0, summary.rcode)),
+        summary.answers,
         record.latency.as_micros()
     );
     if let Some(upstream) = upstream {
         let _ = write!(out, ",\"upstream\":\"{upstream}\"");
     }
     out.push_str("}\n");
+}
+
+/// What a JSON record says of a reply, read from its header and question only (no record is
+/// decoded: the writer keeps up with more queries).
+struct Summary {
+    name: String,
+    qtype: u16,
+    rcode: u8,
+    answers: u16,
+}
+
+fn summarize(reply: &[u8]) -> Option<Summary> {
+    if reply.len() < 12 || u16::from_be_bytes([reply[4], reply[5]]) == 0 {
+        return None;
+    }
+    let mut name = String::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*reply.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        // A question name is never compressed; a pointer (or anything odd) ends the summary.
+        let label = reply.get(at + 1..at + 1 + len).filter(|_| len < 64)?;
+        for &b in label {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                name.push(char::from(b));
+            } else {
+                let _ = std::fmt::Write::write_fmt(&mut name, format_args!("\\{b:03}"));
+            }
+        }
+        name.push('.');
+        at += 1 + len;
+    }
+    if name.is_empty() {
+        name.push('.');
+    }
+    Some(Summary {
+        name,
+        qtype: u16::from_be_bytes([*reply.get(at)?, *reply.get(at + 1)?]),
+        rcode: reply[3] & 0x0F,
+        answers: u16::from_be_bytes([reply[6], reply[7]]),
+    })
 }
 
 /// A JSON string literal (names may hold any byte as `\DDD`, quotes and backslashes).

@@ -272,6 +272,12 @@ pub struct Family {
     pub ipv6_only: crate::policy::DomainMap<()>,
 }
 
+impl Family {
+    pub fn is_empty(&self) -> bool {
+        self.ipv4_only.is_empty() && self.ipv6_only.is_empty()
+    }
+}
+
 impl RouteTable {
     /// The route for a lower-case name (the default route has domain "").
     pub fn route_for(&self, name: &str) -> Option<&Route> {
