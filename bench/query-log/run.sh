@@ -50,7 +50,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 UP=$(free_port)
 taskset -c 0 dnsmasq -k -p "$UP" --listen-address=127.0.0.1 --bind-interfaces --no-resolv \
     --no-hosts --user=root --pid-file= --log-facility=/dev/null \
-    --address=/bench.example/10.0.0.1 &
+    --address=/bench.example/10.0.0.1 --local-ttl=300 &
 PIDS+=($!)
 for i in $(seq 1 1000); do echo "n$i.bench.example A"; done >"$WORK/cache-queries"
 
