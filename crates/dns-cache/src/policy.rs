@@ -183,14 +183,6 @@ impl AnswerPolicy {
         }
         let name = query.name();
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
-        let address_query = matches!(query.qtype, rtype::A | rtype::AAAA | rtype::ANY);
-        // dnsmasq never forwards an A, AAAA or ANY question for a name without a dot.
-        if self.domain_needed && address_query && !name.is_empty() && !name.contains('.') {
-            count(&self.counters.domain_needed);
-            return Some(Local::NxDomain {
-                authoritative: false,
-            });
-        }
         // A route for a domain of its own (`--server=/domain/...`) is more specific than a
         // policy that holds every name, and a longer domain wins over a shorter one.
         let server_domain = || routes.route_for(name).map(|r| r.domain.as_str());
@@ -218,6 +210,15 @@ impl AnswerPolicy {
                 count(&self.counters.address);
                 return Some(Local::Addresses(found));
             }
+        }
+        // dnsmasq never forwards an A, AAAA or ANY question for a name without a dot that no
+        // `--address` answered.
+        let address_query = matches!(query.qtype, rtype::A | rtype::AAAA | rtype::ANY);
+        if self.domain_needed && address_query && !name.is_empty() && !name.contains('.') {
+            count(&self.counters.domain_needed);
+            return Some(Local::NxDomain {
+                authoritative: false,
+            });
         }
         // From the command line, or from the servers file (the nanny's `ipFamily`).
         let family = match query.qtype {
@@ -254,6 +255,8 @@ impl AnswerPolicy {
     /// `--filter-AAAA` remove those records, with EDE "Filtered".
     pub fn after(&self, query: &Query<'_>, reply: &[u8]) -> Option<Vec<u8>> {
         let name = query.name();
+        // The rebinding check sees the upstream's answer before the filters do, as dnsmasq's:
+        // a private address is "Blocked" even where `--filter-A` would remove it.
         if let Some((localhost_ok, ok_domains)) = &self.rebind
             && matches!(query.qtype, rtype::A | rtype::AAAA)
             && !ok_domains.contains(name)

@@ -316,6 +316,13 @@ async fn bogus_priv_and_domain_needed_answer_like_dnsmasq() -> anyhow::Result<()
         &cases,
     )
     .await?;
+    // An --address for a plain name answers it under --domain-needed, as dnsmasq does.
+    compare(
+        &upstream,
+        &["--domain-needed", "--address=/router/192.168.1.1"],
+        &[("router.", A), ("router.", AAAA), ("plain.", A)],
+    )
+    .await?;
     // 10, 192.168, 127, 169.254, fd00, fe80, 2001:db8, mapped 10.
     assert_eq!(policy_count(&metrics, "bogus-priv").await?, 8.0);
     assert_eq!(policy_count(&metrics, "domain-needed").await?, 3.0);
@@ -359,5 +366,18 @@ async fn family_filters_answer_like_dnsmasq() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(policy_count(&no_a, "filter-A").await?, 2.0);
+    // The rebinding check sees the answer before the filters: a private address is
+    // "Blocked" even where --filter-A removes it.
+    compare(
+        &upstream,
+        &["--filter-A", "--stop-dns-rebind"],
+        &[
+            ("priv.example.", A),
+            ("mixed.example.", A),
+            ("v6priv.example.", AAAA),
+            ("v6pub.example.", AAAA),
+        ],
+    )
+    .await?;
     Ok(())
 }

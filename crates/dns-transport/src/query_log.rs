@@ -15,8 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
 
-/// Records waiting for the writer at most (about 200 bytes each).
+/// Records waiting for the writer at most.
 pub const QUEUE: usize = 4096;
+/// The most of a reply a record copies (dnsmasq lines; JSON records copy only the header and
+/// question): the queue holds 4 MiB at most, whatever clients ask. A longer reply's records
+/// are not listed.
+pub const MAX_COPY: usize = 1024;
 
 /// How lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +104,7 @@ impl QueryLogStats {
 /// The query path's handle on the log.
 #[derive(Debug)]
 pub struct QueryLog {
+    format: Format,
     sample: u64,
     rate: u64,
     seen: AtomicU64,
@@ -124,6 +129,7 @@ impl QueryLog {
             .name("query-log".into())
             .spawn(move || write_loop(&writer_config, &rx, out, &writer_stats))?;
         Ok(Arc::new(QueryLog {
+            format: config.format,
             sample: config.sample.max(1),
             rate: config.rate,
             seen: AtomicU64::new(0),
@@ -147,8 +153,14 @@ impl QueryLog {
             return true;
         }
         let now = daemon_support::clock::unix_secs();
-        if self.second.load(Ordering::Relaxed) != now {
-            self.second.store(now, Ordering::Relaxed);
+        let second = self.second.load(Ordering::Relaxed);
+        // One thread starts the new second's count.
+        if second != now
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.in_second.store(0, Ordering::Relaxed);
         }
         if self.in_second.fetch_add(1, Ordering::Relaxed) < self.rate {
@@ -162,10 +174,14 @@ impl QueryLog {
     /// the reply goes to the writer, nothing else happens here.
     pub fn offer(&self, client: SocketAddr, reply: &[u8], started: Instant, source: Source) {
         if self.wants() {
+            let keep = match self.format {
+                Format::Json => question_end(reply),
+                Format::Dnsmasq => reply.len(),
+            };
             self.log(Record {
                 time: daemon_support::clock::wall(),
                 client,
-                reply: reply.to_vec(),
+                reply: reply[..keep.min(MAX_COPY)].to_vec(),
                 latency: started.elapsed(),
                 source,
             });
@@ -214,6 +230,9 @@ fn write_loop(
                 Format::Dnsmasq => dnsmasq_lines(&record, &prefix, &mut text),
                 Format::Json => json_line(&record, config.server, &mut text),
             }
+            if text.is_empty() {
+                continue;
+            }
             if out.write_all(text.as_bytes()).is_err() {
                 return;
             }
@@ -248,15 +267,11 @@ fn trim_dot(name: &str) -> &str {
 /// `reply x is NODATA-IPv4`, `reply error is SERVFAIL`.
 pub fn dnsmasq_lines(record: &Record, prefix: &str, out: &mut String) {
     use std::fmt::Write as _;
-    let Ok(reply) = Message::from_vec(&record.reply) else {
+    let Some(summary) = summarize(&record.reply) else {
         return;
     };
-    let Some(question) = reply.queries.first() else {
-        return;
-    };
-    let name = question.name().to_ascii();
-    let name = trim_dot(&name);
-    let qtype = question.query_type();
+    let name = trim_dot(&summary.name);
+    let qtype = RecordType::from(summary.qtype);
     let _ = writeln!(
         out,
         "{prefix}query[{qtype}] {name} from {}",
@@ -272,6 +287,10 @@ pub fn dnsmasq_lines(record: &Record, prefix: &str, out: &mut String) {
             }
             "reply"
         }
+    };
+    // A reply longer than the copy is not decoded: its records are not listed.
+    let Ok(reply) = Message::from_vec(&record.reply) else {
+        return;
     };
     let rcode = reply.metadata.response_code;
     match rcode {
@@ -372,6 +391,24 @@ struct Summary {
     qtype: u16,
     rcode: u8,
     answers: u16,
+}
+
+/// The length of a reply's header and question (the whole reply if they cannot be found).
+fn question_end(reply: &[u8]) -> usize {
+    let mut at = 12;
+    if reply.len() < at {
+        return reply.len();
+    }
+    while let Some(&len) = reply.get(at) {
+        if len == 0 {
+            return (at + 5).min(reply.len());
+        }
+        if len & 0xC0 != 0 {
+            return reply.len();
+        }
+        at += 1 + usize::from(len);
+    }
+    reply.len()
 }
 
 fn summarize(reply: &[u8]) -> Option<Summary> {
@@ -546,6 +583,38 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(parsed["client"], "10.1.2.3:40000");
         assert!(parsed["name"].as_str().expect("name").contains("b.example"));
+    }
+
+    #[test]
+    fn json_records_keep_only_the_header_and_question() {
+        let bytes = reply(
+            "pub.example.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[[93, 184, 216, 34]; 40],
+        );
+        let end = question_end(&bytes);
+        assert_eq!(end, 12 + "\x03pub\x07example\x00".len() + 4);
+        let mut out = String::new();
+        json_line(
+            &record(bytes[..end].to_vec(), Source::Cache),
+            "dns-cache",
+            &mut out,
+        );
+        assert!(
+            out.contains(
+                "\"name\":\"pub.example.\",\"type\":\"A\",\"rcode\":\"NOERROR\",\"answers\":40"
+            ),
+            "{out}"
+        );
+        // A dnsmasq line for a reply cut at the copy limit still names the query.
+        let mut lines = String::new();
+        dnsmasq_lines(
+            &record(bytes[..end + 3].to_vec(), Source::Cache),
+            "",
+            &mut lines,
+        );
+        assert_eq!(lines, "query[A] pub.example from 10.1.2.3\n");
     }
 
     #[test]

@@ -22,12 +22,11 @@ fn question_end(reply: &[u8]) -> Result<usize, WireError> {
     Ok(at)
 }
 
-/// One record of a reply: its section (0 answer, 1 authority, 2 additional), type, byte range
-/// and where its RDATA starts.
+/// One record of a reply: its section (0 answer, 1 authority, 2 additional), type, where its
+/// RDATA starts and where it ends.
 struct Record {
     section: usize,
     rr_type: u16,
-    start: usize,
     end: usize,
     rdata: usize,
 }
@@ -43,7 +42,6 @@ fn records(reply: &[u8]) -> Result<(usize, Vec<Record>), WireError> {
             out.push(Record {
                 section,
                 rr_type,
-                start: at,
                 end,
                 rdata: fixed + 10,
             });
@@ -79,52 +77,75 @@ pub fn answer_addresses(reply: &[u8]) -> Result<Vec<IpAddr>, WireError> {
 /// What to drop from a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
-    /// Every record of every section, and the TC bit (a NODATA with the reply's RCODE):
-    /// dnsmasq's answer to a rebinding attempt.
+    /// Every record of every section, and the TC bit (a reply without records, its RCODE
+    /// kept): dnsmasq's answer to a rebinding attempt.
     Everything,
-    /// Records of this type from the answer and additional sections.
+    /// Answer-section records of this type and class IN, from a NOERROR reply only (dnsmasq's
+    /// `--filter-A`/`--filter-AAAA`).
     Type(u16),
 }
 
 /// `reply` without what `drop` names, its OPT record (kept, with its DO bit) carrying the
 /// Extended DNS Error `ede`. `None` when nothing was dropped (the reply stands as it is).
+///
+/// [`Drop::Everything`] keeps only bytes before the first record, so no name can point into
+/// what went. [`Drop::Type`] keeps records after removed ones, whose names may be compressed
+/// against them: that reply is decoded and encoded again, with names compressed afresh.
 pub fn drop_records(reply: &[u8], drop: Drop, ede: u16) -> Result<Option<Vec<u8>>, WireError> {
+    match drop {
+        Drop::Everything => drop_everything(reply, ede),
+        Drop::Type(rr_type) => drop_answers_of_type(reply, rr_type, ede),
+    }
+}
+
+fn drop_everything(reply: &[u8], ede: u16) -> Result<Option<Vec<u8>>, WireError> {
     let (question, records) = records(reply)?;
-    let dropped = |r: &Record| match drop {
-        Drop::Everything => true,
-        Drop::Type(t) => r.rr_type == t && r.section != 1,
-    };
-    if !records
-        .iter()
-        .any(|r| r.rr_type != rtype::OPT && dropped(r))
-    {
+    if !records.iter().any(|r| r.rr_type != rtype::OPT) {
         return Ok(None);
     }
-    let mut out = Vec::with_capacity(reply.len() + 6);
+    let mut out = Vec::with_capacity(question + crate::opt::opt_len(Some(ede)));
     out.extend_from_slice(&reply[..question]);
-    let mut counts = [0u16; 3];
-    let mut opt_dnssec_ok = None;
-    for r in &records {
-        if r.rr_type == rtype::OPT {
-            // The flags are the low half of the OPT record's TTL field (before RDLENGTH).
-            let flags = read_u16(reply, r.rdata - 4).unwrap_or(0);
-            opt_dnssec_ok = Some(flags & 0x8000 != 0);
-        } else if !dropped(r) {
-            out.extend_from_slice(&reply[r.start..r.end]);
-            counts[r.section] += 1;
-        }
+    let mut additional = 0u16;
+    if let Some(opt) = records.iter().find(|r| r.rr_type == rtype::OPT) {
+        // The flags are the low half of the OPT record's TTL field (before RDLENGTH).
+        let flags = read_u16(reply, opt.rdata - 4).unwrap_or(0);
+        crate::opt::push_opt(&mut out, 0, flags & 0x8000 != 0, Some(ede));
+        additional = 1;
     }
-    if let Some(dnssec_ok) = opt_dnssec_ok {
-        crate::opt::push_opt(&mut out, 0, dnssec_ok, Some(ede));
-        counts[2] += 1;
-    }
-    for (i, count) in counts.iter().enumerate() {
+    for (i, count) in [0u16, 0, additional].iter().enumerate() {
         out[6 + 2 * i..8 + 2 * i].copy_from_slice(&count.to_be_bytes());
     }
-    if drop == Drop::Everything {
-        out[2] &= !0x02;
-    }
+    out[2] &= !0x02;
     Ok(Some(out))
+}
+
+fn drop_answers_of_type(
+    reply: &[u8],
+    rr_type: u16,
+    ede: u16,
+) -> Result<Option<Vec<u8>>, WireError> {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::DNSClass;
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let undecodable = || WireError::Truncated("reply (undecodable)");
+    let mut message = Message::from_vec(reply).map_err(|_| undecodable())?;
+    if message.metadata.response_code != ResponseCode::NoError {
+        return Ok(None);
+    }
+    let before = message.answers.len();
+    message
+        .answers
+        .retain(|r| !(u16::from(r.record_type()) == rr_type && r.dns_class == DNSClass::IN));
+    if message.answers.len() == before {
+        return Ok(None);
+    }
+    if let Some(edns) = message.edns.as_mut() {
+        edns.options_mut().insert(EdnsOption::Unknown(
+            crate::opt::EDE_OPTION,
+            ede.to_be_bytes().to_vec(),
+        ));
+    }
+    message.to_vec().map(Some).map_err(|_| undecodable())
 }
 
 #[cfg(test)]
@@ -195,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn a_type_is_dropped_from_answers_and_additionals_only_when_present() {
+    fn a_type_is_dropped_from_answers_only_and_only_when_present() {
         let bytes = reply(
             RecordType::AAAA,
             &[RData::AAAA(AAAA::new(0x2001, 0x4860, 0, 0, 0, 0, 0, 1))],
@@ -207,13 +228,62 @@ mod tests {
             .expect("changed");
         let m = Message::from_vec(&out).expect("decodes");
         assert!(m.answers.is_empty());
-        assert_eq!(m.additionals.len(), 1, "other types stay");
+        assert_eq!(m.additionals.len(), 1, "other sections stay");
         assert!(
             m.edns.is_none(),
             "no OPT record is added where there was none"
         );
         assert_eq!(
             drop_records(&bytes, Drop::Type(rtype::MX), 17).expect("walk"),
+            None
+        );
+    }
+
+    /// A record kept after a removed one may have its names compressed against it: the
+    /// result must still name what it named before.
+    #[test]
+    fn names_compressed_against_a_removed_record_survive() {
+        use hickory_proto::rr::rdata::NS;
+        let owner: Name = "x.example.".parse().expect("name");
+        let ns: Name = "ns1.x.example.".parse().expect("name");
+        let mut m = Message::response(7, OpCode::Query);
+        m.add_query(Query::query(
+            "y.example.".parse().expect("name"),
+            RecordType::AAAA,
+        ));
+        // The AAAA's owner is the first spelling of x.example; everything after points at it.
+        m.add_answer(Record::from_rdata(
+            owner.clone(),
+            60,
+            RData::AAAA(AAAA::new(0x2001, 0x4860, 0, 0, 0, 0, 0, 1)),
+        ));
+        m.add_authority(Record::from_rdata(
+            owner.clone(),
+            60,
+            RData::NS(NS(ns.clone())),
+        ));
+        m.add_additional(Record::from_rdata(
+            ns.clone(),
+            60,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        m.set_edns(Edns::new());
+        let bytes = m.to_vec().expect("encodes");
+        let out = drop_records(&bytes, Drop::Type(rtype::AAAA), 17)
+            .expect("walk")
+            .expect("changed");
+        let m = Message::from_vec(&out).expect("decodes");
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities[0].name, owner);
+        assert_eq!(m.authorities[0].data, RData::NS(NS(ns.clone())));
+        assert_eq!(m.additionals[0].name, ns);
+        assert_eq!(ede_of(&out), Some(17));
+        // Only NOERROR replies are filtered.
+        let mut nx = Message::from_vec(&bytes).expect("decodes");
+        nx.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+        let nx = nx.to_vec().expect("encodes");
+        assert_eq!(
+            drop_records(&nx, Drop::Type(rtype::AAAA), 17).expect("walk"),
             None
         );
     }

@@ -62,18 +62,27 @@ impl NamespaceQueries {
             return;
         }
         if let Ok(mut map) = self.namespaces.write() {
+            // A query that read a snapshot from before the last prune must not bring back a
+            // namespace the prune removed: it counts as `other`. (Checked under the lock the
+            // prune takes, so the two cannot interleave.)
+            if snapshot.namespaces_removed() != self.pruned_at.load(Ordering::Relaxed) {
+                self.other[index].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             map.entry(namespace.into()).or_default()[index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Drops the series of namespaces the snapshot no longer has; only walks them when a
     /// namespace went since the last call.
+    /// Call after `snapshot` is published, so no query reads an older one afterwards.
     pub fn prune(&self, snapshot: &ClusterSnapshot) {
         let generation = snapshot.namespaces_removed();
-        if self.pruned_at.swap(generation, Ordering::Relaxed) == generation {
+        if self.pruned_at.load(Ordering::Relaxed) == generation {
             return;
         }
         if let Ok(mut map) = self.namespaces.write() {
+            self.pruned_at.store(generation, Ordering::Relaxed);
             map.retain(|namespace, _| snapshot.has_namespace(namespace));
         }
     }

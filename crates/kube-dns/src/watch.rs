@@ -137,8 +137,9 @@ impl Watches {
             .metrics
             .endpoints
             .set(snapshot.endpoint_count() as i64);
+        let snapshot = Arc::new(snapshot);
+        self.state.snapshot.store(snapshot.clone());
         self.state.metrics.namespaces.prune(&snapshot);
-        self.state.snapshot.store(Arc::new(snapshot));
     }
 
     /// Runs a watch stream, converting events with `strip` and applying them with `apply`.

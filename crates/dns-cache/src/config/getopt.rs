@@ -483,6 +483,8 @@ mod tests {
             "--address=1.2.3.4",
             "--address=/x/not-an-ip",
             "--address=/#/",
+            "--address=//1.2.3.4",
+            "--address=/example.com//1.2.3.4",
             "--edns-packet-max=100",
         ] {
             assert!(

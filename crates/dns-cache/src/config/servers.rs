@@ -106,7 +106,9 @@ fn split_domains(text: &str) -> Result<(Vec<String>, &str), ServerError> {
 /// every name.
 pub fn parse_address_rule(text: &str) -> Result<AddressSpec, ServerError> {
     let (domains, address) = split_domains(text)?;
-    if domains.is_empty() {
+    // `//` (dnsmasq's "names without a dot") is not supported; taken as "every name" it would
+    // turn a typo into an answer for every question.
+    if domains.is_empty() || domains.iter().any(String::is_empty) {
         return Err(ServerError::NoDomains(text.to_owned()));
     }
     let domains = domains
