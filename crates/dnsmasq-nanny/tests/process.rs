@@ -224,15 +224,14 @@ async fn chaos_hits(server: SocketAddr) -> anyhow::Result<u64> {
     Ok(text.trim_matches('"').parse()?)
 }
 
-#[tokio::test]
-async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> anyhow::Result<()> {
-    let upstream = FakeUpstream::start().await?;
-    let stub = FakeUpstream::start().await?;
-    stub.set_default(kube_dns_test_support::fake_upstream::Rule::Answer {
-        ips: vec!["10.9.8.7".parse()?],
-        ttl: 60,
-    });
-    let dir = kube_dns_test_support::tempdir("cache")?;
+/// The nanny supervising dns-cache, with a ConfigMap directory that names `upstream` (and holds
+/// `keys`); returns the nanny, the directory and the cache's UDP address.
+async fn nanny_with_dns_cache(
+    tag: &str,
+    upstream: &FakeUpstream,
+    keys: &[(&str, &str)],
+) -> anyhow::Result<(ChildProcess, PathBuf, SocketAddr)> {
+    let dir = kube_dns_test_support::tempdir(tag)?;
     let config = dir.join("config");
     std::fs::create_dir_all(&config)?;
     kube_dns_test_support::write_configmap_key(
@@ -240,13 +239,15 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
         "upstreamNameservers",
         &format!("[\"{}\"]", upstream.addr),
     )?;
+    for (key, value) in keys {
+        kube_dns_test_support::write_configmap_key(&config, key, value)?;
+    }
     let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
     let (nanny, _health) = spawn_nanny(
         &[
             format!("-dnsmasqExec={}", dns_cache.display()),
             format!("-configDir={}", config.display()),
             format!("-serversFile={}", dir.join("servers").display()),
-            "-restartDnsmasq=true".into(),
             "--".into(),
         ]
         .into_iter()
@@ -255,6 +256,18 @@ async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> an
     )
     .await?;
     let cache = nanny.listening_addr("udp", WAIT).await?;
+    Ok((nanny, config, cache))
+}
+
+#[tokio::test]
+async fn dns_cache_child_reloads_stub_domains_in_place_keeping_its_cache() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start().await?;
+    let stub = FakeUpstream::start().await?;
+    stub.set_default(kube_dns_test_support::fake_upstream::Rule::Answer {
+        ips: vec!["10.9.8.7".parse()?],
+        ttl: 60,
+    });
+    let (_nanny, config, cache) = nanny_with_dns_cache("cache", &upstream, &[]).await?;
     let reply = query_udp(cache, "www.example.com.", RecordType::A).await?;
     assert!(
         answer_lines(&reply)
@@ -762,29 +775,8 @@ async fn ip_family_from_the_config_map_answers_the_other_family_locally() -> any
         ips: vec!["93.184.216.34".parse()?, "2001:4860::1".parse()?],
         ttl: 0,
     });
-    let dir = kube_dns_test_support::tempdir("family")?;
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config)?;
-    kube_dns_test_support::write_configmap_key(
-        &config,
-        "upstreamNameservers",
-        &format!("[\"{}\"]", upstream.addr),
-    )?;
-    kube_dns_test_support::write_configmap_key(&config, "ipFamily", "IPv4")?;
-    let dns_cache = kube_dns_test_support::workspace_binary("dns-cache")?;
-    let (nanny, _health) = spawn_nanny(
-        &[
-            format!("-dnsmasqExec={}", dns_cache.display()),
-            format!("-configDir={}", config.display()),
-            format!("-serversFile={}", dir.join("servers").display()),
-            "--".into(),
-        ]
-        .into_iter()
-        .chain(dns_cache_child_args())
-        .collect::<Vec<_>>(),
-    )
-    .await?;
-    let cache = nanny.listening_addr("udp", WAIT).await?;
+    let (_nanny, config, cache) =
+        nanny_with_dns_cache("family", &upstream, &[("ipFamily", "IPv4")]).await?;
     // Each round asks new names, so nothing comes from the cache.
     let mut round = 0;
     let mut ask = |rtype: RecordType| {

@@ -5,9 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use std::time::Instant;
-
-use dns_transport::query_log::{QueryLog, Source};
+use dns_transport::query_log::Source;
 use dns_transport::{Fast, PacketHandler, Transport};
 use hickory_proto::op::Message;
 
@@ -203,19 +201,6 @@ async fn chase(
     reply.metadata.truncation
 }
 
-/// Offers a reply to the query log, when it is on (`--log-queries`).
-fn log_reply(
-    state_log: Option<&QueryLog>,
-    peer: SocketAddr,
-    reply: &[u8],
-    started: Instant,
-    source: Source,
-) {
-    if let Some(log) = state_log {
-        log.offer(peer, reply, started, source);
-    }
-}
-
 /// kube-dns's [`PacketHandler`]: answers, and counts every reply once (UDP and TCP alike).
 #[derive(Debug)]
 pub struct DnsHandler {
@@ -242,13 +227,9 @@ impl PacketHandler for DnsHandler {
                 self.state
                     .metrics
                     .record(system, rcode, tc, out.len(), seconds);
-                log_reply(
-                    self.state.query_log.as_deref(),
-                    peer,
-                    out,
-                    started,
-                    Source::Zone,
-                );
+                if let Some(log) = &self.state.query_log {
+                    log.offer(peer, out, started, Source::Zone);
+                }
                 Fast::Reply
             }
             Action::Drop => {
@@ -277,13 +258,9 @@ impl PacketHandler for DnsHandler {
         self.state
             .metrics
             .record(system, rcode, tc, reply.len(), seconds);
-        log_reply(
-            self.state.query_log.as_deref(),
-            peer,
-            &reply,
-            started,
-            source,
-        );
+        if let Some(log) = &self.state.query_log {
+            log.offer(peer, &reply, started, source);
+        }
         Some(reply)
     }
 

@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use std::time::Instant;
-
-use dns_transport::query_log::{QueryLog, Source};
+use dns_transport::query_log::Source;
 use dns_transport::{Fast, PacketHandler, Transport};
 use dns_wire::{self as wire, Query, Rcode, ResponseContext, class};
 
@@ -175,19 +173,6 @@ impl CacheHandler {
     }
 }
 
-/// Offers a reply to the query log, when it is on (`--log-queries`).
-fn log_reply(
-    state_log: Option<&QueryLog>,
-    peer: SocketAddr,
-    reply: &[u8],
-    started: Instant,
-    source: Source,
-) {
-    if let Some(log) = state_log {
-        log.offer(peer, reply, started, source);
-    }
-}
-
 impl PacketHandler for CacheHandler {
     fn fast(
         &self,
@@ -197,13 +182,13 @@ impl PacketHandler for CacheHandler {
         out: &mut Vec<u8>,
     ) -> Fast {
         let mut source = Source::Config;
-        if self.state.query_log.is_none() {
+        let Some(log) = &self.state.query_log else {
             return self.answer_fast(packet, transport, peer, out, &mut source);
-        }
+        };
         let started = daemon_support::clock::now();
         let fast = self.answer_fast(packet, transport, peer, out, &mut source);
         if fast == Fast::Reply {
-            log_reply(self.state.query_log.as_deref(), peer, out, started, source);
+            log.offer(peer, out, started, source);
         }
         fast
     }
@@ -250,13 +235,9 @@ impl PacketHandler for CacheHandler {
                 wire::encode_header_only(&ctx, Rcode::ServFail, false, &mut out);
             }
         }
-        log_reply(
-            self.state.query_log.as_deref(),
-            peer,
-            &out,
-            started,
-            Source::Upstream(upstream),
-        );
+        if let Some(log) = &self.state.query_log {
+            log.offer(peer, &out, started, Source::Upstream(upstream));
+        }
         Some(out)
     }
 
