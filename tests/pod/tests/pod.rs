@@ -56,15 +56,6 @@ fn env_of(container: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// A loopback port that was free a moment ago (dns-cache must come back on the same port when
-/// the nanny restarts it, so it cannot take port 0).
-fn free_port() -> anyhow::Result<u16> {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let port = udp.local_addr()?.port();
-    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port))?;
-    Ok(port)
-}
-
 async fn wait_status(addr: SocketAddr, path: &str, want: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -191,7 +182,7 @@ async fn start_pod(
     let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
 
     // dnsmasq: the nanny with dns-cache as its child, as in the image.
-    let cache_port = free_port()?;
+    let cache_port = kube_dns_test_support::free_dns_port()?;
     let cache = SocketAddr::from(([127, 0, 0, 1], cache_port));
     let manifest_args = expanded_args(&all["dnsmasq"])?;
     let split = manifest_args
@@ -570,7 +561,13 @@ async fn liveness_holds_and_readiness_fails_while_the_api_is_unreachable() -> an
         let work = kube_dns_test_support::tempdir("pod-no-api")?;
         // Nothing listens there: every connection to the API is refused.
         let kubeconfig = work.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &format!("http://127.0.0.1:{}", free_port()?))?;
+        write_kubeconfig(
+            &kubeconfig,
+            &format!(
+                "http://127.0.0.1:{}",
+                kube_dns_test_support::free_dns_port()?
+            ),
+        )?;
         let upstream = FakeUpstream::start().await?;
         let config_dir = work.join("kube-dns-config");
         std::fs::create_dir_all(&config_dir)?;

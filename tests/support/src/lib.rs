@@ -18,14 +18,15 @@ pub use fake_api::{FakeApiServer, Resource, write_kubeconfig};
 
 use std::path::PathBuf;
 
-/// Absolute path of the workspace's `tests/fixtures` directory.
-/// A loopback port that was free a moment ago for both UDP and TCP, for servers (a real
-/// dnsmasq) that cannot be told port 0 and read back.
+/// A loopback port that was free a moment ago for both UDP and TCP, for servers that cannot be
+/// told port 0 and read back (a real dnsmasq; dns-cache under the nanny, which must come back on
+/// the same port). The kernel's UDP pick can be taken for TCP: that clash is tried again.
 pub fn free_dns_port() -> anyhow::Result<u16> {
     let port = dns_transport::bind_dns_port("127.0.0.1:0".parse()?, 1)?;
     Ok(port.tcp.local_addr()?.port())
 }
 
+/// Absolute path of the workspace's `tests/fixtures` directory.
 pub fn fixtures_dir() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
