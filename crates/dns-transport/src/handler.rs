@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::budget::{Budget, Charge, Refusal};
 
@@ -23,6 +24,22 @@ pub enum Fast {
     Drop,
     /// Needs the network: run [`PacketHandler::slow`].
     Slow,
+}
+
+/// Several messages answering one TCP query, written in order (a zone transfer, RFC 5936).
+/// Messages are made as they are written, so a connection holds one at a time.
+pub struct MessageStream {
+    pub messages: Box<dyn Iterator<Item = Vec<u8>> + Send>,
+    /// The whole stream is written within this, or the connection is closed.
+    pub within: Duration,
+}
+
+impl std::fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("within", &self.within)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Answers DNS packets.
@@ -47,6 +64,12 @@ pub trait PacketHandler: Send + Sync + 'static {
     /// The reply when the in-flight budget refuses a slow query (e.g. SERVFAIL or REFUSED);
     /// `false` sends nothing.
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool;
+
+    /// A TCP query answered by several messages (zone transfers); `None` (the default) sends
+    /// it down the fast path like any other.
+    fn stream(&self, _packet: &[u8], _peer: SocketAddr) -> Option<MessageStream> {
+        None
+    }
 }
 
 /// What a slow query is charged beyond its bytes: its task, the handler's state for it and the

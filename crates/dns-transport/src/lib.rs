@@ -14,7 +14,8 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`handler`] | the [`PacketHandler`] a server implements: fast path, slow path, overload |
+//! | [`handler`] | the [`PacketHandler`] a server implements: fast path, slow path, overload, multi-message TCP answers |
+//! | [`acl`] | address ranges for access lists |
 //! | [`bind`] | binding UDP groups and TCP listeners before anything runs |
 //! | [`budget`] | one budget for work in flight, in entries and bytes, fair between clients |
 //! | [`udp`] | UDP worker threads |
@@ -27,6 +28,7 @@
 //! | [`resolv_conf`] | the `nameserver` lines of resolv.conf |
 //! | [`lookup`] | control-plane host-name lookups (hickory-resolver) |
 
+pub mod acl;
 pub mod bind;
 pub mod budget;
 pub mod client;
@@ -41,12 +43,13 @@ pub mod tcp;
 pub mod udp;
 pub mod upstream;
 
+pub use acl::IpNet;
 pub use bind::{
     DnsPort, DnsPortError, bind_dns_port, bind_tcp, bind_udp, bind_udp_group, default_workers,
 };
 pub use budget::{Budget, BudgetLimits, BudgetStats, Charge, Refusal};
 pub use client::exchange_udp;
-pub use handler::{Fast, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
+pub use handler::{Fast, MessageStream, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
 pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use daemon_support::conns::{ConnLimits, ConnStats, ConnectionGuard, ConnectionTable};
 
 use crate::budget::Budget;
-use crate::handler::{Fast, PacketHandler, SlowQuery, Transport};
+use crate::handler::{Fast, MessageStream, PacketHandler, SlowQuery, Transport};
 
 /// How long an idle TCP connection stays open while there is room (RFC 7766 §6.2.3).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,6 +152,11 @@ async fn serve_tcp_connection<H: PacketHandler>(
             return Ok(());
         }
         guard.touch();
+        if let Some(messages) = handler.stream(&packet, peer) {
+            drop(packet);
+            write_stream(&mut stream, messages, idle).await?;
+            continue;
+        }
         match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
             Fast::Reply => {}
             Fast::Drop => return Ok(()),
@@ -187,6 +192,35 @@ async fn serve_tcp_connection<H: PacketHandler>(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not read in time"))??;
     }
+}
+
+/// Writes every message of `messages`, each framed, within its deadline and each write within
+/// `idle`; the connection is closed (an error) when either runs out.
+async fn write_stream(
+    stream: &mut TcpStream,
+    messages: MessageStream,
+    idle: Duration,
+) -> io::Result<()> {
+    let MessageStream { messages, within } = messages;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut frame = Vec::new();
+    for message in messages {
+        let Ok(len) = u16::try_from(message.len()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream message over 64 KiB",
+            ));
+        };
+        frame.clear();
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&message);
+        drop(message);
+        let until = deadline.min(tokio::time::Instant::now() + idle);
+        tokio::time::timeout_at(until, stream.write_all(&frame))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream not read in time"))??;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -148,7 +148,9 @@ impl<'s> Resolver<'s, '_> {
         match target {
             QueryTarget::Apex => Node::Apex,
             QueryTarget::DnsVersion => Node::DnsVersion,
-            QueryTarget::NameServer | QueryTarget::ServiceRoot => Node::Empty,
+            // `ns.dns.<zone>` has no address, and legacy kube-dns answers NXDOMAIN for it.
+            QueryTarget::NameServer => Node::Missing,
+            QueryTarget::ServiceRoot => Node::Empty,
             QueryTarget::Namespace { namespace } => {
                 if snapshot.has_namespace(namespace) {
                     Node::Empty
@@ -161,7 +163,12 @@ impl<'s> Resolver<'s, '_> {
                 None => Node::Missing,
             },
             QueryTarget::ServiceProtocol { key, protocol } => match self.live_service(key) {
-                Some(service) if service_ports(service).any(|p| &*p.protocol == protocol) => {
+                // An empty non-terminal only above a `_<port>._<proto>` record: unnamed ports
+                // have none (so a secondary holding the transferred zone answers the same).
+                Some(service)
+                    if service_ports(service)
+                        .any(|p| p.name.is_some() && &*p.protocol == protocol) =>
+                {
                     Node::Empty
                 }
                 _ => Node::Missing,

@@ -7,6 +7,7 @@ pub mod answer;
 pub mod model;
 pub mod snapshot;
 pub mod target;
+pub mod zone;
 
 pub use answer::{Outcome, Question, answer};
 pub use snapshot::{ClusterSnapshot, PodsMode, SavedModels, SnapshotBuilder, ZoneSettings};

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub saved_zone_writes: IntCounter,
     pub saved_zone_write_errors: IntCounter,
     pub saved_zone_refused: IntCounter,
+    /// `kubedns_zone_transfers_total{kind,result}`.
+    pub transfers: IntCounterVec,
+    /// `kubedns_zone_notify_total{result}`.
+    pub notifies: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,6 +234,22 @@ impl Metrics {
         registry.register(Box::new(saved_zone_writes.clone()))?;
         registry.register(Box::new(saved_zone_write_errors.clone()))?;
         registry.register(Box::new(saved_zone_refused.clone()))?;
+        let transfers = IntCounterVec::new(
+            Opts::new(
+                "kubedns_zone_transfers_total",
+                "Zone transfers asked for, by kind (axfr, ixfr) and result (full, incremental, current, refused, busy, aborted).",
+            ),
+            &["kind", "result"],
+        )?;
+        let notifies = IntCounterVec::new(
+            Opts::new(
+                "kubedns_zone_notify_total",
+                "NOTIFY messages sent to --notify secondaries, by result (acked, unanswered).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(transfers.clone()))?;
+        registry.register(Box::new(notifies.clone()))?;
         let systems = System::ALL.map(|system| {
             let label = system.label();
             SystemMetrics {
@@ -259,6 +279,8 @@ impl Metrics {
             saved_zone_writes,
             saved_zone_write_errors,
             saved_zone_refused,
+            transfers,
+            notifies,
         })
     }
 
