@@ -202,7 +202,7 @@ async fn write_stream(
     idle: Duration,
 ) -> io::Result<()> {
     let MessageStream { messages, within } = messages;
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = crate::clock::now() + within;
     let mut frame = Vec::new();
     for message in messages {
         let Ok(len) = u16::try_from(message.len()) else {
@@ -215,7 +215,7 @@ async fn write_stream(
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(&message);
         drop(message);
-        let until = deadline.min(tokio::time::Instant::now() + idle);
+        let until = deadline.min(crate::clock::now() + idle);
         tokio::time::timeout_at(until, stream.write_all(&frame))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream not read in time"))??;

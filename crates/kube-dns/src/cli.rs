@@ -158,6 +158,43 @@ pub struct Cli {
     /// from where it was; a watch that stays silent 5 s longer is taken as dead and restarted.
     #[arg(long, default_value = "1m", value_parser = parse_go_duration)]
     pub watch_timeout: Duration,
+    /// Address ranges allowed to transfer the cluster zone (AXFR, IXFR over TCP), comma
+    /// separated; empty refuses every transfer.
+    #[arg(long, default_value = "127.0.0.0/8,::1", value_parser = parse_nets)]
+    pub transfer_allow: Nets,
+    /// Secondaries (ip:port, comma separated) sent a NOTIFY after each change of the zone.
+    #[arg(long, default_value = "", value_parser = parse_addrs)]
+    pub notify: Addrs,
+    /// Versions of the zone kept for IXFR; older versions get the whole zone.
+    #[arg(long, default_value_t = crate::transfer::DEFAULT_JOURNAL)]
+    pub transfer_journal: usize,
+    /// A zone transfer not written within this is cut off.
+    #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
+    pub transfer_timeout: Duration,
+}
+
+/// `--transfer-allow`'s ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nets(pub Vec<dns_transport::IpNet>);
+
+/// `--notify`'s addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addrs(pub Vec<std::net::SocketAddr>);
+
+fn parse_nets(text: &str) -> Result<Nets, String> {
+    let parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    parts.map(str::parse).collect::<Result<_, _>>().map(Nets)
+}
+
+fn parse_addrs(text: &str) -> Result<Addrs, String> {
+    let parts = text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    parts
+        .map(|p| {
+            p.parse()
+                .map_err(|_| format!("{p:?} is not ip:port ([ip]:port for IPv6)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Addrs)
 }
 
 /// Settings from the environment (legacy `PROMETHEUS_*`).

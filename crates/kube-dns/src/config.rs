@@ -73,6 +73,8 @@ pub struct Config {
     pub watch_timeout: Duration,
     /// `--snapshot-dir` and its settings; None: no saved zone.
     pub saved_zone: Option<SavedZoneConfig>,
+    /// `--transfer-allow`, `--notify`, `--transfer-journal`, `--transfer-timeout`.
+    pub transfer: crate::transfer::TransferConfig,
 }
 
 /// Where and how the last good zone is kept.
@@ -147,6 +149,12 @@ impl Config {
                     max_age: cli.snapshot_max_age,
                     interval: cli.snapshot_interval.max(Duration::from_secs(1)),
                 }),
+            transfer: crate::transfer::TransferConfig {
+                allow: cli.transfer_allow.0.clone(),
+                notify: cli.notify.0.clone(),
+                journal: cli.transfer_journal.max(1),
+                timeout: cli.transfer_timeout.max(Duration::from_secs(1)),
+            },
         })
     }
 

@@ -14,6 +14,7 @@ pub mod namespace_stats;
 pub mod saved_zone;
 pub mod server;
 pub mod state;
+pub mod transfer;
 pub mod watch;
 
 use std::io;
@@ -157,12 +158,18 @@ pub async fn run(
     } else {
         ClusterSnapshot::empty(Arc::new(config.zone.clone()))
     };
+    let transfers = transfer::Transfers::new(
+        config.transfer.clone(),
+        metrics.transfers.clone(),
+        metrics.notifies.clone(),
+    );
     let mut state = ServerState::new(
         first,
         ForwardPolicy::default(),
         Forwarding::new(config.forward_deadline),
         metrics,
-    );
+    )
+    .with_transfers(transfers.clone());
     if let Some(log) = &config.query_log {
         match dns_transport::query_log::QueryLog::start(log.clone(), Box::new(std::io::stderr())) {
             Ok(log) => state = state.with_query_log(log),
@@ -173,6 +180,8 @@ pub async fn run(
     }
     let state = Arc::new(state);
     state.set_serving_saved_zone(serving_saved);
+    // A saved zone is a version secondaries may already hold.
+    transfers.published(&state.snapshot.load_full());
     let resolv_conf = config.resolv_conf.clone();
     if let ConfigSource::Static(dns_config) = &config.source {
         config_source::apply_config(&state, dns_config, &resolv_conf).await;
@@ -226,6 +235,8 @@ pub async fn run(
             }
         });
     }
+
+    tasks.spawn(transfers.notify_loop(config.zone.zone.clone(), stop.clone()));
 
     match &config.source {
         ConfigSource::Static(_) => {}

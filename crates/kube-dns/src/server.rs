@@ -264,6 +264,12 @@ impl PacketHandler for DnsHandler {
         Some(reply)
     }
 
+    /// AXFR and IXFR of the zone, when transfers are on and the client may have them.
+    fn stream(&self, packet: &[u8], peer: SocketAddr) -> Option<dns_transport::MessageStream> {
+        let transfers = self.state.transfers.as_ref()?;
+        transfers.stream(self.state.snapshot.load_full(), packet, peer)
+    }
+
     /// Over the in-flight budget (counted and logged by the budget): SERVFAIL, so the client
     /// tries its next server.
     fn overloaded(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {

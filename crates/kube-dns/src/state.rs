@@ -32,6 +32,8 @@ pub struct ServerState {
     pub query_log: Option<Arc<dns_transport::query_log::QueryLog>>,
     /// What the query log wrote and dropped (zero when off).
     pub query_log_stats: Arc<dns_transport::query_log::QueryLogStats>,
+    /// Zone transfers and NOTIFY (`--transfer-allow`, `--notify`); None: transfers refused.
+    pub transfers: Option<Arc<crate::transfer::Transfers>>,
 }
 
 impl ServerState {
@@ -54,6 +56,7 @@ impl ServerState {
             saved_zone: AtomicBool::new(false),
             query_log: None,
             query_log_stats: Arc::default(),
+            transfers: None,
         }
     }
 
@@ -62,6 +65,20 @@ impl ServerState {
         self.query_log_stats = log.stats.clone();
         self.query_log = Some(log);
         self
+    }
+
+    /// The state serving zone transfers.
+    pub fn with_transfers(mut self, transfers: Arc<crate::transfer::Transfers>) -> Self {
+        self.transfers = Some(transfers);
+        self
+    }
+
+    /// Publishes a new snapshot to queries (and to the transfer journal).
+    pub fn publish(&self, snapshot: Arc<ClusterSnapshot>) {
+        self.snapshot.store(snapshot.clone());
+        if let Some(transfers) = &self.transfers {
+            transfers.published(&snapshot);
+        }
     }
 
     /// Whether answers come from the saved zone (not yet synced with the API).

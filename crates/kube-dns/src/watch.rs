@@ -138,7 +138,7 @@ impl Watches {
             .endpoints
             .set(snapshot.endpoint_count() as i64);
         let snapshot = Arc::new(snapshot);
-        self.state.snapshot.store(snapshot.clone());
+        self.state.publish(snapshot.clone());
         self.state.metrics.namespaces.prune(&snapshot);
     }
 
