@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod query;
 pub mod reload;
+pub mod secondary;
 pub mod soa_watch;
 pub mod state;
 pub mod upstream;
@@ -185,6 +186,14 @@ pub async fn run(
         tasks.spawn(soa_watch::watch_soa(
             state.clone(),
             zone.clone(),
+            stop.clone(),
+        ));
+    }
+    for secondary in &state.secondaries.zones {
+        tracing::info!(zone = secondary.spec.zone, primary = ?secondary.spec.primary, "keeping a copy of the zone (--secondary)");
+        tasks.spawn(secondary::keep_zone(
+            state.clone(),
+            secondary.clone(),
             stop.clone(),
         ));
     }

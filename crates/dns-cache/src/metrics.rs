@@ -122,6 +122,7 @@ pub fn render(state: &CacheState) -> String {
             "dnscache_policy_answers_total{{option=\"{option}\"}} {count}\n"
         ));
     }
+    crate::secondary::render_metrics(&state.secondaries, state.now_ms(), &mut out);
     state.query_log_stats.render("dnscache", &mut out);
     let upstreams = state.routes.load().distinct_upstreams();
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);

@@ -44,6 +44,8 @@ pub struct CacheState {
     pub hosts: ArcSwap<Hosts>,
     /// `--address`, `--bogus-priv`, `--stop-dns-rebind`, `--filter-A(AAA)`, `--ipv4-only`...
     pub policy: AnswerPolicy,
+    /// `--secondary` zones and their copies.
+    pub secondaries: crate::secondary::Secondaries,
     pub stats: Stats,
     /// Misses being forwarded, by question: identical ones wait for the first.
     pub(crate) inflight: Coalescer<Option<Arc<Vec<u8>>>>,
@@ -117,6 +119,10 @@ impl CacheState {
             query_log,
             query_log_stats,
             policy: AnswerPolicy::from_config(&config),
+            secondaries: crate::secondary::Secondaries::new(
+                &config.secondaries,
+                config.secondary_max_size,
+            ),
             budget,
             udp: Arc::default(),
             inflight,

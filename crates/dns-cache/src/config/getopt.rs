@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::options::{Arg, Status, find_long, find_short};
 use super::servers::{
-    ServerTarget, parse_address, parse_address_rule, parse_domain_list, parse_server,
+    ServerTarget, parse_address, parse_address_rule, parse_domain_list, parse_secondary,
+    parse_server,
 };
 use super::{CacheConfig, CliError, DEFAULT_STALE_SECS, UpstreamPolicy};
 
@@ -133,6 +134,10 @@ impl CacheConfig {
             }
             "log-sample" => self.log_sample = number(need()?)?.max(1),
             "log-rate" => self.log_rate = number(need()?)?,
+            "secondary" => self
+                .secondaries
+                .extend(parse_secondary(need()?).map_err(|e| bad(e.to_string()))?),
+            "secondary-max-size" => self.secondary_max_size = number(need()?)?.max(1024) as usize,
             "server" | "local" => self
                 .servers
                 .push(parse_server(need()?).map_err(|e| bad(e.to_string()))?),

@@ -24,7 +24,7 @@ pub use options::Status;
 pub use options::known_options;
 pub use servers::{
     AddressSpec, ServerError, ServerSpec, ServerTarget, ServersFile, parse_address,
-    parse_address_rule, parse_domain_list, parse_server, parse_servers_file,
+    parse_address_rule, parse_domain_list, parse_secondary, parse_server, parse_servers_file,
 };
 
 /// `--log-rate`: at most this many queries a second are logged (the rest counted).
@@ -186,6 +186,10 @@ pub struct CacheConfig {
     /// Zones whose SOA serial is watched (`--watch-soa`): lower case, without dots at the ends.
     pub watch_soa: Vec<String>,
     pub watch_soa_interval: Duration,
+    /// `--secondary` zones, held as transferred copies.
+    pub secondaries: Vec<crate::secondary::SecondarySpec>,
+    /// `--secondary-max-size`: bytes a transfer reads, and a copy holds, at most.
+    pub secondary_max_size: usize,
     // ---- answer policy (dnsmasq's, then ours) ----
     /// `--address=/domain/.../ip` lines with addresses (those without are local-only servers).
     pub addresses: Vec<AddressSpec>,
@@ -255,6 +259,8 @@ impl Default for CacheConfig {
             max_coalesced: DEFAULT_MAX_COALESCED,
             watch_soa: Vec::new(),
             watch_soa_interval: Duration::from_millis(250),
+            secondaries: Vec::new(),
+            secondary_max_size: crate::secondary::DEFAULT_MAX_SIZE,
             addresses: Vec::new(),
             domain_needed: false,
             bogus_priv: false,

@@ -74,6 +74,8 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("log-format", None, Arg::Required),
     ("log-sample", None, Arg::Required),
     ("log-rate", None, Arg::Required),
+    ("secondary", None, Arg::Required),
+    ("secondary-max-size", None, Arg::Required),
 ];
 
 /// dnsmasq options accepted on purpose without effect, each with the reason (one warning at

@@ -102,6 +102,22 @@ fn split_domains(text: &str) -> Result<(Vec<String>, &str), ServerError> {
     Ok((domains, &rest[last + 1..]))
 }
 
+/// `--secondary=/<zone>/[<zone>/...][<ip>[#<port>]]`: one spec per zone, the primary when given.
+pub fn parse_secondary(text: &str) -> Result<Vec<crate::secondary::SecondarySpec>, ServerError> {
+    let (domains, target) = split_domains(text)?;
+    if domains.is_empty() || domains.iter().any(String::is_empty) {
+        return Err(ServerError::NoDomains(text.to_owned()));
+    }
+    let primary = match target {
+        "" => None,
+        address => Some(parse_address(address)?),
+    };
+    Ok(domains
+        .into_iter()
+        .map(|zone| crate::secondary::SecondarySpec { zone, primary })
+        .collect())
+}
+
 /// dnsmasq's `--address` syntax: `/<domain>/[<domain>/...][<ip>|#]`, `#` as a domain matching
 /// every name.
 pub fn parse_address_rule(text: &str) -> Result<AddressSpec, ServerError> {

@@ -58,7 +58,11 @@ fn reply_limit(state: &CacheState, query: &Query<'_>, transport: Transport) -> u
 }
 
 /// The encoder's context for answering `query` here.
-fn context<'q>(state: &CacheState, query: &Query<'q>, transport: Transport) -> ResponseContext<'q> {
+pub(crate) fn context<'q>(
+    state: &CacheState,
+    query: &Query<'q>,
+    transport: Transport,
+) -> ResponseContext<'q> {
     let mut ctx = ResponseContext::for_query(query, transport == Transport::Tcp);
     ctx.limit = reply_limit(state, query, transport);
     ctx
@@ -120,6 +124,9 @@ impl CacheHandler {
             }
             Err(_) => return Fast::Drop,
         };
+        if query.opcode == crate::secondary::OPCODE_NOTIFY {
+            return crate::secondary::notify(state, &query, transport, peer, out);
+        }
         if query.opcode != 0 {
             return header_only(&query, transport, Rcode::NotImp, out);
         }
@@ -142,6 +149,10 @@ impl CacheHandler {
         let routes = state.routes.load();
         if let Some(decided) = state.policy.before(&query, &routes) {
             return local::policy(state, &query, transport, decided, out);
+        }
+        if let Some(done) = crate::secondary::answer(state, &query, transport, out) {
+            *source = Source::Zone;
+            return done;
         }
         match routes.route_for(query.name()).map(|r| &r.kind) {
             Some(RouteKind::LocalOnly) => return local::local_only(state, &query, transport, out),

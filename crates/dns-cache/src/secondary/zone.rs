@@ -1,0 +1,713 @@
+//! A transferred zone in a compact form, and the answers it gives.
+//!
+//! Every name (with its records, or none for an empty non-terminal) is written once into one
+//! byte arena: `[name length][name][record count]` then each record as `[type][ttl][rdata
+//! length][rdata]`, with RDATA in uncompressed wire form. A hash table holds only each name's
+//! offset in the arena. Names under a delegation (a zone cut, such as kube-dns's `pod.<zone>`)
+//! and CNAME targets outside the zone are not answered here: the query goes to the primary.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use dns_wire::{Answer, DnsName, RData, Rcode, ResourceRecord, rtype};
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// CNAME chains longer than this inside the zone get SERVFAIL (as kube-dns).
+const MAX_CNAME_CHAIN: usize = 8;
+/// What a record costs a builder beyond its name and data (its `Vec` slot and box).
+const RECORD_OVERHEAD: usize = 32;
+
+/// Why a transferred zone cannot be used; the copy held before stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneError {
+    #[error("{0} is outside the zone")]
+    OutsideZone(String),
+    #[error(
+        "the name {0:?} has characters this cache does not hold (only letters, digits, '-', '_', '*')"
+    )]
+    UnsupportedName(String),
+    #[error("no SOA record at the apex")]
+    NoSoa,
+    #[error("an SOA record whose data is not an SOA")]
+    BadSoa,
+    #[error("larger than --secondary-max-size ({max} bytes)")]
+    TooLarge { max: usize },
+    #[error("IXFR deletes a record the zone does not hold: {0}")]
+    MissingRecord(String),
+}
+
+/// One record while a zone is being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Box<[u8]>,
+}
+
+/// The SOA timers and serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoaFields {
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+/// SOA fields from its RDATA (two names, then five numbers).
+pub fn soa_fields(rdata: &[u8]) -> Option<SoaFields> {
+    let (_, first) = wire_name(rdata)?;
+    let (_, second) = wire_name(rdata.get(first..)?)?;
+    let numbers = rdata.get(first + second..)?;
+    if numbers.len() != 20 {
+        return None;
+    }
+    let at =
+        |i: usize| u32::from_be_bytes([numbers[i], numbers[i + 1], numbers[i + 2], numbers[i + 3]]);
+    Some(SoaFields {
+        serial: at(0),
+        refresh: at(4),
+        retry: at(8),
+        expire: at(12),
+        minimum: at(16),
+    })
+}
+
+/// An uncompressed wire name as lower-case dotted text without the trailing dot, and its
+/// length in bytes. `None` for compressed or malformed names.
+pub fn wire_name(bytes: &[u8]) -> Option<(String, usize)> {
+    let mut text = String::new();
+    let mut at = 0;
+    loop {
+        let len = usize::from(*bytes.get(at)?);
+        if len == 0 {
+            return Some((text, at + 1));
+        }
+        if len & 0xC0 != 0 || text.len() + len > 254 {
+            return None;
+        }
+        if !text.is_empty() {
+            text.push('.');
+        }
+        for &b in bytes.get(at + 1..at + 1 + len)? {
+            text.push(char::from(b.to_ascii_lowercase()));
+        }
+        at += 1 + len;
+    }
+}
+
+fn name_ok(name: &str) -> bool {
+    name.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'*' | b'.')
+    })
+}
+
+/// `name` is `apex` or below it.
+pub fn in_zone(name: &str, apex: &str) -> bool {
+    apex.is_empty()
+        || name == apex
+        || (name.len() > apex.len()
+            && name.ends_with(apex)
+            && name.as_bytes()[name.len() - apex.len() - 1] == b'.')
+}
+
+/// A zone being filled from a transfer, or changed by an IXFR.
+#[derive(Debug, Clone)]
+pub struct ZoneBuilder {
+    apex: Box<str>,
+    nodes: BTreeMap<Box<str>, Vec<Rec>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl ZoneBuilder {
+    /// An empty zone `apex` (lower case, no dots at the ends) holding at most `max_bytes`.
+    pub fn new(apex: &str, max_bytes: usize) -> Self {
+        ZoneBuilder {
+            apex: apex.into(),
+            nodes: BTreeMap::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn check_owner(&self, owner: &str) -> Result<(), ZoneError> {
+        if !in_zone(owner, &self.apex) {
+            return Err(ZoneError::OutsideZone(owner.to_owned()));
+        }
+        if !name_ok(owner) {
+            return Err(ZoneError::UnsupportedName(owner.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Adds a record (a record already held with the same type and data only takes the TTL).
+    pub fn add(&mut self, owner: &str, rec: Rec) -> Result<(), ZoneError> {
+        self.check_owner(owner)?;
+        if rec.rtype == rtype::SOA {
+            // One SOA: a newer one replaces it.
+            if owner != &*self.apex {
+                return Err(ZoneError::OutsideZone(format!("SOA at {owner}")));
+            }
+            if let Some(records) = self.nodes.get_mut(owner) {
+                records.retain(|r| r.rtype != rtype::SOA);
+            }
+        }
+        let size = rec.rdata.len() + RECORD_OVERHEAD;
+        let records = match self.nodes.get_mut(owner) {
+            Some(records) => records,
+            None => {
+                self.bytes += owner.len() + RECORD_OVERHEAD;
+                self.nodes.entry(owner.into()).or_default()
+            }
+        };
+        match records
+            .iter_mut()
+            .find(|r| r.rtype == rec.rtype && r.rdata == rec.rdata)
+        {
+            Some(held) => held.ttl = rec.ttl,
+            None => {
+                records.push(rec);
+                self.bytes += size;
+            }
+        }
+        if self.bytes > self.max_bytes {
+            return Err(ZoneError::TooLarge {
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes a record (IXFR): the same owner, type and data, whatever its TTL.
+    pub fn remove(&mut self, owner: &str, rtype: u16, rdata: &[u8]) -> Result<(), ZoneError> {
+        let missing = || ZoneError::MissingRecord(format!("{owner} type {rtype}"));
+        let records = self.nodes.get_mut(owner).ok_or_else(missing)?;
+        let at = records
+            .iter()
+            .position(|r| r.rtype == rtype && &*r.rdata == rdata)
+            .ok_or_else(missing)?;
+        let rec = records.swap_remove(at);
+        self.bytes = self.bytes.saturating_sub(rec.rdata.len() + RECORD_OVERHEAD);
+        if records.is_empty() {
+            self.nodes.remove(owner);
+            self.bytes = self.bytes.saturating_sub(owner.len() + RECORD_OVERHEAD);
+        }
+        Ok(())
+    }
+
+    /// The compact zone: every owner, the empty non-terminals between them and the apex, one
+    /// index. Fails without an SOA at the apex.
+    pub fn build(self) -> Result<Zone, ZoneError> {
+        let apex = self.apex;
+        let (soa_ttl, soa_rdata) = self
+            .nodes
+            .get(&apex)
+            .and_then(|records| records.iter().find(|r| r.rtype == rtype::SOA))
+            .map(|r| (r.ttl, r.rdata.clone()))
+            .ok_or(ZoneError::NoSoa)?;
+        let soa = soa_fields(&soa_rdata).ok_or(ZoneError::BadSoa)?;
+        let mut nodes = self.nodes;
+        // Empty non-terminals: every ancestor of an owner, up to the apex.
+        let owners: Vec<Box<str>> = nodes.keys().cloned().collect();
+        for owner in &owners {
+            let mut name: &str = owner;
+            while name.len() > apex.len() {
+                let Some((_, parent)) = name.split_once('.') else {
+                    break;
+                };
+                name = parent;
+                nodes.entry(name.into()).or_default();
+            }
+        }
+        let mut cuts = Vec::new();
+        let mut has_wildcards = false;
+        let mut records = 0;
+        let mut arena = Vec::with_capacity(self.bytes);
+        let mut offsets = Vec::with_capacity(nodes.len());
+        for (name, recs) in &nodes {
+            if &**name != &*apex && recs.iter().any(|r| r.rtype == rtype::NS) {
+                cuts.push(name.clone());
+            }
+            has_wildcards |= name.starts_with("*.") || &**name == "*";
+            records += recs.len();
+            offsets.push(u32::try_from(arena.len()).map_err(|_| ZoneError::TooLarge {
+                max: self.max_bytes,
+            })?);
+            arena.push(name.len() as u8);
+            arena.extend_from_slice(name.as_bytes());
+            arena.extend_from_slice(&(recs.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+            for rec in recs.iter().take(usize::from(u16::MAX)) {
+                arena.extend_from_slice(&rec.rtype.to_be_bytes());
+                arena.extend_from_slice(&rec.ttl.to_be_bytes());
+                arena.extend_from_slice(&(rec.rdata.len() as u16).to_be_bytes());
+                arena.extend_from_slice(&rec.rdata);
+            }
+        }
+        let hasher = DefaultHashBuilder::default();
+        let mut index = HashTable::with_capacity(offsets.len());
+        let arena: Box<[u8]> = arena.into_boxed_slice();
+        for offset in offsets {
+            let hash = hasher.hash_one(node_name(&arena, offset));
+            index.insert_unique(hash, offset, |o| hasher.hash_one(node_name(&arena, *o)));
+        }
+        Ok(Zone {
+            apex,
+            soa,
+            soa_ttl,
+            soa_rdata,
+            arena,
+            index,
+            hasher,
+            cuts: cuts.into_boxed_slice(),
+            has_wildcards,
+            records,
+            nodes: nodes.len(),
+        })
+    }
+}
+
+fn node_name(arena: &[u8], offset: u32) -> &[u8] {
+    let at = offset as usize;
+    let len = usize::from(arena[at]);
+    &arena[at + 1..at + 1 + len]
+}
+
+/// A name and its records, read from the arena.
+#[derive(Debug, Clone, Copy)]
+struct Node<'z> {
+    name: &'z str,
+    /// The records' bytes, `count` of them.
+    records: &'z [u8],
+    count: u16,
+}
+
+impl<'z> Node<'z> {
+    fn records(&self) -> impl Iterator<Item = (u16, u32, &'z [u8])> + 'z {
+        let mut rest = self.records;
+        (0..self.count).map_while(move |_| {
+            let rtype = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+            let ttl = u32::from_be_bytes(rest.get(2..6)?.try_into().ok()?);
+            let len = usize::from(u16::from_be_bytes([*rest.get(6)?, *rest.get(7)?]));
+            let rdata = rest.get(8..8 + len)?;
+            rest = &rest[8 + len..];
+            Some((rtype, ttl, rdata))
+        })
+    }
+}
+
+/// A loaded zone.
+pub struct Zone {
+    apex: Box<str>,
+    soa: SoaFields,
+    soa_ttl: u32,
+    soa_rdata: Box<[u8]>,
+    arena: Box<[u8]>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    cuts: Box<[Box<str>]>,
+    has_wildcards: bool,
+    records: usize,
+    nodes: usize,
+}
+
+impl std::fmt::Debug for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zone")
+            .field("apex", &self.apex)
+            .field("soa", &self.soa)
+            .field("names", &self.nodes)
+            .field("records", &self.records)
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the zone says about a question.
+#[derive(Debug)]
+pub enum Lookup<'z> {
+    /// Send this.
+    Answer(Answer<'z>),
+    /// Not answered here (a delegated name, a CNAME leaving the zone, ANY): ask the primary.
+    Forward,
+}
+
+impl Zone {
+    pub fn apex(&self) -> &str {
+        &self.apex
+    }
+
+    pub fn soa(&self) -> SoaFields {
+        self.soa
+    }
+
+    /// The SOA's RDATA (wire form).
+    pub fn soa_rdata(&self) -> &[u8] {
+        &self.soa_rdata
+    }
+
+    /// Records held (SOA included).
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Memory the zone takes: the arena, the index and the SOA copy.
+    pub fn bytes(&self) -> usize {
+        self.arena.len()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.soa_rdata.len()
+            + self.cuts.iter().map(|c| c.len() + 16).sum::<usize>()
+            + std::mem::size_of::<Self>()
+    }
+
+    fn node(&self, name: &str) -> Option<Node<'_>> {
+        let hash = self.hasher.hash_one(name.as_bytes());
+        let offset = *self
+            .index
+            .find(hash, |o| node_name(&self.arena, *o) == name.as_bytes())?;
+        let at = offset as usize;
+        let len = usize::from(self.arena[at]);
+        let name = std::str::from_utf8(&self.arena[at + 1..at + 1 + len]).ok()?;
+        let count_at = at + 1 + len;
+        let count = u16::from_be_bytes([self.arena[count_at], self.arena[count_at + 1]]);
+        Some(Node {
+            name,
+            records: &self.arena[count_at + 2..],
+            count,
+        })
+    }
+
+    fn delegated(&self, name: &str) -> bool {
+        self.cuts.iter().any(|cut| in_zone(name, cut))
+    }
+
+    fn soa_record(&self) -> ResourceRecord<'_> {
+        ResourceRecord {
+            owner: DnsName::Text(Cow::Borrowed(&self.apex)),
+            ttl: self.soa_ttl,
+            data: RData::Raw {
+                rtype: rtype::SOA,
+                data: Cow::Borrowed(&self.soa_rdata),
+            },
+        }
+    }
+
+    /// Every record, with its owner (the zone as a transfer would list it; SOA first).
+    pub fn all_records(&self) -> Vec<(String, u16, u32, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.records);
+        for &offset in self.index.iter() {
+            let name = String::from_utf8_lossy(node_name(&self.arena, offset)).into_owned();
+            if let Some(node) = self.node(&name) {
+                for (rtype, ttl, rdata) in node.records() {
+                    out.push((name.clone(), rtype, ttl, rdata.to_vec()));
+                }
+            }
+        }
+        out.sort_by_key(|(name, rtype, ..)| (*rtype != rtype::SOA, name.clone()));
+        out
+    }
+
+    /// A builder holding this zone's records, for an IXFR to change.
+    pub fn to_builder(&self, max_bytes: usize) -> Result<ZoneBuilder, ZoneError> {
+        let mut builder = ZoneBuilder::new(&self.apex, max_bytes);
+        for (name, rtype, ttl, rdata) in self.all_records() {
+            builder.add(
+                &name,
+                Rec {
+                    rtype,
+                    ttl,
+                    rdata: rdata.into_boxed_slice(),
+                },
+            )?;
+        }
+        Ok(builder)
+    }
+
+    /// Answers `name` (lower case, no trailing dot, inside the zone) for `qtype`, the first of
+    /// several addresses moved by `rotation`.
+    pub fn answer(&self, name: &str, qtype: u16, rotation: Option<usize>) -> Lookup<'_> {
+        if matches!(qtype, rtype::ANY | rtype::AXFR | 251 | rtype::OPT) || self.delegated(name) {
+            return Lookup::Forward;
+        }
+        let mut answer = Answer::authoritative();
+        let mut current: Cow<'_, str> = Cow::Owned(name.to_owned());
+        for depth in 0..MAX_CNAME_CHAIN {
+            let Some(node) = self.node(&current) else {
+                if self.has_wildcards {
+                    return Lookup::Forward;
+                }
+                answer.rcode = Rcode::NxDomain;
+                answer.authority.push(self.soa_record());
+                return Lookup::Answer(answer);
+            };
+            let owner = if depth == 0 {
+                DnsName::Query
+            } else {
+                DnsName::Text(Cow::Borrowed(node.name))
+            };
+            if qtype != rtype::CNAME
+                && let Some((_, ttl, rdata)) = node.records().find(|r| r.0 == rtype::CNAME)
+            {
+                answer.answers.push(raw(owner, rtype::CNAME, ttl, rdata));
+                let Some((target, _)) = wire_name(rdata) else {
+                    return Lookup::Forward;
+                };
+                if !in_zone(&target, &self.apex) || self.delegated(&target) {
+                    return Lookup::Forward;
+                }
+                current = Cow::Owned(target);
+                continue;
+            }
+            let start = answer.answers.len();
+            for (rtype, ttl, rdata) in node.records().filter(|r| r.0 == qtype) {
+                answer.answers.push(raw(owner.clone(), rtype, ttl, rdata));
+            }
+            let added = answer.answers.len() - start;
+            if added == 0 {
+                // NODATA (after the CNAME, if one led here).
+                answer.authority.push(self.soa_record());
+                return Lookup::Answer(answer);
+            }
+            if let Some(turn) = rotation
+                && added > 1
+                && matches!(qtype, rtype::A | rtype::AAAA)
+            {
+                answer.answers[start..].rotate_left(turn % added);
+            }
+            if qtype == rtype::SRV {
+                self.srv_glue(&mut answer, start);
+            }
+            return Lookup::Answer(answer);
+        }
+        answer.rcode = Rcode::ServFail;
+        Lookup::Answer(answer)
+    }
+
+    /// The addresses of in-zone SRV targets, in the additional section (as kube-dns).
+    fn srv_glue<'z>(&'z self, answer: &mut Answer<'z>, start: usize) {
+        let mut glued: Vec<&str> = Vec::new();
+        let targets: Vec<String> = answer.answers[start..]
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::Raw { data, .. } => data.get(6..).and_then(wire_name).map(|(t, _)| t),
+                _ => None,
+            })
+            .collect();
+        for target in targets {
+            let Some(node) = self.node(&target) else {
+                continue;
+            };
+            if glued.contains(&node.name) {
+                continue;
+            }
+            glued.push(node.name);
+            for (rtype, ttl, rdata) in node
+                .records()
+                .filter(|r| matches!(r.0, rtype::A | rtype::AAAA))
+            {
+                let owner = DnsName::Text(Cow::Borrowed(node.name));
+                answer.additionals.push(raw(owner, rtype, ttl, rdata));
+            }
+        }
+    }
+}
+
+fn raw<'z>(owner: DnsName<'z>, rtype: u16, ttl: u32, rdata: &'z [u8]) -> ResourceRecord<'z> {
+    ResourceRecord {
+        owner,
+        ttl,
+        data: RData::Raw {
+            rtype,
+            data: Cow::Borrowed(rdata),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in text.split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    fn soa(serial: u32) -> Rec {
+        let mut rdata = name("ns.dns.cluster.local");
+        rdata.extend(name("hostmaster.cluster.local"));
+        for v in [serial, 28800, 7200, 604800, 30] {
+            rdata.extend_from_slice(&v.to_be_bytes());
+        }
+        Rec {
+            rtype: rtype::SOA,
+            ttl: 30,
+            rdata: rdata.into(),
+        }
+    }
+
+    fn a(ip: [u8; 4]) -> Rec {
+        Rec {
+            rtype: rtype::A,
+            ttl: 30,
+            rdata: ip.into(),
+        }
+    }
+
+    fn zone() -> Zone {
+        let mut b = ZoneBuilder::new("cluster.local", 1 << 20);
+        b.add("cluster.local", soa(5)).expect("soa");
+        b.add("web.default.svc.cluster.local", a([10, 0, 0, 1]))
+            .expect("a");
+        b.add("web.default.svc.cluster.local", a([10, 0, 0, 2]))
+            .expect("a");
+        let mut srv = vec![0, 10, 0, 100, 0, 80];
+        srv.extend(name("web.default.svc.cluster.local"));
+        b.add(
+            "_http._tcp.web.default.svc.cluster.local",
+            Rec {
+                rtype: rtype::SRV,
+                ttl: 30,
+                rdata: srv.into(),
+            },
+        )
+        .expect("srv");
+        b.add(
+            "alias.default.svc.cluster.local",
+            Rec {
+                rtype: rtype::CNAME,
+                ttl: 30,
+                rdata: name("web.default.svc.cluster.local").into(),
+            },
+        )
+        .expect("cname");
+        b.add(
+            "out.default.svc.cluster.local",
+            Rec {
+                rtype: rtype::CNAME,
+                ttl: 30,
+                rdata: name("www.example.com").into(),
+            },
+        )
+        .expect("cname");
+        b.add(
+            "pod.cluster.local",
+            Rec {
+                rtype: rtype::NS,
+                ttl: 30,
+                rdata: name("ns.dns.cluster.local").into(),
+            },
+        )
+        .expect("ns");
+        b.build().expect("zone")
+    }
+
+    fn answer(zone: &Zone, name: &str, qtype: u16) -> (Rcode, usize, usize, usize) {
+        match zone.answer(name, qtype, None) {
+            Lookup::Answer(a) => (
+                a.rcode,
+                a.answers.len(),
+                a.authority.len(),
+                a.additionals.len(),
+            ),
+            Lookup::Forward => panic!("{name} forwarded"),
+        }
+    }
+
+    #[test]
+    fn names_answer_positive_nodata_and_nxdomain() {
+        let z = zone();
+        assert_eq!(z.soa().serial, 5);
+        assert_eq!(
+            answer(&z, "web.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 2, 0, 0)
+        );
+        assert_eq!(
+            answer(&z, "web.default.svc.cluster.local", rtype::AAAA),
+            (Rcode::NoError, 0, 1, 0)
+        );
+        // Empty non-terminals exist.
+        assert_eq!(
+            answer(&z, "default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 0, 1, 0)
+        );
+        assert_eq!(
+            answer(&z, "_tcp.web.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 0, 1, 0)
+        );
+        assert_eq!(
+            answer(&z, "nope.default.svc.cluster.local", rtype::A),
+            (Rcode::NxDomain, 0, 1, 0)
+        );
+        // SRV with the target's addresses as glue.
+        assert_eq!(
+            answer(&z, "_http._tcp.web.default.svc.cluster.local", rtype::SRV),
+            (Rcode::NoError, 1, 0, 2)
+        );
+        // A CNAME inside the zone is followed.
+        assert_eq!(
+            answer(&z, "alias.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 3, 0, 0)
+        );
+        assert_eq!(
+            answer(&z, "alias.default.svc.cluster.local", rtype::CNAME),
+            (Rcode::NoError, 1, 0, 0)
+        );
+        // Out of the zone, delegated, or ANY: the primary answers.
+        assert!(matches!(
+            z.answer("out.default.svc.cluster.local", rtype::A, None),
+            Lookup::Forward
+        ));
+        assert!(matches!(
+            z.answer("10-0-0-1.default.pod.cluster.local", rtype::A, None),
+            Lookup::Forward
+        ));
+        assert!(matches!(
+            z.answer("web.default.svc.cluster.local", rtype::ANY, None),
+            Lookup::Forward
+        ));
+    }
+
+    #[test]
+    fn an_ixfr_changes_a_copy_and_bad_changes_are_refused() {
+        let z = zone();
+        let mut b = z.to_builder(1 << 20).expect("builder");
+        b.remove("web.default.svc.cluster.local", rtype::A, &[10, 0, 0, 1])
+            .expect("held");
+        assert_eq!(
+            b.remove("web.default.svc.cluster.local", rtype::A, &[10, 0, 0, 9]),
+            Err(ZoneError::MissingRecord(
+                "web.default.svc.cluster.local type 1".into()
+            ))
+        );
+        b.add("cluster.local", soa(6)).expect("soa");
+        let changed = b.build().expect("zone");
+        assert_eq!(changed.soa().serial, 6);
+        assert_eq!(
+            answer(&changed, "web.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 1, 0, 0)
+        );
+        // The old copy is untouched.
+        assert_eq!(
+            answer(&z, "web.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 2, 0, 0)
+        );
+        let mut b = ZoneBuilder::new("cluster.local", 1 << 20);
+        assert!(matches!(
+            b.add("example.com", a([1, 2, 3, 4])),
+            Err(ZoneError::OutsideZone(_))
+        ));
+        assert_eq!(b.clone().build().map(|_| ()), Err(ZoneError::NoSoa));
+        let mut small = ZoneBuilder::new("cluster.local", 200);
+        small.add("cluster.local", soa(1)).expect("fits");
+        assert!(matches!(
+            small.add("a-long-name.default.svc.cluster.local", a([1, 1, 1, 1])),
+            Err(ZoneError::TooLarge { max: 200 })
+        ));
+    }
+}
