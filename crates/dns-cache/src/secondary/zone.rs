@@ -227,7 +227,7 @@ impl ZoneBuilder {
         let mut arena = Vec::with_capacity(self.bytes);
         let mut offsets = Vec::with_capacity(nodes.len());
         for (name, recs) in &nodes {
-            if &**name != &*apex && recs.iter().any(|r| r.rtype == rtype::NS) {
+            if **name != *apex && recs.iter().any(|r| r.rtype == rtype::NS) {
                 cuts.push(name.clone());
             }
             has_wildcards |= name.starts_with("*.") || &**name == "*";

@@ -1,0 +1,315 @@
+//! dns-cache `--secondary` for the cluster zone, with kube-dns (processes, real sockets) as the
+//! primary: every name answered from the copy as kube-dns answers it, changes through NOTIFY
+//! and IXFR, and a primary that sends broken transfers.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use kube_dns_test_support::dns_client::{dig, query_tcp, zone_lines};
+use kube_dns_test_support::fake_upstream::FakeUpstream;
+use kube_dns_test_support::objects::service;
+use kube_dns_test_support::process::ChildProcess;
+use kube_dns_test_support::{
+    FakeApiServer, fixtures_dir, free_dns_port, http_client, workspace_binary,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Pair {
+    api: FakeApiServer,
+    kubedns: ChildProcess,
+    kubedns_dns: SocketAddr,
+    kubedns_http: SocketAddr,
+    cache: ChildProcess,
+    cache_dns: SocketAddr,
+    cache_metrics: SocketAddr,
+    _upstream: FakeUpstream,
+}
+
+/// kube-dns on the fixture cluster, and dns-cache holding its zone (`--notify` to the cache).
+async fn start_pair() -> anyhow::Result<Pair> {
+    let api = FakeApiServer::new();
+    api.load_yaml_file(fixtures_dir().join("cluster.yaml"))?;
+    let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
+    let upstream = FakeUpstream::start().await?;
+    let cache_port = free_dns_port()?;
+    let cache_dns = SocketAddr::from(([127, 0, 0, 1], cache_port));
+    let kubedns = ChildProcess::spawn(
+        workspace_binary("kube-dns")?,
+        [
+            format!("--kube-master-url=http://{api_addr}"),
+            "--dns-bind-address=127.0.0.1".into(),
+            "--dns-port=0".into(),
+            "--healthz-bind-address=127.0.0.1".into(),
+            "--healthz-port=0".into(),
+            format!("--nameservers={}", upstream.addr),
+            format!("--notify={cache_dns}"),
+            "--lameduck=0s".into(),
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let kubedns_dns = kubedns.listening_addr("tcp", WAIT).await?;
+    let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
+    let cache = ChildProcess::spawn(
+        workspace_binary("dns-cache")?,
+        [
+            "-k".to_owned(),
+            "-p".into(),
+            cache_port.to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "--no-resolv".into(),
+            "--no-hosts".into(),
+            format!("--server=/cluster.local/127.0.0.1#{}", kubedns_dns.port()),
+            format!("--server={}", upstream.addr.to_string().replace(':', "#")),
+            "--secondary=/cluster.local/".into(),
+            "--metrics-address=127.0.0.1:0".into(),
+            "--lameduck=0".into(),
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    )?;
+    let cache_metrics = cache.listening_addr("metrics", WAIT).await?;
+    let pair = Pair {
+        api,
+        kubedns,
+        kubedns_dns,
+        kubedns_http,
+        cache,
+        cache_dns,
+        cache_metrics,
+        _upstream: upstream,
+    };
+    wait_metric(
+        pair.cache_metrics,
+        "dnscache_secondary_loaded{zone=\"cluster.local\"} 1",
+    )
+    .await?;
+    Ok(pair)
+}
+
+async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    Ok(http_client::get(addr, "/metrics").await?.text())
+}
+
+/// The value of a metric line that starts with `prefix`.
+async fn metric(addr: SocketAddr, prefix: &str) -> anyhow::Result<u64> {
+    let text = metrics(addr).await?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .ok_or_else(|| anyhow::anyhow!("no {prefix} in\n{text}"))?;
+    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+}
+
+async fn wait_metric(addr: SocketAddr, line: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = metrics(addr).await.unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("never {line:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An answer as text: rcode and flags, then each section's records sorted.
+fn summary(m: &Message) -> String {
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.join("\n")
+    };
+    format!(
+        "{} aa={} tc={}\nanswer:\n{}\nauthority:\n{}\nadditional:\n{}",
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        m.metadata.truncation,
+        sorted(zone_lines(&m.answers)),
+        sorted(zone_lines(&m.authorities)),
+        sorted(zone_lines(&m.additionals)),
+    )
+}
+
+/// Every owner name of kube-dns's zone, and names around them that do not exist or hold
+/// nothing (empty non-terminals, labels under names, the fixed names).
+async fn names_to_ask(kubedns: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let zone = dig(kubedns, &["cluster.local.", "AXFR", "+noall", "+answer"]).await?;
+    let mut names: Vec<String> = zone
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut probes = Vec::new();
+    for name in &names {
+        probes.push(format!("nope.{name}"));
+        if let Some((_, parent)) = name.split_once('.') {
+            probes.push(parent.to_owned());
+        }
+    }
+    for extra in [
+        "svc.cluster.local.",
+        "nons.svc.cluster.local.",
+        "dns.cluster.local.",
+        "ns.dns.cluster.local.",
+        "_tcp.dual.default.svc.cluster.local.",
+        "_udp.dual.default.svc.cluster.local.",
+        "_sctp.dual.default.svc.cluster.local.",
+        "a.b.kubernetes.default.svc.cluster.local.",
+        "10-0-0-1.default.pod.cluster.local.",
+        "default.pod.cluster.local.",
+    ] {
+        probes.push(extra.to_owned());
+    }
+    names.extend(probes);
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn the_cache_answers_every_name_of_the_zone_as_kube_dns_does() -> anyhow::Result<()> {
+    let mut pair = start_pair().await?;
+    let names = names_to_ask(pair.kubedns_dns).await?;
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::TXT,
+        RecordType::CNAME,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::MX,
+    ];
+    let mut asked = 0;
+    for name in &names {
+        for rtype in types {
+            let direct = query_tcp(pair.kubedns_dns, name, rtype).await?;
+            let cached = query_tcp(pair.cache_dns, name, rtype).await?;
+            ensure!(
+                summary(&direct) == summary(&cached),
+                "{name} {rtype}: kube-dns answered\n{}\nthe cache answered\n{}",
+                summary(&direct),
+                summary(&cached)
+            );
+            asked += 1;
+        }
+    }
+    ensure!(asked > 500, "only {asked} questions");
+    let answered = metric(
+        pair.cache_metrics,
+        "dnscache_secondary_answers_total{zone=\"cluster.local\",result=\"answered\"}",
+    )
+    .await?;
+    ensure!(answered > 400, "{answered} answered from the copy");
+    // The client's letter case comes back.
+    let mixed = "Kubernetes.Default.SVC.Cluster.Local.";
+    let reply = query_tcp(pair.cache_dns, mixed, RecordType::A).await?;
+    ensure!(
+        reply.answers.first().map(|r| r.name.to_ascii()) == Some(mixed.to_owned()),
+        "{:?}",
+        reply.answers
+    );
+    // The copy answers without kube-dns.
+    pair.kubedns.signal(9)?;
+    pair.kubedns.wait_exit(WAIT).await?;
+    let reply = query_tcp(
+        pair.cache_dns,
+        "my-pet.headless.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    ensure!(reply.answers.len() == 2, "{}", summary(&reply));
+    let reply = query_tcp(
+        pair.cache_dns,
+        "gone.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await?;
+    ensure!(reply.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain);
+    pair.cache.signal(15)?;
+    Ok(())
+}
+
+/// How long until `check` accepts the cache's answer for `name`.
+async fn until_cache(
+    cache: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    check: impl Fn(&Message) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = query_tcp(cache, name, rtype).await
+            && check(&reply)
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > WAIT {
+            bail!("the cache never gave the expected answer for {name}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn has_a(reply: &Message, ip: &str) -> bool {
+    zone_lines(&reply.answers)
+        .iter()
+        .any(|l| l.ends_with(&format!(" A {ip}")))
+}
+
+#[tokio::test]
+async fn a_service_created_changed_and_deleted_reaches_the_copy_by_notify_and_ixfr()
+-> anyhow::Result<()> {
+    let pair = start_pair().await?;
+    let name = "cart.shop.svc.cluster.local.";
+    // Asked before it exists: NXDOMAIN from the copy.
+    let reply = query_tcp(pair.cache_dns, name, RecordType::A).await?;
+    ensure!(reply.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain);
+    pair.api
+        .apply(service("shop", "cart").cluster_ip("10.0.9.9").build());
+    let created = until_cache(pair.cache_dns, name, RecordType::A, |r| {
+        has_a(r, "10.0.9.9")
+    })
+    .await?;
+    pair.api
+        .apply(service("shop", "cart").cluster_ip("10.0.9.10").build());
+    let changed = until_cache(pair.cache_dns, name, RecordType::A, |r| {
+        has_a(r, "10.0.9.10")
+    })
+    .await?;
+    pair.api.delete("Service", "shop", "cart");
+    let deleted = until_cache(pair.cache_dns, name, RecordType::A, |r| {
+        r.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain
+    })
+    .await?;
+    // NOTIFY, not the one-minute refresh, brought each change.
+    for (what, took) in [
+        ("created", created),
+        ("changed", changed),
+        ("deleted", deleted),
+    ] {
+        ensure!(took < Duration::from_secs(5), "{what} after {took:?}");
+    }
+    let prefix = "dnscache_secondary_transfers_total{zone=\"cluster.local\",result=";
+    ensure!(metric(pair.cache_metrics, &format!("{prefix}\"full\"}}")).await? == 1);
+    ensure!(metric(pair.cache_metrics, &format!("{prefix}\"incremental\"}}")).await? >= 3);
+    ensure!(metric(pair.cache_metrics, &format!("{prefix}\"notify\"}}")).await? >= 3);
+    ensure!(
+        metric(
+            pair.kubedns_http,
+            "kubedns_zone_transfers_total{kind=\"ixfr\",result=\"incremental\"}"
+        )
+        .await?
+            >= 3
+    );
+    Ok(())
+}
