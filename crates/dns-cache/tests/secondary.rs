@@ -1,0 +1,271 @@
+//! `--secondary` against a primary that misbehaves: transfers cut short, records outside the
+//! zone, wrong IDs, garbage and refusals leave the last good copy answering; NOTIFY from any
+//! address but the primary's is refused.
+// Whole-process tests time real processes on the real clocks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use kube_dns_test_support::dns_client::{query_tcp, query_udp, zone_lines};
+use kube_dns_test_support::http_client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+
+use common::{WAIT, start_cache};
+
+/// What the fake primary sends for the next transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// The zone at `serial`, `www` at `10.0.0.<host>`, in two messages.
+    Zone { serial: u32, host: u8 },
+    /// The first message only, then the connection closes.
+    CutShort { serial: u32, host: u8 },
+    /// A record of another zone in the second message.
+    Outside { serial: u32, host: u8 },
+    /// Messages with another ID than the query's.
+    WrongId { serial: u32, host: u8 },
+    /// Bytes that are no DNS message.
+    Garbage,
+    /// REFUSED.
+    Refused,
+}
+
+const ZONE: &str = "example.test.";
+
+fn name(text: &str) -> Name {
+    Name::from_ascii(text).expect("name")
+}
+
+fn record(owner: &str, data: RData) -> Record {
+    Record::from_rdata(name(owner), 60, data)
+}
+
+fn soa(serial: u32) -> Record {
+    record(
+        ZONE,
+        RData::SOA(SOA::new(
+            name("ns.example.test."),
+            name("hostmaster.example.test."),
+            serial,
+            3600,
+            600,
+            86400,
+            60,
+        )),
+    )
+}
+
+/// The transfer's messages for `serve`, answering a query with `id`.
+fn messages(serve: Serve, id: u16) -> Vec<Vec<u8>> {
+    let (serial, host, id) = match serve {
+        Serve::Zone { serial, host }
+        | Serve::CutShort { serial, host }
+        | Serve::Outside { serial, host } => (serial, host, id),
+        Serve::WrongId { serial, host } => (serial, host, id.wrapping_add(1)),
+        Serve::Garbage => return vec![vec![0xde, 0xad, 0xbe, 0xef, 0x01]],
+        Serve::Refused => {
+            let mut m = Message::response(id, OpCode::Query);
+            m.metadata.response_code = ResponseCode::Refused;
+            m.add_query(Query::query(name(ZONE), RecordType::AXFR));
+            return vec![m.to_vec().expect("encodes")];
+        }
+    };
+    let first = vec![
+        soa(serial),
+        record(ZONE, RData::NS(NS(name("ns.example.test.")))),
+        record(
+            "www.example.test.",
+            RData::A(A(Ipv4Addr::new(10, 0, 0, host))),
+        ),
+    ];
+    let mut second = vec![
+        record(
+            "alias.example.test.",
+            RData::CNAME(CNAME(name("www.example.test."))),
+        ),
+        record(
+            "_http._tcp.www.example.test.",
+            RData::SRV(SRV::new(0, 0, 80, name("www.example.test."))),
+        ),
+        soa(serial),
+    ];
+    if matches!(serve, Serve::Outside { .. }) {
+        second.insert(
+            0,
+            record("evil.example.com.", RData::A(A(Ipv4Addr::new(6, 6, 6, 6)))),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, records) in [first, second].into_iter().enumerate() {
+        if i == 1 && matches!(serve, Serve::CutShort { .. }) {
+            break;
+        }
+        let mut m = Message::response(id, OpCode::Query);
+        m.metadata.authoritative = true;
+        m.add_query(Query::query(name(ZONE), RecordType::AXFR));
+        m.add_answers(records);
+        out.push(m.to_vec().expect("encodes"));
+    }
+    out
+}
+
+/// A TCP primary that answers every transfer as `serve` says.
+struct FakePrimary {
+    addr: SocketAddr,
+    serve: Arc<Mutex<Serve>>,
+}
+
+async fn fake_primary(serve: Serve) -> anyhow::Result<FakePrimary> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let serve = Arc::new(Mutex::new(serve));
+    let shared = serve.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let serve = *shared.lock().expect("lock");
+            tokio::spawn(async move {
+                let mut len = [0u8; 2];
+                if stream.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if stream.read_exact(&mut query).await.is_err() {
+                    return;
+                }
+                let id = u16::from_be_bytes([query[0], query[1]]);
+                for message in messages(serve, id) {
+                    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&message);
+                    if stream.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(FakePrimary { addr, serve })
+}
+
+async fn metric(addr: SocketAddr, prefix: &str) -> anyhow::Result<u64> {
+    let text = http_client::get(addr, "/metrics").await?.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .ok_or_else(|| anyhow::anyhow!("no {prefix} in\n{text}"))?;
+    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+}
+
+const FAILED: &str = "dnscache_secondary_transfers_total{zone=\"example.test\",result=\"failed\"}";
+const FULL: &str = "dnscache_secondary_transfers_total{zone=\"example.test\",result=\"full\"}";
+
+async fn wait_count(metrics: SocketAddr, prefix: &str, above: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = metric(metrics, prefix).await.unwrap_or(0);
+        if now > above {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!("{prefix} stayed {now}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A NOTIFY for the zone sent from `from` (an address on loopback); its answer's RCODE.
+async fn notify(cache: SocketAddr, from: &str) -> anyhow::Result<ResponseCode> {
+    let socket = tokio::net::UdpSocket::bind(format!("{from}:0")).await?;
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.op_code = OpCode::Notify;
+    m.metadata.message_type = MessageType::Query;
+    m.add_query(Query::query(name(ZONE), RecordType::SOA));
+    socket.send_to(&m.to_vec()?, cache).await?;
+    let mut buf = [0u8; 512];
+    let (len, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf)).await??;
+    let reply = Message::from_vec(&buf[..len])?;
+    ensure!(reply.metadata.op_code == OpCode::Notify && reply.metadata.id == 4242);
+    Ok(reply.metadata.response_code)
+}
+
+fn www(reply: &Message) -> Vec<String> {
+    zone_lines(&reply.answers)
+}
+
+#[tokio::test]
+async fn broken_transfers_leave_the_last_good_copy_answering() -> anyhow::Result<()> {
+    let primary = fake_primary(Serve::Zone { serial: 1, host: 1 }).await?;
+    let cache = start_cache(&[
+        "--no-resolv".into(),
+        format!(
+            "--secondary=/example.test/127.0.0.1#{}",
+            primary.addr.port()
+        ),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    wait_count(metrics, FULL, 0).await?;
+    let good = vec!["www.example.test. 60 IN A 10.0.0.1".to_owned()];
+    ensure!(www(&query_udp(cache.udp, "www.example.test.", RecordType::A).await?) == good);
+    // The whole answer set of the copy: CNAME followed, SRV with glue, NODATA, NXDOMAIN.
+    let alias = query_udp(cache.udp, "Alias.Example.Test.", RecordType::A).await?;
+    ensure!(
+        www(&alias)
+            == vec![
+                "alias.example.test. 60 IN CNAME www.example.test.".to_owned(),
+                "www.example.test. 60 IN A 10.0.0.1".to_owned(),
+            ],
+        "{alias:?}"
+    );
+    ensure!(alias.answers[0].name.to_ascii() == "Alias.Example.Test.");
+    let srv = query_tcp(cache.tcp, "_http._tcp.www.example.test.", RecordType::SRV).await?;
+    ensure!(
+        srv.answers.len() == 1 && srv.additionals.len() == 1,
+        "{srv:?}"
+    );
+    let nodata = query_udp(cache.udp, "www.example.test.", RecordType::AAAA).await?;
+    ensure!(nodata.metadata.response_code == ResponseCode::NoError && nodata.answers.is_empty());
+    ensure!(zone_lines(&nodata.authorities)[0].contains("SOA ns.example.test."));
+    let nx = query_udp(cache.udp, "nope.example.test.", RecordType::A).await?;
+    ensure!(nx.metadata.response_code == ResponseCode::NXDomain && nx.metadata.authoritative);
+
+    // Each broken transfer: counted as failed, and the copy at serial 1 keeps answering.
+    let mut failed = metric(metrics, FAILED).await?;
+    for bad in [
+        Serve::CutShort { serial: 2, host: 2 },
+        Serve::Outside { serial: 2, host: 2 },
+        Serve::WrongId { serial: 2, host: 2 },
+        Serve::Garbage,
+        Serve::Refused,
+    ] {
+        *primary.serve.lock().expect("lock") = bad;
+        ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
+        failed = wait_count(metrics, FAILED, failed).await?;
+        let reply = query_udp(cache.udp, "www.example.test.", RecordType::A).await?;
+        ensure!(www(&reply) == good, "after {bad:?}: {:?}", www(&reply));
+    }
+    // A good transfer again replaces the copy.
+    *primary.serve.lock().expect("lock") = Serve::Zone { serial: 3, host: 3 };
+    ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
+    let deadline = Instant::now() + WAIT;
+    while www(&query_udp(cache.udp, "www.example.test.", RecordType::A).await?)
+        != vec!["www.example.test. 60 IN A 10.0.0.3".to_owned()]
+    {
+        ensure!(Instant::now() < deadline, "serial 3 never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // NOTIFY from another address, or for another zone, is refused and starts nothing.
+    let transfers = metric(metrics, FULL).await?;
+    ensure!(notify(cache.udp, "127.0.0.2").await? == ResponseCode::Refused);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(metric(metrics, FULL).await? == transfers);
+    Ok(())
+}
