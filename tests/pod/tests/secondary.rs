@@ -1,6 +1,6 @@
 //! dns-cache `--secondary` for the cluster zone, with kube-dns (processes, real sockets) as the
 //! primary: every name answered from the copy as kube-dns answers it, changes through NOTIFY
-//! and IXFR, and a primary that sends broken transfers.
+//! and IXFR.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use kube_dns_test_support::dns_client::{dig, query_tcp, zone_lines};
+use kube_dns_test_support::dns_client::{query_tcp, zone_lines};
 use kube_dns_test_support::fake_upstream::FakeUpstream;
 use kube_dns_test_support::objects::service;
 use kube_dns_test_support::process::ChildProcess;
-use kube_dns_test_support::{
-    FakeApiServer, fixtures_dir, free_dns_port, http_client, workspace_binary,
-};
+use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port, workspace_binary};
+
+mod common;
+
+use common::{CLUSTER_PROBES, metric, names_to_ask, summary, wait_metric};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -87,98 +89,16 @@ async fn start_pair() -> anyhow::Result<Pair> {
     wait_metric(
         pair.cache_metrics,
         "dnscache_secondary_loaded{zone=\"cluster.local\"} 1",
+        WAIT,
     )
     .await?;
     Ok(pair)
 }
 
-async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
-    Ok(http_client::get(addr, "/metrics").await?.text())
-}
-
-/// The value of a metric line that starts with `prefix`.
-async fn metric(addr: SocketAddr, prefix: &str) -> anyhow::Result<u64> {
-    let text = metrics(addr).await?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .ok_or_else(|| anyhow::anyhow!("no {prefix} in\n{text}"))?;
-    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
-}
-
-async fn wait_metric(addr: SocketAddr, line: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics(addr).await.unwrap_or_default();
-        if text.lines().any(|l| l == line) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("never {line:?}:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// An answer as text: rcode and flags, then each section's records sorted.
-fn summary(m: &Message) -> String {
-    let sorted = |mut v: Vec<String>| {
-        v.sort();
-        v.join("\n")
-    };
-    format!(
-        "{} aa={} tc={}\nanswer:\n{}\nauthority:\n{}\nadditional:\n{}",
-        m.metadata.response_code,
-        m.metadata.authoritative,
-        m.metadata.truncation,
-        sorted(zone_lines(&m.answers)),
-        sorted(zone_lines(&m.authorities)),
-        sorted(zone_lines(&m.additionals)),
-    )
-}
-
-/// Every owner name of kube-dns's zone, and names around them that do not exist or hold
-/// nothing (empty non-terminals, labels under names, the fixed names).
-async fn names_to_ask(kubedns: SocketAddr) -> anyhow::Result<Vec<String>> {
-    let zone = dig(kubedns, &["cluster.local.", "AXFR", "+noall", "+answer"]).await?;
-    let mut names: Vec<String> = zone
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names.dedup();
-    let mut probes = Vec::new();
-    for name in &names {
-        probes.push(format!("nope.{name}"));
-        if let Some((_, parent)) = name.split_once('.') {
-            probes.push(parent.to_owned());
-        }
-    }
-    for extra in [
-        "svc.cluster.local.",
-        "nons.svc.cluster.local.",
-        "dns.cluster.local.",
-        "ns.dns.cluster.local.",
-        "_tcp.dual.default.svc.cluster.local.",
-        "_udp.dual.default.svc.cluster.local.",
-        "_sctp.dual.default.svc.cluster.local.",
-        "a.b.kubernetes.default.svc.cluster.local.",
-        "10-0-0-1.default.pod.cluster.local.",
-        "default.pod.cluster.local.",
-    ] {
-        probes.push(extra.to_owned());
-    }
-    names.extend(probes);
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
 #[tokio::test]
 async fn the_cache_answers_every_name_of_the_zone_as_kube_dns_does() -> anyhow::Result<()> {
     let mut pair = start_pair().await?;
-    let names = names_to_ask(pair.kubedns_dns).await?;
+    let names = names_to_ask(pair.kubedns_dns, "cluster.local.", &CLUSTER_PROBES).await?;
     let types = [
         RecordType::A,
         RecordType::AAAA,

@@ -11,6 +11,7 @@ pub mod fake_upstream;
 pub mod forwarding;
 pub mod hostile;
 pub mod http_client;
+pub mod knot;
 pub mod objects;
 pub mod process;
 

@@ -382,10 +382,11 @@ impl Zone {
         self.cuts.iter().any(|cut| in_zone(name, cut))
     }
 
+    /// The SOA for a negative answer: its TTL is at most the SOA's MINIMUM (RFC 2308 §3).
     fn soa_record(&self) -> ResourceRecord<'_> {
         ResourceRecord {
             owner: DnsName::Text(Cow::Borrowed(&self.apex)),
-            ttl: self.soa_ttl,
+            ttl: self.soa_ttl.min(self.soa.minimum),
             data: RData::Raw {
                 rtype: rtype::SOA,
                 data: Cow::Borrowed(&self.soa_rdata),
@@ -475,26 +476,34 @@ impl Zone {
             {
                 answer.answers[start..].rotate_left(turn % added);
             }
-            if qtype == rtype::SRV {
-                self.srv_glue(&mut answer, start);
-            }
+            self.glue(&mut answer, qtype, start);
             return Lookup::Answer(answer);
         }
         answer.rcode = Rcode::ServFail;
         Lookup::Answer(answer)
     }
 
-    /// The addresses of in-zone SRV targets, in the additional section (as kube-dns).
-    fn srv_glue<'z>(&'z self, answer: &mut Answer<'z>, start: usize) {
+    /// The addresses of in-zone SRV, NS and MX targets, in the additional section (kube-dns
+    /// glues SRV targets; authoritative servers do all three).
+    fn glue<'z>(&'z self, answer: &mut Answer<'z>, qtype: u16, start: usize) {
+        let skip = match qtype {
+            rtype::SRV => 6,
+            rtype::MX => 2,
+            rtype::NS => 0,
+            _ => return,
+        };
         let mut glued: Vec<&str> = Vec::new();
         let targets: Vec<String> = answer.answers[start..]
             .iter()
             .filter_map(|r| match &r.data {
-                RData::Raw { data, .. } => data.get(6..).and_then(wire_name).map(|(t, _)| t),
+                RData::Raw { data, .. } => data.get(skip..).and_then(wire_name).map(|(t, _)| t),
                 _ => None,
             })
             .collect();
         for target in targets {
+            if self.delegated(&target) {
+                continue;
+            }
             let Some(node) = self.node(&target) else {
                 continue;
             };
