@@ -248,6 +248,15 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        // Every series exists from the start (at 0), transfers or not.
+        for kind in ["axfr", "ixfr"] {
+            for result in crate::transfer::RESULTS {
+                transfers.with_label_values(&[kind, result]);
+            }
+        }
+        for result in ["acked", "unanswered"] {
+            notifies.with_label_values(&[result]);
+        }
         registry.register(Box::new(transfers.clone()))?;
         registry.register(Box::new(notifies.clone()))?;
         let systems = System::ALL.map(|system| {

@@ -26,6 +26,15 @@ pub const IXFR: u16 = 251;
 pub const OPCODE_NOTIFY: u8 = 4;
 /// Transfers written at once; more are refused until one ends.
 pub const MAX_TRANSFERS: usize = 4;
+/// The `result` label of `kubedns_zone_transfers_total`.
+pub const RESULTS: [&str; 6] = [
+    "full",
+    "incremental",
+    "current",
+    "refused",
+    "busy",
+    "aborted",
+];
 /// `--transfer-journal`: published versions kept for IXFR.
 pub const DEFAULT_JOURNAL: usize = 64;
 /// Record bytes (uncompressed) per transfer message; names are compressed below that, well

@@ -258,9 +258,19 @@ fn every_container_arg_is_accepted_by_its_binary() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("dns-cache args {:?}: {e}", nanny.child_args))?;
     ensure!(cache.cache_size == 10000, "cache size {}", cache.cache_size);
     ensure!(
-        cache.watch_soa == ["cluster.local"],
+        cache.secondaries
+            == [dns_cache::secondary::SecondarySpec {
+                zone: "cluster.local".into(),
+                primary: None,
+            }],
         "{:?}",
-        cache.watch_soa
+        cache.secondaries
+    );
+    // kube-dns tells dns-cache (port 53 in the pod) about each change of the zone.
+    ensure!(
+        kubedns.notify.0 == ["127.0.0.1:53".parse()?],
+        "{:?}",
+        kubedns.notify
     );
 
     let sidecar = sidecar::cli::Cli::parse_args(

@@ -167,6 +167,12 @@ async fn start_pod(
         std::fs::create_dir_all(&zone_dir)?;
         set_flag(&mut args, "--snapshot-dir", &zone_dir.to_string_lossy());
     }
+    // dns-cache's port, chosen now: kube-dns's --notify names it.
+    let cache_port = kube_dns_test_support::free_dns_port()?;
+    let cache = SocketAddr::from(([127, 0, 0, 1], cache_port));
+    if args.iter().any(|a| a.starts_with("--notify=")) {
+        set_flag(&mut args, "--notify", &cache.to_string());
+    }
     let mut env = env_of(&all["kubedns"]);
     for (name, value) in env.iter_mut() {
         if name == "PROMETHEUS_PORT" {
@@ -182,8 +188,6 @@ async fn start_pod(
     let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
 
     // dnsmasq: the nanny with dns-cache as its child, as in the image.
-    let cache_port = kube_dns_test_support::free_dns_port()?;
-    let cache = SocketAddr::from(([127, 0, 0, 1], cache_port));
     let manifest_args = expanded_args(&all["dnsmasq"])?;
     let split = manifest_args
         .iter()

@@ -271,11 +271,8 @@ pub async fn keep_zone(
     }
 }
 
-/// The per-zone metrics.
+/// The per-zone metrics (the families are listed, without samples, when no zone is held).
 pub fn render_metrics(secondaries: &Secondaries, now_ms: u64, out: &mut String) {
-    if secondaries.zones.is_empty() {
-        return;
-    }
     let help: [(&str, &str, &str); 6] = [
         (
             "dnscache_secondary_loaded",
