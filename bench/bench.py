@@ -10,7 +10,9 @@ Steps, in one process:
   4. Answer comparison: every line of queries-check.txt asked of all three servers.
   5. DNS programming latency: PUT a new Service, poll kube-dns over UDP every ~1 ms until the
      ClusterIP appears (then DELETE it and poll until NXDOMAIN); plus the server-side
-     kubedns_programming_latency_seconds histogram.
+     kubedns_programming_latency_seconds histogram. 5b: the same through dns-cache holding
+     the cluster zone (--secondary; every kube-dns is started with --notify to its port), as
+     the manifest runs it: a change reaches the answer by NOTIFY and IXFR.
   6. dnsperf on CPU 0 against each server on CPU 1, 3 interleaved rounds: saturated
      (-c 1 -q 100 -l 10) and fixed rate (-Q 10000 -l 10 -v) with server CPU from /proc.
 Writes results.json and results.md into --work and prints the table.
@@ -356,9 +358,14 @@ log:
     any: notice
 database:
     storage: "{d}"
+acl:
+  - id: transfer
+    address: 127.0.0.0/8
+    action: transfer
 template:
   - id: default
     storage: "{d}"
+    acl: transfer
     semantic-checks: off
     journal-content: none
     zonefile-sync: -1
@@ -402,7 +409,7 @@ def start_peer(procs, kind, work, data, first_svc_name):
     }
 
 
-def start_kube_dns(procs, name, binary, api_port):
+def start_kube_dns(procs, name, binary, api_port, notify=None):
     dns_port, health_port = free_port(), free_port()
     argv = [
         binary,
@@ -417,7 +424,7 @@ def start_kube_dns(procs, name, binary, api_port):
         "--nameservers=127.0.0.1:9",
         # Stop at once when the benchmark is done with an instance.
         "--lameduck=0s",
-    ]
+    ] + ([f"--notify=127.0.0.1:{notify}"] if notify else [])
     env = dict(os.environ, RUST_LOG="warn")
     proc, t0, err = procs.start(name, argv, {1}, cgroup=True, env=env)
     ready_at = None
@@ -601,9 +608,39 @@ def poll_until(client, name, want, timeout=5.0, period=0.001):
             time.sleep(pause)
 
 
-def programming_latency(api_port, kd, iterations):
+def start_secondary_cache(procs, binary, kd, port):
+    """dns-cache in front of kube-dns holding the cluster zone (--secondary), as the manifest
+    runs it; returns once the copy answers, with its size."""
+    metrics_port = free_port()
+    argv = [binary, "-k", "-p", str(port), "-a", "127.0.0.1", "--no-resolv", "--no-hosts",
+            "--cache-size=10000", "--workers=1", "--lameduck=0",
+            f"--server=/cluster.local/127.0.0.1#{kd['port']}", "--secondary=/cluster.local/",
+            f"--metrics-address=127.0.0.1:{metrics_port}"]
+    proc, t0, err = procs.start("dns-cache-secondary", argv, {1}, cgroup=True,
+                                env=dict(os.environ, RUST_LOG="warn"))
+    deadline = t0 + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dns-cache exited with {proc.returncode}; see {err}")
+        try:
+            status, body = http_get(metrics_port, "/metrics", timeout=1.0)
+            if 'dnscache_secondary_loaded{zone="cluster.local"} 1' in body:
+                values = dict(re.findall(r'^(dnscache_secondary_\w+)\{zone="cluster.local"\} (\d+)$', body, re.M))
+                return {"pid": proc.pid, "port": port, "load_s": time.monotonic() - t0,
+                        "zone_bytes": int(values.get("dnscache_secondary_bytes", 0)),
+                        "zone_records": int(values.get("dnscache_secondary_records", 0)),
+                        "rss_kb": tree_status_kb(proc.pid, "VmRSS")}
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("dns-cache never loaded the zone")
+
+
+def programming_latency(api_port, kd, iterations, port=None):
+    """Create and delete a Service through the API; the time until `port` (kube-dns's by
+    default) answers the change."""
     ns = "bench-prog"
-    client = dnswire.Client("127.0.0.1", kd["port"], timeout=0.5)
+    client = dnswire.Client("127.0.0.1", port or kd["port"], timeout=0.5)
     conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10)
     before = scrape_hist(kd["health_port"])
     create, delete, failures = [], [], 0
@@ -840,12 +877,14 @@ def main():
 
         # 3. kube-dns sync
         kdbin = os.path.join(args.bin_dir, "kube-dns")
+        # dns-cache's port in step 5b: each kube-dns NOTIFYs it (nothing listens before then).
+        cache_port = free_port()
         syncs = []
         kd = None
         for i in range(args.sync_runs):
             foreign.wait_quiet()
             f0 = foreign.snapshot()
-            kd = start_kube_dns(procs, f"kube-dns-{i}", kdbin, api_port)
+            kd = start_kube_dns(procs, f"kube-dns-{i}", kdbin, api_port, notify=cache_port)
             kd["foreign_cpu_pct"] = ForeignCpu.percent(f0, foreign.snapshot())
             time.sleep(0.5)
             kd["rss_settled_kb"] = status_kb(kd["pid"], "VmRSS")
@@ -884,6 +923,20 @@ def main():
         log(f"programming latency: create p50 {pr['create_ms'].get('p50', 0):.2f} ms p99 "
             f"{pr['create_ms'].get('p99', 0):.2f} ms; delete p50 {pr['delete_ms'].get('p50', 0):.2f} ms; "
             f"failures {pr['failures']}")
+
+        # 5b. the same through dns-cache holding the zone (kube-dns NOTIFY, dns-cache IXFR)
+        cache = start_secondary_cache(procs, os.path.join(args.bin_dir, "dns-cache"), kd, cache_port)
+        foreign.wait_quiet()
+        f0 = foreign.snapshot()
+        through = programming_latency(api_port, kd, args.prog_iterations, port=cache_port)
+        through["foreign_cpu_pct"] = ForeignCpu.percent(f0, foreign.snapshot())
+        through["cache"] = cache
+        results["through_cache"] = through
+        procs.stop("dns-cache-secondary")
+        log(f"change to answer through dns-cache --secondary: create p50 {through['create_ms'].get('p50', 0):.2f} ms "
+            f"p99 {through['create_ms'].get('p99', 0):.2f} ms; delete p99 {through['delete_ms'].get('p99', 0):.2f} ms; "
+            f"failures {through['failures']}; zone copy {cache['zone_records']} records in "
+            f"{cache['zone_bytes'] / 1024 / 1024:.2f} MiB, loaded in {cache['load_s']:.2f} s")
 
         # 6. dnsperf
         for s in SERVERS:  # warm-up
@@ -1084,6 +1137,14 @@ def summarise(results, work):
     p99p = pr["create_ms"].get("p99")
     target("programming latency p99 < 50 ms", p99p is not None and p99p < 50 and pr["failures"] == 0,
            f"create p99 {fmt(p99p, '.2f')} ms, delete p99 {fmt(pr['delete_ms'].get('p99'), '.2f')} ms, failures {pr['failures']}")
+    tc = results.get("through_cache")
+    if tc:
+        worst = max(tc["create_ms"].get("p99") or float("inf"), tc["delete_ms"].get("p99") or float("inf"))
+        target("change to answer through dns-cache --secondary p99 < 50 ms", worst < 50 and tc["failures"] == 0,
+               f"create p50 / p99 {fmt(tc['create_ms'].get('p50'), '.2f')} / {fmt(tc['create_ms'].get('p99'), '.2f')} ms, "
+               f"delete p50 / p99 {fmt(tc['delete_ms'].get('p50'), '.2f')} / {fmt(tc['delete_ms'].get('p99'), '.2f')} ms, "
+               f"failures {tc['failures']} ({tc['iterations']} iterations); the copy: {tc['cache']['zone_records']:,} records, "
+               f"{fmt(tc['cache']['zone_bytes'] / 1024 / 1024, '.2f')} MiB, dns-cache RSS {fmt(tc['cache']['rss_kb'] / 1024, '.1f')} MiB")
 
     tlines = ["| target | result | measured |", "|---|---|---|"]
     tlines += [f"| {n} | {r} | {d} |" for n, r, d in targets]

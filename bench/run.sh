@@ -27,8 +27,8 @@ done
 [ -w "$CPUSET_ROOT" ] || { echo "run.sh: needs a writable cgroup-v1 cpuset hierarchy at $CPUSET_ROOT (run as root)" >&2; exit 1; }
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    echo "run.sh: cargo build --release --locked -p kube-dns -p kube-dns-test-support" >&2
-    (cd "$REPO" && cargo build --release --locked -p kube-dns -p kube-dns-test-support) >&2
+    echo "run.sh: cargo build --release --locked -p kube-dns -p kube-dns-test-support -p dns-cache" >&2
+    (cd "$REPO" && cargo build --release --locked -p kube-dns -p kube-dns-test-support -p dns-cache) >&2
 fi
 
 WORK="$(mktemp -d /tmp/kube-dns-bench.XXXXXX)"
@@ -73,7 +73,7 @@ make_cpuset_cgroup "$CGROUP" 1
 
 # Private copies, so a rebuild while the benchmark runs cannot swap the binaries under it.
 mkdir -p "$WORK/bin"
-cp "$REPO/target/release/kube-dns" "$REPO/target/release/fake-apiserver" "$WORK/bin/"
+cp "$REPO/target/release/kube-dns" "$REPO/target/release/fake-apiserver" "$REPO/target/release/dns-cache" "$WORK/bin/"
 {
     echo "git: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$REPO" && [ -n "$(git status --porcelain -- crates tests 2>/dev/null)" ] && echo ' (+ uncommitted changes in crates/ or tests/)')"
     echo "kube-dns sha256: $(sha256sum "$WORK/bin/kube-dns" | cut -c1-16)"
