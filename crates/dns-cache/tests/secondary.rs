@@ -33,6 +33,9 @@ enum Serve {
     WrongId { serial: u32, host: u8 },
     /// Bytes that are no DNS message.
     Garbage,
+    /// An IXFR answered with the SOA alone (a primary without a difference to send), an AXFR
+    /// with the zone.
+    SoaOnlyForIxfr { serial: u32, host: u8 },
     /// REFUSED.
     Refused,
 }
@@ -62,9 +65,16 @@ fn soa(serial: u32) -> Record {
     )
 }
 
-/// The transfer's messages for `serve`, answering a query with `id`.
-fn messages(serve: Serve, id: u16) -> Vec<Vec<u8>> {
+/// The transfer's messages for `serve`, answering a query with `id` (an IXFR when `ixfr`).
+fn messages(serve: Serve, id: u16, ixfr: bool) -> Vec<Vec<u8>> {
     let (serial, host, id) = match serve {
+        Serve::SoaOnlyForIxfr { serial, .. } if ixfr => {
+            let mut m = Message::response(id, OpCode::Query);
+            m.add_query(Query::query(name(ZONE), RecordType::IXFR));
+            m.add_answers([soa(serial)]);
+            return vec![m.to_vec().expect("encodes")];
+        }
+        Serve::SoaOnlyForIxfr { serial, host } => (serial, host, id),
         Serve::Zone { serial, host }
         | Serve::CutShort { serial, host }
         | Serve::Outside { serial, host } => (serial, host, id),
@@ -116,20 +126,33 @@ fn messages(serve: Serve, id: u16) -> Vec<Vec<u8>> {
     out
 }
 
-/// A TCP primary that answers every transfer as `serve` says.
+/// A TCP primary that answers every transfer as `serve` says, and lists what it served.
 struct FakePrimary {
     addr: SocketAddr,
     serve: Arc<Mutex<Serve>>,
+    served: Arc<Mutex<Vec<(Serve, bool)>>>,
+}
+
+impl FakePrimary {
+    fn set(&self, serve: Serve) {
+        *self.serve.lock().expect("lock") = serve;
+    }
+
+    fn served(&self) -> Vec<(Serve, bool)> {
+        self.served.lock().expect("lock").clone()
+    }
 }
 
 async fn fake_primary(serve: Serve) -> anyhow::Result<FakePrimary> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let serve = Arc::new(Mutex::new(serve));
-    let shared = serve.clone();
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let (shared, log) = (serve.clone(), served.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let serve = *shared.lock().expect("lock");
+            let log = log.clone();
             tokio::spawn(async move {
                 let mut len = [0u8; 2];
                 if stream.read_exact(&mut len).await.is_err() {
@@ -140,7 +163,11 @@ async fn fake_primary(serve: Serve) -> anyhow::Result<FakePrimary> {
                     return;
                 }
                 let id = u16::from_be_bytes([query[0], query[1]]);
-                for message in messages(serve, id) {
+                let ixfr = Message::from_vec(&query).is_ok_and(|m| {
+                    m.queries.first().map(|q| q.query_type()) == Some(RecordType::IXFR)
+                });
+                log.lock().expect("lock").push((serve, ixfr));
+                for message in messages(serve, id, ixfr) {
                     let mut framed = (message.len() as u16).to_be_bytes().to_vec();
                     framed.extend_from_slice(&message);
                     if stream.write_all(&framed).await.is_err() {
@@ -150,7 +177,11 @@ async fn fake_primary(serve: Serve) -> anyhow::Result<FakePrimary> {
             });
         }
     });
-    Ok(FakePrimary { addr, serve })
+    Ok(FakePrimary {
+        addr,
+        serve,
+        served,
+    })
 }
 
 async fn metric(addr: SocketAddr, prefix: &str) -> anyhow::Result<u64> {
@@ -164,6 +195,8 @@ async fn metric(addr: SocketAddr, prefix: &str) -> anyhow::Result<u64> {
 
 const FAILED: &str = "dnscache_secondary_transfers_total{zone=\"example.test\",result=\"failed\"}";
 const FULL: &str = "dnscache_secondary_transfers_total{zone=\"example.test\",result=\"full\"}";
+const NOTIFY_REFUSED: &str =
+    "dnscache_secondary_transfers_total{zone=\"example.test\",result=\"notify_refused\"}";
 
 async fn wait_count(metrics: SocketAddr, prefix: &str, above: u64) -> anyhow::Result<u64> {
     let deadline = Instant::now() + WAIT;
@@ -237,35 +270,71 @@ async fn broken_transfers_leave_the_last_good_copy_answering() -> anyhow::Result
     let nx = query_udp(cache.udp, "nope.example.test.", RecordType::A).await?;
     ensure!(nx.metadata.response_code == ResponseCode::NXDomain && nx.metadata.authoritative);
 
-    // Each broken transfer: counted as failed, and the copy at serial 1 keeps answering.
-    let mut failed = metric(metrics, FAILED).await?;
-    for bad in [
-        Serve::CutShort { serial: 2, host: 2 },
-        Serve::Outside { serial: 2, host: 2 },
-        Serve::WrongId { serial: 2, host: 2 },
-        Serve::Garbage,
-        Serve::Refused,
+    // Each broken transfer: counted as failed for the reason it has, and the copy at serial 1
+    // keeps answering.
+    for (bad, reason) in [
+        (
+            Serve::CutShort { serial: 2, host: 2 },
+            "ended before its closing SOA",
+        ),
+        (
+            Serve::Outside { serial: 2, host: 2 },
+            "evil.example.com is outside the zone",
+        ),
+        (Serve::WrongId { serial: 2, host: 2 }, "a message with ID"),
+        (Serve::Garbage, "an unreadable message"),
+        (Serve::Refused, "the primary answered Query Refused"),
     ] {
-        *primary.serve.lock().expect("lock") = bad;
+        primary.set(bad);
+        let failed = metric(metrics, FAILED).await?;
         ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
-        failed = wait_count(metrics, FAILED, failed).await?;
+        wait_count(metrics, FAILED, failed).await?;
+        let deadline = Instant::now() + WAIT;
+        while !cache.process.output_text().contains(reason) {
+            ensure!(
+                Instant::now() < deadline,
+                "{bad:?} never failed with {reason:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ensure!(primary.served().iter().any(|(s, _)| *s == bad));
         let reply = query_udp(cache.udp, "www.example.test.", RecordType::A).await?;
         ensure!(www(&reply) == good, "after {bad:?}: {:?}", www(&reply));
     }
-    // A good transfer again replaces the copy.
-    *primary.serve.lock().expect("lock") = Serve::Zone { serial: 3, host: 3 };
-    ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
-    let deadline = Instant::now() + WAIT;
-    while www(&query_udp(cache.udp, "www.example.test.", RecordType::A).await?)
-        != vec!["www.example.test. 60 IN A 10.0.0.3".to_owned()]
-    {
-        ensure!(Instant::now() < deadline, "serial 3 never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // A good transfer again replaces the copy (a whole one: IXFR failed); then an IXFR
+    // answered with the SOA alone (RFC 1995 §4) is followed by an AXFR at once.
+    for (serve, host) in [
+        (Serve::Zone { serial: 3, host: 3 }, 3),
+        (Serve::SoaOnlyForIxfr { serial: 4, host: 4 }, 4),
+    ] {
+        primary.set(serve);
+        ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
+        let want = vec![format!("www.example.test. 60 IN A 10.0.0.{host}")];
+        let deadline = Instant::now() + WAIT;
+        while www(&query_udp(cache.udp, "www.example.test.", RecordType::A).await?) != want {
+            ensure!(Instant::now() < deadline, "{serve:?} never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    // NOTIFY from another address, or for another zone, is refused and starts nothing.
-    let transfers = metric(metrics, FULL).await?;
+    let asked: Vec<bool> = primary
+        .served()
+        .iter()
+        .filter(|(s, _)| matches!(s, Serve::SoaOnlyForIxfr { .. }))
+        .map(|(_, ixfr)| *ixfr)
+        .collect();
+    ensure!(
+        asked.starts_with(&[true, false]),
+        "IXFR then AXFR: {asked:?}"
+    );
+    // NOTIFY from another address is refused and starts nothing.
+    let transfers = primary.served().len();
     ensure!(notify(cache.udp, "127.0.0.2").await? == ResponseCode::Refused);
+    ensure!(metric(metrics, NOTIFY_REFUSED).await? == 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ensure!(metric(metrics, FULL).await? == transfers);
+    ensure!(
+        primary.served().len() == transfers,
+        "{:?}",
+        primary.served()
+    );
     Ok(())
 }

@@ -244,7 +244,7 @@ impl Metrics {
         let notifies = IntCounterVec::new(
             Opts::new(
                 "kubedns_zone_notify_total",
-                "NOTIFY messages sent to --notify secondaries, by result (acked, unanswered).",
+                "NOTIFY messages sent to --notify secondaries, by result (acked, refused, unanswered).",
             ),
             &["result"],
         )?;
@@ -254,7 +254,7 @@ impl Metrics {
                 transfers.with_label_values(&[kind, result]);
             }
         }
-        for result in ["acked", "unanswered"] {
+        for result in ["acked", "refused", "unanswered"] {
             notifies.with_label_values(&[result]);
         }
         registry.register(Box::new(transfers.clone()))?;

@@ -241,7 +241,11 @@ impl Transfers {
                     }
                     let version = *serial.borrow_and_update();
                     let result = match notify(target, &zone, version).await {
-                        Ok(()) => "acked",
+                        Ok(0) => "acked",
+                        Ok(rcode) => {
+                            tracing::warn!(%target, serial = version, rcode, "NOTIFY refused by the secondary");
+                            "refused"
+                        }
                         Err(error) => {
                             tracing::warn!(%target, serial = version, %error, "NOTIFY not answered");
                             "unanswered"
@@ -268,8 +272,9 @@ fn client_serial(packet: &[u8]) -> Option<u32> {
 }
 
 /// One NOTIFY (opcode 4, the zone's SOA as the question and the new SOA serial in the answer
-/// section), sent until the secondary answers it or [`NOTIFY_TRIES`] run out.
-async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<()> {
+/// section), sent until the secondary answers it or [`NOTIFY_TRIES`] run out; the answer's
+/// RCODE. A secondary not listening yet (ICMP port unreachable) is tried again.
+async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<u8> {
     let bind: SocketAddr = if target.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -281,8 +286,8 @@ async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<
     let message = notify_message(id, zone, serial);
     let mut buf = [0u8; 512];
     for _ in 0..NOTIFY_TRIES {
-        socket.send(&message).await?;
         let waited = tokio::time::timeout(NOTIFY_WAIT, async {
+            socket.send(&message).await?;
             loop {
                 let len = socket.recv(&mut buf).await?;
                 let reply = &buf[..len];
@@ -292,13 +297,17 @@ async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<
                     && reply[2] & 0x80 != 0
                     && (reply[2] >> 3) & 0x0F == OPCODE_NOTIFY
                 {
-                    return Ok::<(), std::io::Error>(());
+                    return Ok::<u8, std::io::Error>(reply[3] & 0x0F);
                 }
             }
         })
         .await;
         match waited {
-            Ok(result) => return result,
+            Ok(Ok(rcode)) => return Ok(rcode),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tokio::time::sleep(NOTIFY_WAIT).await;
+            }
+            Ok(Err(error)) => return Err(error),
             Err(_) => continue,
         }
     }

@@ -132,6 +132,15 @@ pub fn answer(
         return None;
     }
     let secondary = state.secondaries.zone_of(query.name())?;
+    // A `--server` for a domain inside the zone keeps its names.
+    if state
+        .routes
+        .load()
+        .route_for(query.name())
+        .is_some_and(|route| route.domain.len() > secondary.spec.zone.len())
+    {
+        return None;
+    }
     let copy = secondary.current(state.now_ms())?;
     let rotation = (!state.config.no_round_robin).then_some(usize::from(query.id));
     match copy.answer(query.name(), query.qtype, rotation) {
@@ -140,6 +149,13 @@ pub fn answer(
             state.stats.hits.fetch_add(1, Ordering::Relaxed);
             let ctx = crate::query::context(state, query, transport);
             dns_wire::encode_response(&ctx, &answer, out);
+            // `--stop-dns-rebind` and `--filter-A(AAA)` see the copy's answers as they see
+            // upstream replies.
+            if state.policy.rewrites()
+                && let Some(changed) = state.policy.after(query, out)
+            {
+                *out = changed;
+            }
             Some(Fast::Reply)
         }
         Lookup::Forward => {
@@ -223,6 +239,10 @@ pub async fn keep_zone(
             Ok(fetched) => {
                 full_next = false;
                 backoff = Duration::from_secs(1);
+                // Confirmed before a new copy is stored, so it is never read as expired.
+                secondary
+                    .confirmed_ms
+                    .store(state.now_ms(), Ordering::Relaxed);
                 let (counter, kind) = match fetched {
                     Fetched::Current => (&secondary.stats.current, "current"),
                     Fetched::Full(copy) => {
@@ -235,9 +255,6 @@ pub async fn keep_zone(
                     }
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                secondary
-                    .confirmed_ms
-                    .store(state.now_ms(), Ordering::Relaxed);
                 let soa = secondary.copy.load().as_ref().map(|c| c.soa());
                 if kind != "current" {
                     tracing::info!(
@@ -250,6 +267,11 @@ pub async fn keep_zone(
                 soa.map_or(MAX_REFRESH, |s| {
                     Duration::from_secs(u64::from(s.refresh)).min(MAX_REFRESH)
                 })
+            }
+            Err(TransferError::UseAxfr) => {
+                tracing::debug!(zone, "the primary asks for a whole transfer");
+                full_next = true;
+                Duration::ZERO
             }
             Err(error) => {
                 secondary.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -45,6 +45,9 @@ pub enum TransferError {
     Malformed(String),
     #[error("the transfer ended before its closing SOA")]
     Ended,
+    /// RFC 1995 §4: an IXFR answered with only a newer SOA means "transfer the whole zone".
+    #[error("the primary answered the IXFR with its SOA alone: the whole zone is asked for")]
+    UseAxfr,
     #[error("more than {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -52,9 +55,14 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    /// Failures an AXFR might not have (the difference did not apply to what is held).
+    /// Failures of an IXFR that an AXFR might not have: everything but an unreachable or
+    /// silent primary (a difference that does not apply, NOTIMP or FORMERR from a primary
+    /// without IXFR, a transfer cut short).
     pub fn try_full_next(&self) -> bool {
-        matches!(self, TransferError::Zone(_) | TransferError::Malformed(_))
+        !matches!(
+            self,
+            TransferError::Connect { .. } | TransferError::Timeout(_) | TransferError::Io(_)
+        )
     }
 }
 
@@ -106,6 +114,7 @@ async fn fetch_within(
         pending: std::collections::VecDeque::new(),
         read: 0,
         max: limits.max_bytes,
+        messages: 0,
     };
     let first = reader.next().await?.ok_or(TransferError::Ended)?;
     let (owner, first) = convert(&first, apex)?;
@@ -118,13 +127,23 @@ async fn fetch_within(
             ));
         }
     };
-    if let Some(zone) = have
-        && newest.serial == zone.soa().serial
-    {
-        return Ok(Fetched::Current);
+    if let Some(zone) = have {
+        if newest.serial == zone.soa().serial {
+            return Ok(Fetched::Current);
+        }
+        // Another version, and nothing more in the message: the primary has no difference to
+        // send (its serial moved on without a journal, or backwards).
+        if reader.pending.is_empty() && reader.messages == 1 {
+            return Err(TransferError::UseAxfr);
+        }
     }
     let second = reader.next().await?.ok_or(TransferError::Ended)?;
     let (second_owner, second) = convert(&second, apex)?;
+    if second.rtype == rtype::SOA && second_owner != apex {
+        return Err(TransferError::Malformed(format!(
+            "an SOA at {second_owner}"
+        )));
+    }
     if let Some(zone) = have
         && second.rtype == rtype::SOA
     {
@@ -144,7 +163,7 @@ async fn fetch_within(
         let record = reader.next().await?.ok_or(TransferError::Ended)?;
         let (owner, rec) = convert(&record, apex)?;
         if rec.rtype == rtype::SOA {
-            if soa_fields(&rec.rdata).map(|s| s.serial) != Some(newest.serial) {
+            if owner != apex || soa_fields(&rec.rdata).map(|s| s.serial) != Some(newest.serial) {
                 return Err(TransferError::Malformed(
                     "a second SOA inside the zone".into(),
                 ));
@@ -182,6 +201,9 @@ async fn incremental(
         let record = reader.next().await?.ok_or(TransferError::Ended)?;
         let (owner, rec) = convert(&record, apex)?;
         if rec.rtype == rtype::SOA {
+            if owner != apex {
+                return Err(TransferError::Malformed(format!("an SOA at {owner}")));
+            }
             let serial = serial_of(&rec)?;
             if adding {
                 if serial == newest && version == newest {
@@ -264,6 +286,8 @@ struct Reader {
     pending: std::collections::VecDeque<Record>,
     read: usize,
     max: usize,
+    /// Messages read so far.
+    messages: usize,
 }
 
 impl Reader {
@@ -301,6 +325,7 @@ impl Reader {
             if message.answers.is_empty() {
                 return Err(TransferError::Malformed("a message with no records".into()));
             }
+            self.messages += 1;
             self.pending.extend(message.answers);
         }
         Ok(self.pending.pop_front())

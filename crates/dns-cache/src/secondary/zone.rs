@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use dns_wire::{Answer, DnsName, RData, Rcode, ResourceRecord, rtype};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+/// DNAME's type code (RFC 6672).
+const RTYPE_DNAME: u16 = 39;
 /// CNAME chains longer than this inside the zone get SERVFAIL (as kube-dns).
 const MAX_CNAME_CHAIN: usize = 8;
 /// What a record costs a builder beyond its name and data (its `Vec` slot and box).
@@ -142,7 +144,8 @@ impl ZoneBuilder {
         Ok(())
     }
 
-    /// Adds a record (a record already held with the same type and data only takes the TTL).
+    /// Adds a record (a record added again with the same type and data is kept once, with the
+    /// last TTL given).
     pub fn add(&mut self, owner: &str, rec: Rec) -> Result<(), ZoneError> {
         self.check_owner(owner)?;
         if rec.rtype == rtype::SOA {
@@ -150,8 +153,11 @@ impl ZoneBuilder {
             if owner != &*self.apex {
                 return Err(ZoneError::OutsideZone(format!("SOA at {owner}")));
             }
-            if let Some(records) = self.nodes.get_mut(owner) {
-                records.retain(|r| r.rtype != rtype::SOA);
+            if let Some(records) = self.nodes.get_mut(owner)
+                && let Some(at) = records.iter().position(|r| r.rtype == rtype::SOA)
+            {
+                let old = records.swap_remove(at);
+                self.bytes = self.bytes.saturating_sub(old.rdata.len() + RECORD_OVERHEAD);
             }
         }
         let size = rec.rdata.len() + RECORD_OVERHEAD;
@@ -162,16 +168,10 @@ impl ZoneBuilder {
                 self.nodes.entry(owner.into()).or_default()
             }
         };
-        match records
-            .iter_mut()
-            .find(|r| r.rtype == rec.rtype && r.rdata == rec.rdata)
-        {
-            Some(held) => held.ttl = rec.ttl,
-            None => {
-                records.push(rec);
-                self.bytes += size;
-            }
-        }
+        // Repeats are dropped when the zone is built (a linear search here would make a name
+        // with many records quadratic); until then they count against the size.
+        records.push(rec);
+        self.bytes += size;
         if self.bytes > self.max_bytes {
             return Err(ZoneError::TooLarge {
                 max: self.max_bytes,
@@ -184,12 +184,15 @@ impl ZoneBuilder {
     pub fn remove(&mut self, owner: &str, rtype: u16, rdata: &[u8]) -> Result<(), ZoneError> {
         let missing = || ZoneError::MissingRecord(format!("{owner} type {rtype}"));
         let records = self.nodes.get_mut(owner).ok_or_else(missing)?;
-        let at = records
-            .iter()
-            .position(|r| r.rtype == rtype && &*r.rdata == rdata)
-            .ok_or_else(missing)?;
-        let rec = records.swap_remove(at);
-        self.bytes = self.bytes.saturating_sub(rec.rdata.len() + RECORD_OVERHEAD);
+        let before = records.len();
+        records.retain(|r| !(r.rtype == rtype && &*r.rdata == rdata));
+        let removed = before - records.len();
+        if removed == 0 {
+            return Err(missing());
+        }
+        self.bytes = self
+            .bytes
+            .saturating_sub(removed * (rdata.len() + RECORD_OVERHEAD));
         if records.is_empty() {
             self.nodes.remove(owner);
             self.bytes = self.bytes.saturating_sub(owner.len() + RECORD_OVERHEAD);
@@ -209,7 +212,21 @@ impl ZoneBuilder {
             .ok_or(ZoneError::NoSoa)?;
         let soa = soa_fields(&soa_rdata).ok_or(ZoneError::BadSoa)?;
         let mut nodes = self.nodes;
-        // Empty non-terminals: every ancestor of an owner, up to the apex.
+        let mut bytes = self.bytes;
+        let too_large = ZoneError::TooLarge {
+            max: self.max_bytes,
+        };
+        for records in nodes.values_mut() {
+            // One of each record (the last TTL given wins), in a stable order.
+            records.reverse();
+            records.sort_by(|a, b| (a.rtype, &a.rdata).cmp(&(b.rtype, &b.rdata)));
+            records.dedup_by(|a, b| a.rtype == b.rtype && a.rdata == b.rdata);
+            if records.len() > usize::from(u16::MAX) {
+                return Err(too_large.clone());
+            }
+        }
+        // Empty non-terminals: every ancestor of an owner, up to the apex. They count against
+        // the size too: deep names would otherwise make many of them from few records.
         let owners: Vec<Box<str>> = nodes.keys().cloned().collect();
         for owner in &owners {
             let mut name: &str = owner;
@@ -218,17 +235,27 @@ impl ZoneBuilder {
                     break;
                 };
                 name = parent;
-                nodes.entry(name.into()).or_default();
+                if !nodes.contains_key(name) {
+                    nodes.insert(name.into(), Vec::new());
+                    bytes += name.len() + RECORD_OVERHEAD;
+                    if bytes > self.max_bytes {
+                        return Err(too_large.clone());
+                    }
+                }
             }
         }
         let mut cuts = Vec::new();
+        let mut dnames = Vec::new();
         let mut has_wildcards = false;
         let mut records = 0;
-        let mut arena = Vec::with_capacity(self.bytes);
+        let mut arena = Vec::with_capacity(bytes);
         let mut offsets = Vec::with_capacity(nodes.len());
         for (name, recs) in &nodes {
             if **name != *apex && recs.iter().any(|r| r.rtype == rtype::NS) {
                 cuts.push(name.clone());
+            }
+            if recs.iter().any(|r| r.rtype == RTYPE_DNAME) {
+                dnames.push(name.clone());
             }
             has_wildcards |= name.starts_with("*.") || &**name == "*";
             records += recs.len();
@@ -237,8 +264,8 @@ impl ZoneBuilder {
             })?);
             arena.push(name.len() as u8);
             arena.extend_from_slice(name.as_bytes());
-            arena.extend_from_slice(&(recs.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-            for rec in recs.iter().take(usize::from(u16::MAX)) {
+            arena.extend_from_slice(&(recs.len() as u16).to_be_bytes());
+            for rec in recs {
                 arena.extend_from_slice(&rec.rtype.to_be_bytes());
                 arena.extend_from_slice(&rec.ttl.to_be_bytes());
                 arena.extend_from_slice(&(rec.rdata.len() as u16).to_be_bytes());
@@ -261,6 +288,7 @@ impl ZoneBuilder {
             index,
             hasher,
             cuts: cuts.into_boxed_slice(),
+            dnames: dnames.into_boxed_slice(),
             has_wildcards,
             records,
             nodes: nodes.len(),
@@ -307,6 +335,8 @@ pub struct Zone {
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
     cuts: Box<[Box<str>]>,
+    /// Owners of DNAME records: names below them are the primary's to answer.
+    dnames: Box<[Box<str>]>,
     has_wildcards: bool,
     records: usize,
     nodes: usize,
@@ -378,8 +408,13 @@ impl Zone {
         })
     }
 
+    /// Names at or below a zone cut, and below a DNAME, are not answered from the copy.
     fn delegated(&self, name: &str) -> bool {
         self.cuts.iter().any(|cut| in_zone(name, cut))
+            || self
+                .dnames
+                .iter()
+                .any(|owner| name.len() > owner.len() && in_zone(name, owner))
     }
 
     /// The SOA for a negative answer: its TTL is at most the SOA's MINIMUM (RFC 2308 §3).
@@ -712,6 +747,23 @@ mod tests {
             Err(ZoneError::OutsideZone(_))
         ));
         assert_eq!(b.clone().build().map(|_| ()), Err(ZoneError::NoSoa));
+        // Deep names make many empty non-terminals: they count against the size too.
+        let mut deep = ZoneBuilder::new("cluster.local", 4096);
+        deep.add("cluster.local", soa(1)).expect("fits");
+        let name = format!("{}cluster.local", "a.".repeat(100));
+        deep.add(&name, a([1, 1, 1, 1])).expect("one record fits");
+        assert_eq!(
+            deep.build().map(|_| ()),
+            Err(ZoneError::TooLarge { max: 4096 })
+        );
+        // A record added twice is held once.
+        let mut twice = ZoneBuilder::new("cluster.local", 1 << 20);
+        twice.add("cluster.local", soa(1)).expect("soa");
+        twice.add("x.cluster.local", a([1, 1, 1, 1])).expect("a");
+        twice
+            .add("x.cluster.local", a([1, 1, 1, 1]))
+            .expect("a again");
+        assert_eq!(twice.build().expect("zone").records(), 2);
         let mut small = ZoneBuilder::new("cluster.local", 200);
         small.add("cluster.local", soa(1)).expect("fits");
         assert!(matches!(
