@@ -197,12 +197,13 @@ class Server:
             argv = ["unbound", "-d", "-c", self.conf]
             env = None
         else:
-            common = ["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=",
+            # dns-cache refuses --user (it never changes user); dnsmasq needs it to stay root.
+            common = ["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file=",
                       f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-",
                       f"--server=127.0.0.1#{self.upstream[1] if self.upstream else ctx.up_port}",
                       f"--cache-size={self.cache_size}"] + self.flags
             if self.kind == "dnsmasq":
-                argv = [DNSMASQ] + common
+                argv = [DNSMASQ, "--user=root"] + common
                 env = None
             else:
                 self.metrics_port = B.free_port()
@@ -596,9 +597,12 @@ def phase_ndots(ctx, results):
     with open(ctx.q("q-ndots.expect")) as f:
         expect = f.read().split()
     runs = {}
+    # BENCH_NDOTS_ONLY=label,label: a subset of the profiles (for quick comparisons by hand).
+    only = [x for x in os.environ.get("BENCH_NDOTS_ONLY", "").split(",") if x]
+    profiles = [p for p in NDOTS_PROFILES if not only or p[0] in only]
     for rep in range(a.ndots_reps):
-        n = len(NDOTS_PROFILES)
-        order = NDOTS_PROFILES[rep % n:] + NDOTS_PROFILES[:rep % n]
+        n = len(profiles)
+        order = profiles[rep % n:] + profiles[:rep % n]
         for label, kind, size, flags in order:
             s = Server(ctx, label, kind, size, flags).start()
             t = time.monotonic()

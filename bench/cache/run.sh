@@ -19,6 +19,7 @@
 #   BENCH_INTERNET_RATE=Q, BENCH_INTERNET_DURATION=S, BENCH_INTERNET_REPS=N
 #                         the internet-like upstream phase (default 300 qps, 30 s, 1 round)
 #   BENCH_PHASES=LIST     subset of check,hits,misses,ndots,rss,internet (default: all)
+#   BENCH_NDOTS_ONLY=LIST the ndots profiles to run, by label (default: all)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -150,7 +150,7 @@ impl CacheHandler {
         if let Some(decided) = state.policy.before(&query, &routes) {
             return local::policy(state, &query, transport, decided, out);
         }
-        if let Some(done) = crate::secondary::answer(state, &query, transport, out) {
+        if let Some(done) = crate::secondary::answer(state, &routes, &query, transport, out) {
             *source = Source::Zone;
             return done;
         }

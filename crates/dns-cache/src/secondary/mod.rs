@@ -25,7 +25,7 @@ use dns_wire::{Answer, Query, Rcode, ResponseContext, class};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::CacheState;
-use crate::upstream::RouteKind;
+use crate::upstream::{RouteKind, RouteTable};
 use transfer::{Fetched, Limits, TransferError};
 use zone::{Lookup, Zone};
 
@@ -124,6 +124,7 @@ impl Secondaries {
 /// not loaded or expired, or a name the primary must answer).
 pub fn answer(
     state: &CacheState,
+    routes: &RouteTable,
     query: &Query<'_>,
     transport: Transport,
     out: &mut Vec<u8>,
@@ -133,15 +134,14 @@ pub fn answer(
     }
     let secondary = state.secondaries.zone_of(query.name())?;
     // A `--server` for a domain inside the zone keeps its names.
-    if state
-        .routes
-        .load()
+    if routes
         .route_for(query.name())
         .is_some_and(|route| route.domain.len() > secondary.spec.zone.len())
     {
         return None;
     }
-    let copy = secondary.current(state.now_ms())?;
+    // Expired copies are dropped by the refresh task, so no clock is read here.
+    let copy = secondary.copy.load_full()?;
     let rotation = (!state.config.no_round_robin).then_some(usize::from(query.id));
     match copy.answer(query.name(), query.qtype, rotation) {
         Lookup::Answer(answer) => {
@@ -289,6 +289,15 @@ pub async fn keep_zone(
             _ = stop.cancelled() => return,
             _ = secondary.refresh_now.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+        // The loop runs at least every MAX_REFRESH (a minute): a copy past its SOA's expire
+        // time is dropped here, and the zone is forwarded again.
+        if secondary.copy.load().is_some() && secondary.current(state.now_ms()).is_none() {
+            tracing::warn!(
+                zone,
+                "the copy expired without a good refresh; the zone is forwarded again"
+            );
+            secondary.copy.store(None);
         }
     }
 }

@@ -467,7 +467,8 @@ impl Zone {
             return Lookup::Forward;
         }
         let mut answer = Answer::authoritative();
-        let mut current: Cow<'_, str> = Cow::Owned(name.to_owned());
+        // The query's name, or a CNAME target (owned) once one is followed.
+        let mut current: Cow<'_, str> = Cow::Borrowed(name);
         for depth in 0..MAX_CNAME_CHAIN {
             let Some(node) = self.node(&current) else {
                 if self.has_wildcards {
