@@ -44,6 +44,7 @@ LABELS = {"kube-dns": "kube-dns", "nsd": "NSD 4.6.1", "knot": "Knot 3.2.6",
 KD_SERVERS = ("kube-dns", "nsd", "knot")
 FORWARDERS = ("dns-cache", "dnsmasq", "unbound")
 NDOTS_ORDER = {  # profile key -> label, in drawing order
+    "dns-cache-secondary": "dns-cache, zone copy (--secondary)",
     "dns-cache-c10000": "dns-cache, 10,000 entries",
     "dns-cache-c100000": "dns-cache, 100,000 entries",
     "dns-cache-kubedns": "dns-cache, 1,000, no-negcache",

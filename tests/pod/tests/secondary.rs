@@ -211,6 +211,38 @@ async fn a_service_created_changed_and_deleted_reaches_the_copy_by_notify_and_ix
         r.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain
     })
     .await?;
+    // After the changes (applied over the copy's base, not by rebuilding it), every name still
+    // answers as kube-dns answers it, the deleted Service's empty names included.
+    pair.api.apply(
+        service("shop", "till")
+            .cluster_ip("10.0.9.11")
+            .port(Some("http"), 80, "TCP")
+            .build(),
+    );
+    until_cache(
+        pair.cache_dns,
+        "till.shop.svc.cluster.local.",
+        RecordType::A,
+        |r| has_a(r, "10.0.9.11"),
+    )
+    .await?;
+    let mut names = names_to_ask(pair.kubedns_dns, "cluster.local.", &CLUSTER_PROBES).await?;
+    names.extend([
+        "cart.shop.svc.cluster.local.".to_owned(),
+        "_tcp.cart.shop.svc.cluster.local.".to_owned(),
+    ]);
+    for name in &names {
+        for rtype in [RecordType::A, RecordType::SRV, RecordType::AAAA] {
+            let direct = query_tcp(pair.kubedns_dns, name, rtype).await?;
+            let cached = query_tcp(pair.cache_dns, name, rtype).await?;
+            ensure!(
+                summary(&direct) == summary(&cached),
+                "{name} {rtype} after the changes: kube-dns answered\n{}\nthe cache answered\n{}",
+                summary(&direct),
+                summary(&cached)
+            );
+        }
+    }
     // NOTIFY, not the one-minute refresh, brought each change.
     for (what, took) in [
         ("created", created),

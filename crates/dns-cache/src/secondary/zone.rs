@@ -7,8 +7,9 @@
 //! and CNAME targets outside the zone are not answered here: the query goes to the primary.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use dns_wire::{Answer, DnsName, RData, Rcode, ResourceRecord, rtype};
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -37,6 +38,9 @@ pub enum ZoneError {
     TooLarge { max: usize },
     #[error("IXFR deletes a record the zone does not hold: {0}")]
     MissingRecord(String),
+    /// An IXFR changes a delegation, a DNAME or a wildcard: applied by building the zone anew.
+    #[error("the change needs the zone built anew")]
+    NeedsRebuild,
 }
 
 /// One record while a zone is being built.
@@ -244,6 +248,16 @@ impl ZoneBuilder {
                 }
             }
         }
+        // How many names sit directly under each name: a name with none and no records left
+        // after an IXFR no longer exists.
+        let mut children: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for name in nodes.keys() {
+            if **name != *apex
+                && let Some((_, parent)) = name.split_once('.')
+            {
+                *children.entry(parent).or_default() += 1;
+            }
+        }
         let mut cuts = Vec::new();
         let mut dnames = Vec::new();
         let mut has_wildcards = false;
@@ -265,12 +279,8 @@ impl ZoneBuilder {
             arena.push(name.len() as u8);
             arena.extend_from_slice(name.as_bytes());
             arena.extend_from_slice(&(recs.len() as u16).to_be_bytes());
-            for rec in recs {
-                arena.extend_from_slice(&rec.rtype.to_be_bytes());
-                arena.extend_from_slice(&rec.ttl.to_be_bytes());
-                arena.extend_from_slice(&(rec.rdata.len() as u16).to_be_bytes());
-                arena.extend_from_slice(&rec.rdata);
-            }
+            arena.extend_from_slice(&children.get(&**name).copied().unwrap_or(0).to_be_bytes());
+            encode_records(recs, &mut arena);
         }
         let hasher = DefaultHashBuilder::default();
         let mut index = HashTable::with_capacity(offsets.len());
@@ -280,18 +290,53 @@ impl ZoneBuilder {
             index.insert_unique(hash, offset, |o| hasher.hash_one(node_name(&arena, *o)));
         }
         Ok(Zone {
-            apex,
+            base: Arc::new(Base {
+                apex,
+                arena,
+                index,
+                hasher,
+                cuts: cuts.into_boxed_slice(),
+                dnames: dnames.into_boxed_slice(),
+                has_wildcards,
+                nodes: nodes.len(),
+            }),
+            delta: HashMap::new(),
+            delta_bytes: 0,
             soa,
             soa_ttl,
             soa_rdata,
-            arena,
-            index,
-            hasher,
-            cuts: cuts.into_boxed_slice(),
-            dnames: dnames.into_boxed_slice(),
-            has_wildcards,
             records,
-            nodes: nodes.len(),
+        })
+    }
+}
+
+/// Records in the arena's form: `[type][ttl][rdata length][rdata]` each.
+fn encode_records(records: &[Rec], out: &mut Vec<u8>) {
+    for rec in records {
+        out.extend_from_slice(&rec.rtype.to_be_bytes());
+        out.extend_from_slice(&rec.ttl.to_be_bytes());
+        out.extend_from_slice(&(rec.rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rec.rdata);
+    }
+}
+
+impl Base {
+    fn node(&self, name: &str) -> Option<Node<'_>> {
+        let hash = self.hasher.hash_one(name.as_bytes());
+        let offset = *self
+            .index
+            .find(hash, |o| node_name(&self.arena, *o) == name.as_bytes())?;
+        let at = offset as usize;
+        let len = usize::from(self.arena[at]);
+        let name = std::str::from_utf8(&self.arena[at + 1..at + 1 + len]).ok()?;
+        let count_at = at + 1 + len;
+        let count = u16::from_be_bytes([self.arena[count_at], self.arena[count_at + 1]]);
+        let children = u32::from_be_bytes(self.arena[count_at + 2..count_at + 6].try_into().ok()?);
+        Some(Node {
+            name,
+            records: &self.arena[count_at + 6..],
+            count,
+            children,
         })
     }
 }
@@ -309,6 +354,8 @@ struct Node<'z> {
     /// The records' bytes, `count` of them.
     records: &'z [u8],
     count: u16,
+    /// Names directly below this one.
+    children: u32,
 }
 
 impl<'z> Node<'z> {
@@ -325,12 +372,9 @@ impl<'z> Node<'z> {
     }
 }
 
-/// A loaded zone.
-pub struct Zone {
+/// The names and records as built from a whole transfer: one arena, an index of offsets.
+struct Base {
     apex: Box<str>,
-    soa: SoaFields,
-    soa_ttl: u32,
-    soa_rdata: Box<[u8]>,
     arena: Box<[u8]>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
@@ -338,16 +382,38 @@ pub struct Zone {
     /// Owners of DNAME records: names below them are the primary's to answer.
     dnames: Box<[Box<str>]>,
     has_wildcards: bool,
-    records: usize,
     nodes: usize,
+}
+
+/// A name an IXFR changed since the base was built.
+#[derive(Debug, Clone)]
+struct Changed {
+    /// Its records in the arena's form; `None`: the name no longer exists.
+    records: Option<Box<[u8]>>,
+    count: u16,
+    children: u32,
+}
+
+/// A loaded zone: a base shared between versions, and the names IXFRs changed since it was
+/// built (a new version copies only those). Once they are many, the next IXFR builds a new
+/// base.
+pub struct Zone {
+    base: Arc<Base>,
+    delta: HashMap<Box<str>, Changed>,
+    delta_bytes: usize,
+    soa: SoaFields,
+    soa_ttl: u32,
+    soa_rdata: Box<[u8]>,
+    records: usize,
 }
 
 impl std::fmt::Debug for Zone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Zone")
-            .field("apex", &self.apex)
+            .field("apex", &self.base.apex)
             .field("soa", &self.soa)
-            .field("names", &self.nodes)
+            .field("names", &self.base.nodes)
+            .field("changed", &self.delta.len())
             .field("records", &self.records)
             .field("bytes", &self.bytes())
             .finish_non_exhaustive()
@@ -365,7 +431,7 @@ pub enum Lookup<'z> {
 
 impl Zone {
     pub fn apex(&self) -> &str {
-        &self.apex
+        &self.base.apex
     }
 
     pub fn soa(&self) -> SoaFields {
@@ -384,34 +450,34 @@ impl Zone {
 
     /// Memory the zone takes: the arena, the index and the SOA copy.
     pub fn bytes(&self) -> usize {
-        self.arena.len()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+        let base = &self.base;
+        base.arena.len()
+            + base.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.soa_rdata.len()
-            + self.cuts.iter().map(|c| c.len() + 16).sum::<usize>()
+            + base.cuts.iter().map(|c| c.len() + 16).sum::<usize>()
+            + self.delta_bytes
             + std::mem::size_of::<Self>()
     }
 
     fn node(&self, name: &str) -> Option<Node<'_>> {
-        let hash = self.hasher.hash_one(name.as_bytes());
-        let offset = *self
-            .index
-            .find(hash, |o| node_name(&self.arena, *o) == name.as_bytes())?;
-        let at = offset as usize;
-        let len = usize::from(self.arena[at]);
-        let name = std::str::from_utf8(&self.arena[at + 1..at + 1 + len]).ok()?;
-        let count_at = at + 1 + len;
-        let count = u16::from_be_bytes([self.arena[count_at], self.arena[count_at + 1]]);
-        Some(Node {
-            name,
-            records: &self.arena[count_at + 2..],
-            count,
-        })
+        if !self.delta.is_empty()
+            && let Some((key, changed)) = self.delta.get_key_value(name)
+        {
+            return changed.records.as_deref().map(|records| Node {
+                name: key,
+                records,
+                count: changed.count,
+                children: changed.children,
+            });
+        }
+        self.base.node(name)
     }
 
     /// Names at or below a zone cut, and below a DNAME, are not answered from the copy.
     fn delegated(&self, name: &str) -> bool {
-        self.cuts.iter().any(|cut| in_zone(name, cut))
-            || self
+        let base = &self.base;
+        base.cuts.iter().any(|cut| in_zone(name, cut))
+            || base
                 .dnames
                 .iter()
                 .any(|owner| name.len() > owner.len() && in_zone(name, owner))
@@ -420,7 +486,7 @@ impl Zone {
     /// The SOA for a negative answer: its TTL is at most the SOA's MINIMUM (RFC 2308 §3).
     fn soa_record(&self) -> ResourceRecord<'_> {
         ResourceRecord {
-            owner: DnsName::Text(Cow::Borrowed(&self.apex)),
+            owner: DnsName::Text(Cow::Borrowed(&self.base.apex)),
             ttl: self.soa_ttl.min(self.soa.minimum),
             data: RData::Raw {
                 rtype: rtype::SOA,
@@ -432,21 +498,26 @@ impl Zone {
     /// Every record, with its owner (the zone as a transfer would list it; SOA first).
     pub fn all_records(&self) -> Vec<(String, u16, u32, Vec<u8>)> {
         let mut out = Vec::with_capacity(self.records);
-        for &offset in self.index.iter() {
-            let name = String::from_utf8_lossy(node_name(&self.arena, offset)).into_owned();
-            if let Some(node) = self.node(&name) {
+        let base = &self.base;
+        let changed = self.delta.keys().map(|name| &**name);
+        let unchanged = base.index.iter().filter_map(|&offset| {
+            let name = std::str::from_utf8(node_name(&base.arena, offset)).ok()?;
+            (!self.delta.contains_key(name)).then_some(name)
+        });
+        for name in unchanged.chain(changed) {
+            if let Some(node) = self.node(name) {
                 for (rtype, ttl, rdata) in node.records() {
-                    out.push((name.clone(), rtype, ttl, rdata.to_vec()));
+                    out.push((name.to_owned(), rtype, ttl, rdata.to_vec()));
                 }
             }
         }
-        out.sort_by_key(|(name, rtype, ..)| (*rtype != rtype::SOA, name.clone()));
+        out.sort_by(|a, b| (a.1 != rtype::SOA, &a.0).cmp(&(b.1 != rtype::SOA, &b.0)));
         out
     }
 
     /// A builder holding this zone's records, for an IXFR to change.
     pub fn to_builder(&self, max_bytes: usize) -> Result<ZoneBuilder, ZoneError> {
-        let mut builder = ZoneBuilder::new(&self.apex, max_bytes);
+        let mut builder = ZoneBuilder::new(&self.base.apex, max_bytes);
         for (name, rtype, ttl, rdata) in self.all_records() {
             builder.add(
                 &name,
@@ -471,7 +542,7 @@ impl Zone {
         let mut current: Cow<'_, str> = Cow::Borrowed(name);
         for depth in 0..MAX_CNAME_CHAIN {
             let Some(node) = self.node(&current) else {
-                if self.has_wildcards {
+                if self.base.has_wildcards {
                     return Lookup::Forward;
                 }
                 answer.rcode = Rcode::NxDomain;
@@ -490,7 +561,7 @@ impl Zone {
                 let Some((target, _)) = wire_name(rdata) else {
                     return Lookup::Forward;
                 };
-                if !in_zone(&target, &self.apex) || self.delegated(&target) {
+                if !in_zone(&target, &self.base.apex) || self.delegated(&target) {
                     return Lookup::Forward;
                 }
                 current = Cow::Owned(target);
@@ -555,6 +626,219 @@ impl Zone {
                 answer.additionals.push(raw(owner, rtype, ttl, rdata));
             }
         }
+    }
+}
+
+/// Changed names beyond which an IXFR builds a new base (or an eighth of the base's names,
+/// when that is more): a version copies its changed names, so they must stay few.
+const MAX_CHANGED: usize = 4096;
+
+/// An IXFR being applied to a zone: the zone's changed names, copied, and changed again; the
+/// base is shared. Changes a base cannot take this way (delegations, DNAMEs, wildcards) are
+/// [`ZoneError::NeedsRebuild`].
+pub struct ZoneEdit<'z> {
+    zone: &'z Zone,
+    delta: HashMap<Box<str>, Changed>,
+    delta_bytes: usize,
+    soa: Option<Rec>,
+    records: usize,
+    max_bytes: usize,
+}
+
+impl Zone {
+    /// Starts applying an IXFR.
+    pub fn edit(&self, max_bytes: usize) -> ZoneEdit<'_> {
+        ZoneEdit {
+            zone: self,
+            delta: self.delta.clone(),
+            delta_bytes: self.delta_bytes,
+            soa: None,
+            records: self.records,
+            max_bytes,
+        }
+    }
+}
+
+impl ZoneEdit<'_> {
+    fn apex(&self) -> &str {
+        &self.zone.base.apex
+    }
+
+    /// A name's records and children as they stand in this edit; `None` if it does not exist.
+    fn current(&self, name: &str) -> Option<(Vec<Rec>, u32)> {
+        let node = match self.delta.get_key_value(name) {
+            Some((key, changed)) => Node {
+                name: key,
+                records: changed.records.as_deref()?,
+                count: changed.count,
+                children: changed.children,
+            },
+            None => self.zone.base.node(name)?,
+        };
+        let records = node
+            .records()
+            .map(|(rtype, ttl, rdata)| Rec {
+                rtype,
+                ttl,
+                rdata: rdata.into(),
+            })
+            .collect();
+        Some((records, node.children))
+    }
+
+    fn store(
+        &mut self,
+        name: &str,
+        records: Option<Vec<Rec>>,
+        children: u32,
+    ) -> Result<(), ZoneError> {
+        let encoded = records.map(|records| {
+            let mut out = Vec::new();
+            encode_records(&records, &mut out);
+            (out.into_boxed_slice(), records.len() as u16)
+        });
+        let size = name.len() + RECORD_OVERHEAD + encoded.as_ref().map_or(0, |(r, _)| r.len());
+        let changed = Changed {
+            count: encoded.as_ref().map_or(0, |(_, c)| *c),
+            records: encoded.map(|(r, _)| r),
+            children,
+        };
+        if let Some(old) = self.delta.insert(name.into(), changed) {
+            let old_size = name.len() + RECORD_OVERHEAD + old.records.map_or(0, |r| r.len());
+            self.delta_bytes = self.delta_bytes.saturating_sub(old_size);
+        }
+        self.delta_bytes += size;
+        if self.zone.bytes() - self.zone.delta_bytes + self.delta_bytes > self.max_bytes {
+            return Err(ZoneError::TooLarge {
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn special(&self, owner: &str, rtype: u16) -> bool {
+        (rtype == rtype::NS && owner != self.apex())
+            || rtype == RTYPE_DNAME
+            || owner.split('.').any(|label| label == "*")
+    }
+
+    /// Adds a record (once: a repeat takes the new TTL).
+    pub fn add(&mut self, owner: &str, rec: Rec) -> Result<(), ZoneError> {
+        if !in_zone(owner, self.apex()) {
+            return Err(ZoneError::OutsideZone(owner.to_owned()));
+        }
+        if !name_ok(owner) {
+            return Err(ZoneError::UnsupportedName(owner.to_owned()));
+        }
+        if rec.rtype == rtype::SOA {
+            if owner != self.apex() {
+                return Err(ZoneError::OutsideZone(format!("SOA at {owner}")));
+            }
+            self.soa = Some(rec);
+            return Ok(());
+        }
+        if self.special(owner, rec.rtype) {
+            return Err(ZoneError::NeedsRebuild);
+        }
+        match self.current(owner) {
+            Some((mut records, children)) => {
+                match records
+                    .iter_mut()
+                    .find(|r| r.rtype == rec.rtype && r.rdata == rec.rdata)
+                {
+                    Some(held) => held.ttl = rec.ttl,
+                    None => {
+                        if records.len() >= usize::from(u16::MAX) {
+                            return Err(ZoneError::TooLarge {
+                                max: self.max_bytes,
+                            });
+                        }
+                        records.push(rec);
+                        self.records += 1;
+                    }
+                }
+                self.store(owner, Some(records), children)
+            }
+            None => {
+                self.store(owner, Some(vec![rec]), 0)?;
+                self.records += 1;
+                self.link(owner)
+            }
+        }
+    }
+
+    /// A new name: its parent (an empty non-terminal if it did not exist) has one more child.
+    fn link(&mut self, name: &str) -> Result<(), ZoneError> {
+        let Some((_, parent)) = name.split_once('.').filter(|_| name != self.apex()) else {
+            return Ok(());
+        };
+        match self.current(parent) {
+            Some((records, children)) => self.store(parent, Some(records), children + 1),
+            None => {
+                self.store(parent, Some(Vec::new()), 1)?;
+                self.link(parent)
+            }
+        }
+    }
+
+    /// A name gone: its parent has one child less, and goes too if that leaves it empty.
+    fn unlink(&mut self, name: &str) -> Result<(), ZoneError> {
+        let Some((_, parent)) = name.split_once('.').filter(|_| name != self.apex()) else {
+            return Ok(());
+        };
+        let Some((records, children)) = self.current(parent) else {
+            return Ok(());
+        };
+        let children = children.saturating_sub(1);
+        if records.is_empty() && children == 0 && parent != self.apex() {
+            self.store(parent, None, 0)?;
+            self.unlink(parent)
+        } else {
+            self.store(parent, Some(records), children)
+        }
+    }
+
+    /// Removes a record (same owner, type and data, whatever its TTL).
+    pub fn remove(&mut self, owner: &str, rtype: u16, rdata: &[u8]) -> Result<(), ZoneError> {
+        if self.special(owner, rtype) {
+            return Err(ZoneError::NeedsRebuild);
+        }
+        let missing = || ZoneError::MissingRecord(format!("{owner} type {rtype}"));
+        let (mut records, children) = self.current(owner).ok_or_else(missing)?;
+        let before = records.len();
+        records.retain(|r| !(r.rtype == rtype && &*r.rdata == rdata));
+        if records.len() == before {
+            return Err(missing());
+        }
+        self.records -= before - records.len();
+        if records.is_empty() && children == 0 && owner != self.apex() {
+            self.store(owner, None, 0)?;
+            self.unlink(owner)
+        } else {
+            self.store(owner, Some(records), children)
+        }
+    }
+
+    /// The changed zone; a new base is built once many names have changed.
+    pub fn finish(self) -> Result<Zone, ZoneError> {
+        let (soa_ttl, soa_rdata) = match &self.soa {
+            Some(rec) => (rec.ttl, rec.rdata.clone()),
+            None => (self.zone.soa_ttl, self.zone.soa_rdata.clone()),
+        };
+        let soa = soa_fields(&soa_rdata).ok_or(ZoneError::BadSoa)?;
+        let zone = Zone {
+            base: self.zone.base.clone(),
+            delta: self.delta,
+            delta_bytes: self.delta_bytes,
+            soa,
+            soa_ttl,
+            soa_rdata,
+            records: self.records,
+        };
+        if zone.delta.len() > MAX_CHANGED.max(zone.base.nodes / 8) {
+            return zone.to_builder(self.max_bytes)?.build();
+        }
+        Ok(zone)
     }
 }
 
@@ -716,6 +1000,84 @@ mod tests {
             z.answer("web.default.svc.cluster.local", rtype::ANY, None),
             Lookup::Forward
         ));
+    }
+
+    #[test]
+    fn an_edit_changes_names_over_the_shared_base() {
+        let z = zone();
+        let mut e = z.edit(1 << 20);
+        e.remove("web.default.svc.cluster.local", rtype::A, &[10, 0, 0, 1])
+            .expect("held");
+        e.add("new.other.svc.cluster.local", a([10, 0, 0, 7]))
+            .expect("new name");
+        // The last record of a leaf: the name goes, and so do the empty names above it.
+        let mut srv = vec![0, 10, 0, 100, 0, 80];
+        srv.extend(name("web.default.svc.cluster.local"));
+        e.remove("_http._tcp.web.default.svc.cluster.local", rtype::SRV, &srv)
+            .expect("held");
+        e.remove(
+            "alias.default.svc.cluster.local",
+            rtype::CNAME,
+            &name("web.default.svc.cluster.local"),
+        )
+        .expect("held");
+        assert_eq!(
+            e.remove("web.default.svc.cluster.local", rtype::A, &[10, 0, 0, 9]),
+            Err(ZoneError::MissingRecord(
+                "web.default.svc.cluster.local type 1".into()
+            ))
+        );
+        e.add("cluster.local", soa(6)).expect("soa");
+        let changed = e.finish().expect("zone");
+        assert_eq!(changed.soa().serial, 6);
+        assert_eq!(
+            answer(&changed, "web.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 1, 0, 0)
+        );
+        assert_eq!(
+            answer(&changed, "new.other.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 1, 0, 0)
+        );
+        assert_eq!(
+            answer(&changed, "other.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 0, 1, 0)
+        );
+        for gone in [
+            "_http._tcp.web.default.svc.cluster.local",
+            "_tcp.web.default.svc.cluster.local",
+            "alias.default.svc.cluster.local",
+        ] {
+            assert_eq!(
+                answer(&changed, gone, rtype::A),
+                (Rcode::NxDomain, 0, 1, 0),
+                "{gone}"
+            );
+        }
+        // Names with other children stay: default.svc still holds web.
+        assert_eq!(
+            answer(&changed, "default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 0, 1, 0)
+        );
+        assert_eq!(changed.records(), z.records() - 2);
+        // The version it came from is untouched, and a full rebuild agrees with the edit.
+        assert_eq!(
+            answer(&z, "alias.default.svc.cluster.local", rtype::A),
+            (Rcode::NoError, 3, 0, 0)
+        );
+        let rebuilt = changed
+            .to_builder(1 << 20)
+            .expect("builder")
+            .build()
+            .expect("zone");
+        assert_eq!(rebuilt.all_records(), changed.all_records());
+        // A delegation is not changed in place.
+        let mut e = z.edit(1 << 20);
+        let ns = Rec {
+            rtype: rtype::NS,
+            ttl: 30,
+            rdata: name("ns.cluster.local").into(),
+        };
+        assert_eq!(e.add("sub.cluster.local", ns), Err(ZoneError::NeedsRebuild));
     }
 
     #[test]
