@@ -714,6 +714,11 @@ def panel_ndots(p, nd):
            + (f". The mix has {distinct:,} distinct names" if distinct else ". The working set")
            + " and does not fit in 10,000 entries; hit rates from each forwarder's own counters. no-negcache: "
              "the legacy kube-dns flags.")
+    if "dns-cache-secondary" in by:
+        ca = nd.get("change_to_answer") or {}
+        p.note(f"With the cluster zone held as a copy (--secondary): {ratio_text(get(by, 'dns-cache-secondary', 'qps'), ub)}"
+               + (f"; an API change reaches its answer in {get(ca, 'create_ms', 'p50')} ms p50, "
+                  f"{get(ca, 'create_ms', 'p99')} ms p99" if get(ca, "create_ms", "p99") is not None else "") + ".")
     p.note(skipped_note(missing))
     y = p.top + 12
     hbars(p.svg, p.x + p.PAD, y, p.w - 2 * p.PAD, groups, "queries per second", fmt_int,
@@ -795,7 +800,7 @@ def draw(data):
          panel_misses, mi),
         ("e. dns-cache: the ndots:5 search-path mix", "saturated qps per profile, higher is better; a pod's "
          "search-path lookups" + (f", {get(nd, 'nxdomain_pct'):.0f}% NXDOMAIN" if get(nd, "nxdomain_pct") is not None else ""),
-         panel_ndots, nd),
+         panel_ndots, dict(nd, change_to_answer=data.get("change_to_answer")) if nd else nd),
         ("f. dns-cache: memory with a full cache", "RSS with 10,000 entries cached, MiB, lower is better",
          panel_rss, rss),
     ]
@@ -820,6 +825,10 @@ def main():
                                     "unless --cache-misses is given)")
     ap.add_argument("--cache-misses", help="a later cache_bench.py results.json whose misses and ndots replace --cache's")
     ap.add_argument("--data", help="redraw from this extracted JSON instead of raw results")
+    ap.add_argument("--update-ndots", help="with --data: a later cache_bench.py results.json whose ndots phase "
+                                           "replaces the data's (the other panels stay)")
+    ap.add_argument("--update-change", help="with --data: a bench/bench.py results.json whose change-to-answer "
+                                            "through dns-cache --secondary is noted in the ndots panel")
     ap.add_argument("--out-data", help="write the extracted numbers here")
     ap.add_argument("--out-svg", required=True)
     args = ap.parse_args()
@@ -827,6 +836,24 @@ def main():
         if args.kube_dns or args.cache or args.cache_misses:
             ap.error("--data excludes --kube-dns, --cache and --cache-misses")
         data = load(args.data)
+        if args.update_ndots:
+            raw = load(args.update_ndots)
+            data["ndots"] = extract_ndots(raw, "cache_ndots")
+            data["sources"]["cache_ndots"] = {"file": args.update_ndots, "started": get(raw, "started"),
+                                              "phases": "ndots"}
+        if args.update_change:
+            raw = load(args.update_change)
+            tc = get(raw, "through_cache") or {}
+            data["change_to_answer"] = {
+                "source": args.update_change, "started": get(raw, "started"),
+                "iterations": tc.get("iterations"),
+                "create_ms": {q: rnd(get(tc, "create_ms", q)) for q in ("p50", "p99")},
+                "delete_ms": {q: rnd(get(tc, "delete_ms", q)) for q in ("p50", "p99")},
+            }
+        if args.update_ndots or args.update_change:
+            text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+            with open(args.out_data or args.data, "w", encoding="utf-8") as f:
+                f.write(text)
     else:
         if not (args.kube_dns and args.cache):
             ap.error("give --kube-dns and --cache, or --data")
