@@ -20,20 +20,9 @@ use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port, workspac
 
 mod common;
 
-use common::{CLUSTER_PROBES, metric, names_to_ask, summary, wait_metric};
+use common::{CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, wait_metric};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-const TYPES: [RecordType; 8] = [
-    RecordType::A,
-    RecordType::AAAA,
-    RecordType::SRV,
-    RecordType::TXT,
-    RecordType::CNAME,
-    RecordType::NS,
-    RecordType::SOA,
-    RecordType::MX,
-];
 
 async fn serial(server: SocketAddr, zone: &str) -> Option<u32> {
     let reply = query_tcp(server, zone, RecordType::SOA).await.ok()?;
@@ -101,23 +90,10 @@ async fn knot_mirrors_kube_dns_and_answers_its_names_as_kube_dns_does() -> anyho
     // delegation (Knot refers them) and `ext`, whose CNAME leaves the zone (kube-dns follows
     // it upstream, Knot, authoritative only, does not).
     let names = names_to_ask(kubedns_dns, zone, &CLUSTER_PROBES).await?;
-    let mut asked = 0;
-    for name in names
+    let kept = names
         .iter()
-        .filter(|n| !n.ends_with("pod.cluster.local.") && !n.contains("ext.default."))
-    {
-        for rtype in TYPES {
-            let ours = query_tcp(kubedns_dns, name, rtype).await?;
-            let theirs = query_tcp(knot.addr, name, rtype).await?;
-            ensure!(
-                summary(&ours) == summary(&theirs),
-                "{name} {rtype}: kube-dns answered\n{}\nKnot answered\n{}",
-                summary(&ours),
-                summary(&theirs)
-            );
-            asked += 1;
-        }
-    }
+        .filter(|n| !n.ends_with("pod.cluster.local.") && !n.contains("ext.default."));
+    let asked = same_answers((kubedns_dns, "kube-dns"), (knot.addr, "Knot"), kept, &TYPES).await?;
     ensure!(asked > 400, "only {asked} questions");
     let ext = query_tcp(
         knot.addr,
@@ -227,20 +203,13 @@ async fn dns_cache_mirrors_a_knot_primary_and_answers_its_names_as_knot_does() -
         &["deep.example.test.", "nope.deep.example.test."],
     )
     .await?;
-    let mut asked = 0;
-    for name in &names {
-        for rtype in TYPES {
-            let theirs = query_tcp(knot.addr, name, rtype).await?;
-            let ours = query_tcp(cache_dns, name, rtype).await?;
-            ensure!(
-                summary(&ours) == summary(&theirs),
-                "{name} {rtype}: Knot answered\n{}\ndns-cache answered\n{}",
-                summary(&theirs),
-                summary(&ours)
-            );
-            asked += 1;
-        }
-    }
+    let asked = same_answers(
+        (knot.addr, "Knot"),
+        (cache_dns, "dns-cache"),
+        &names,
+        &TYPES,
+    )
+    .await?;
     ensure!(asked > 150, "only {asked} questions");
 
     // Knot's reload: a NOTIFY over TCP, then an IXFR.

@@ -18,7 +18,7 @@ use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port, workspac
 
 mod common;
 
-use common::{CLUSTER_PROBES, metric, names_to_ask, summary, wait_metric};
+use common::{CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, summary, wait_metric};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -99,30 +99,13 @@ async fn start_pair() -> anyhow::Result<Pair> {
 async fn the_cache_answers_every_name_of_the_zone_as_kube_dns_does() -> anyhow::Result<()> {
     let mut pair = start_pair().await?;
     let names = names_to_ask(pair.kubedns_dns, "cluster.local.", &CLUSTER_PROBES).await?;
-    let types = [
-        RecordType::A,
-        RecordType::AAAA,
-        RecordType::SRV,
-        RecordType::TXT,
-        RecordType::CNAME,
-        RecordType::NS,
-        RecordType::SOA,
-        RecordType::MX,
-    ];
-    let mut asked = 0;
-    for name in &names {
-        for rtype in types {
-            let direct = query_tcp(pair.kubedns_dns, name, rtype).await?;
-            let cached = query_tcp(pair.cache_dns, name, rtype).await?;
-            ensure!(
-                summary(&direct) == summary(&cached),
-                "{name} {rtype}: kube-dns answered\n{}\nthe cache answered\n{}",
-                summary(&direct),
-                summary(&cached)
-            );
-            asked += 1;
-        }
-    }
+    let asked = same_answers(
+        (pair.kubedns_dns, "kube-dns"),
+        (pair.cache_dns, "the cache"),
+        &names,
+        &TYPES,
+    )
+    .await?;
     ensure!(asked > 500, "only {asked} questions");
     let answered = metric(
         pair.cache_metrics,
@@ -231,18 +214,13 @@ async fn a_service_created_changed_and_deleted_reaches_the_copy_by_notify_and_ix
         "cart.shop.svc.cluster.local.".to_owned(),
         "_tcp.cart.shop.svc.cluster.local.".to_owned(),
     ]);
-    for name in &names {
-        for rtype in [RecordType::A, RecordType::SRV, RecordType::AAAA] {
-            let direct = query_tcp(pair.kubedns_dns, name, rtype).await?;
-            let cached = query_tcp(pair.cache_dns, name, rtype).await?;
-            ensure!(
-                summary(&direct) == summary(&cached),
-                "{name} {rtype} after the changes: kube-dns answered\n{}\nthe cache answered\n{}",
-                summary(&direct),
-                summary(&cached)
-            );
-        }
-    }
+    same_answers(
+        (pair.kubedns_dns, "kube-dns"),
+        (pair.cache_dns, "the cache after the changes"),
+        &names,
+        &[RecordType::A, RecordType::SRV, RecordType::AAAA],
+    )
+    .await?;
     // NOTIFY, not the one-minute refresh, brought each change.
     for (what, took) in [
         ("created", created),

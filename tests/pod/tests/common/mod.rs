@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use hickory_proto::op::Message;
-use kube_dns_test_support::dns_client::{dig, zone_lines};
+use hickory_proto::rr::RecordType;
+use kube_dns_test_support::dns_client::{dig, query_tcp, zone_lines};
 use kube_dns_test_support::http_client;
 
 /// An answer as text: RCODE and AA, then each section's records sorted, each once (RA and the
@@ -76,6 +77,43 @@ pub const CLUSTER_PROBES: [&str; 10] = [
     "10-0-0-1.default.pod.cluster.local.",
     "default.pod.cluster.local.",
 ];
+
+/// The types asked of every name when two servers are compared.
+pub const TYPES: [RecordType; 8] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::TXT,
+    RecordType::CNAME,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::MX,
+];
+
+/// Asks `reference` and `other` every name for every type over TCP and fails at the first
+/// answer that differs (as [`summary`] shows them); returns how many questions were asked.
+pub async fn same_answers<'n>(
+    (reference, reference_name): (SocketAddr, &str),
+    (other, other_name): (SocketAddr, &str),
+    names: impl IntoIterator<Item = &'n String>,
+    types: &[RecordType],
+) -> anyhow::Result<usize> {
+    let mut asked = 0;
+    for name in names {
+        for &rtype in types {
+            let want = query_tcp(reference, name, rtype).await?;
+            let got = query_tcp(other, name, rtype).await?;
+            anyhow::ensure!(
+                summary(&want) == summary(&got),
+                "{name} {rtype}: {reference_name} answered\n{}\n{other_name} answered\n{}",
+                summary(&want),
+                summary(&got)
+            );
+            asked += 1;
+        }
+    }
+    Ok(asked)
+}
 
 /// The `/metrics` text of `addr`.
 pub async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
