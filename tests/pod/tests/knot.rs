@@ -15,12 +15,14 @@ use kube_dns_test_support::dns_client::{query_tcp, zone_lines};
 use kube_dns_test_support::fake_upstream::FakeUpstream;
 use kube_dns_test_support::knot::{KnotRole, start_knot};
 use kube_dns_test_support::objects::service;
-use kube_dns_test_support::process::ChildProcess;
-use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port, workspace_binary};
+use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port};
 
 mod common;
 
-use common::{CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, wait_metric};
+use common::{
+    CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, spawn_cache, spawn_kube_dns,
+    wait_metric,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -54,18 +56,10 @@ async fn knot_mirrors_kube_dns_and_answers_its_names_as_kube_dns_does() -> anyho
     let (api_addr, _task) = api.serve("127.0.0.1:0".parse()?).await?;
     let upstream = FakeUpstream::start().await?;
     let knot_port = free_dns_port()?;
-    let kubedns = ChildProcess::spawn(
-        workspace_binary("kube-dns")?,
-        [
-            format!("--kube-master-url=http://{api_addr}"),
-            "--dns-bind-address=127.0.0.1".into(),
-            "--dns-port=0".into(),
-            "--healthz-bind-address=127.0.0.1".into(),
-            "--healthz-port=0".into(),
-            format!("--nameservers={}", upstream.addr),
-            format!("--notify=127.0.0.1:{knot_port}"),
-        ],
-        std::iter::empty::<(&str, &str)>(),
+    let kubedns = spawn_kube_dns(
+        api_addr,
+        upstream.addr,
+        SocketAddr::from(([127, 0, 0, 1], knot_port)),
     )?;
     let kubedns_dns = kubedns.listening_addr("tcp", WAIT).await?;
     let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
@@ -175,20 +169,9 @@ async fn dns_cache_mirrors_a_knot_primary_and_answers_its_names_as_knot_does() -
         knot_port,
     )
     .await?;
-    let cache = ChildProcess::spawn(
-        workspace_binary("dns-cache")?,
-        [
-            "-k".to_owned(),
-            "-p".into(),
-            cache_port.to_string(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "--no-resolv".into(),
-            "--no-hosts".into(),
-            format!("--secondary=/example.test/127.0.0.1#{knot_port}"),
-            "--metrics-address=127.0.0.1:0".into(),
-        ],
-        std::iter::empty::<(&str, &str)>(),
+    let cache = spawn_cache(
+        cache_port,
+        &[format!("--secondary=/example.test/127.0.0.1#{knot_port}")],
     )?;
     let metrics = cache.listening_addr("metrics", WAIT).await?;
     wait_metric(

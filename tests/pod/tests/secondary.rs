@@ -14,11 +14,14 @@ use kube_dns_test_support::dns_client::{query_tcp, zone_lines};
 use kube_dns_test_support::fake_upstream::FakeUpstream;
 use kube_dns_test_support::objects::service;
 use kube_dns_test_support::process::ChildProcess;
-use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port, workspace_binary};
+use kube_dns_test_support::{FakeApiServer, fixtures_dir, free_dns_port};
 
 mod common;
 
-use common::{CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, summary, wait_metric};
+use common::{
+    CLUSTER_PROBES, TYPES, metric, names_to_ask, same_answers, spawn_cache, spawn_kube_dns,
+    summary, wait_metric,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -41,39 +44,16 @@ async fn start_pair() -> anyhow::Result<Pair> {
     let upstream = FakeUpstream::start().await?;
     let cache_port = free_dns_port()?;
     let cache_dns = SocketAddr::from(([127, 0, 0, 1], cache_port));
-    let kubedns = ChildProcess::spawn(
-        workspace_binary("kube-dns")?,
-        [
-            format!("--kube-master-url=http://{api_addr}"),
-            "--dns-bind-address=127.0.0.1".into(),
-            "--dns-port=0".into(),
-            "--healthz-bind-address=127.0.0.1".into(),
-            "--healthz-port=0".into(),
-            format!("--nameservers={}", upstream.addr),
-            format!("--notify={cache_dns}"),
-            "--lameduck=0s".into(),
-        ],
-        std::iter::empty::<(&str, &str)>(),
-    )?;
+    let kubedns = spawn_kube_dns(api_addr, upstream.addr, cache_dns)?;
     let kubedns_dns = kubedns.listening_addr("tcp", WAIT).await?;
     let kubedns_http = kubedns.listening_addr("http", WAIT).await?;
-    let cache = ChildProcess::spawn(
-        workspace_binary("dns-cache")?,
-        [
-            "-k".to_owned(),
-            "-p".into(),
-            cache_port.to_string(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "--no-resolv".into(),
-            "--no-hosts".into(),
+    let cache = spawn_cache(
+        cache_port,
+        &[
             format!("--server=/cluster.local/127.0.0.1#{}", kubedns_dns.port()),
             format!("--server={}", upstream.addr.to_string().replace(':', "#")),
             "--secondary=/cluster.local/".into(),
-            "--metrics-address=127.0.0.1:0".into(),
-            "--lameduck=0".into(),
         ],
-        std::iter::empty::<(&str, &str)>(),
     )?;
     let cache_metrics = cache.listening_addr("metrics", WAIT).await?;
     let pair = Pair {

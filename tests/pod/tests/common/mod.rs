@@ -10,7 +10,8 @@ use anyhow::bail;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use kube_dns_test_support::dns_client::{dig, query_tcp, zone_lines};
-use kube_dns_test_support::http_client;
+use kube_dns_test_support::process::ChildProcess;
+use kube_dns_test_support::{http_client, workspace_binary};
 
 /// An answer as text: RCODE and AA, then each section's records sorted, each once (RA and the
 /// order of records are left out: an authoritative-only server does not set RA, and servers
@@ -113,6 +114,51 @@ pub async fn same_answers<'n>(
         }
     }
     Ok(asked)
+}
+
+/// kube-dns on the fake API server at `api` (port 0, forwarding to `upstream`), NOTIFYing
+/// `notify` of each change of the zone.
+pub fn spawn_kube_dns(
+    api: SocketAddr,
+    upstream: SocketAddr,
+    notify: SocketAddr,
+) -> anyhow::Result<ChildProcess> {
+    ChildProcess::spawn(
+        workspace_binary("kube-dns")?,
+        [
+            format!("--kube-master-url=http://{api}"),
+            "--dns-bind-address=127.0.0.1".into(),
+            "--dns-port=0".into(),
+            "--healthz-bind-address=127.0.0.1".into(),
+            "--healthz-port=0".into(),
+            format!("--nameservers={upstream}"),
+            format!("--notify={notify}"),
+            "--lameduck=0s".into(),
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    )
+}
+
+/// dns-cache on 127.0.0.1:`port` (no resolv.conf, no hosts file, metrics on port 0) with
+/// `extra` (its `--secondary` and `--server` lines).
+pub fn spawn_cache(port: u16, extra: &[String]) -> anyhow::Result<ChildProcess> {
+    let mut args = vec![
+        "-k".to_owned(),
+        "-p".into(),
+        port.to_string(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+        "--lameduck=0".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    ChildProcess::spawn(
+        workspace_binary("dns-cache")?,
+        args,
+        std::iter::empty::<(&str, &str)>(),
+    )
 }
 
 /// The `/metrics` text of `addr`.
