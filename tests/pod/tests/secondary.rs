@@ -201,13 +201,14 @@ async fn a_service_created_changed_and_deleted_reaches_the_copy_by_notify_and_ix
         &[RecordType::A, RecordType::SRV, RecordType::AAAA],
     )
     .await?;
-    // NOTIFY, not the one-minute refresh, brought each change.
+    // NOTIFY, not the one-minute refresh, brought each change (10 s leaves room for a loaded
+    // machine; the counters below show the NOTIFYs and IXFRs).
     for (what, took) in [
         ("created", created),
         ("changed", changed),
         ("deleted", deleted),
     ] {
-        ensure!(took < Duration::from_secs(5), "{what} after {took:?}");
+        ensure!(took < Duration::from_secs(10), "{what} after {took:?}");
     }
     let prefix = "dnscache_secondary_transfers_total{zone=\"cluster.local\",result=";
     ensure!(metric(pair.cache_metrics, &format!("{prefix}\"full\"}}")).await? == 1);
