@@ -42,4 +42,6 @@ pub use message::{Answer, DnsName, RData, ResourceRecord};
 pub use opt::{ede, extended_error};
 pub use query::{EdnsInfo, Query, WireError, compact_query, parse_query};
 pub use reverse::{parse_reverse, reverse_name_v4, reverse_name_v6};
-pub use types::{ADVERTISED_UDP_PAYLOAD, MAX_TCP_MESSAGE, MIN_UDP_PAYLOAD, Rcode, class, rtype};
+pub use types::{
+    ADVERTISED_UDP_PAYLOAD, MAX_TCP_MESSAGE, MIN_UDP_PAYLOAD, Rcode, class, opcode, rtype,
+};

@@ -13,8 +13,16 @@ pub mod rtype {
     pub const AAAA: u16 = 28;
     pub const SRV: u16 = 33;
     pub const OPT: u16 = 41;
+    /// Incremental zone transfer (RFC 1995).
+    pub const IXFR: u16 = 251;
     pub const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
+}
+
+/// Header opcodes beyond QUERY (0).
+pub mod opcode {
+    /// A primary tells a secondary its zone changed (RFC 1996).
+    pub const NOTIFY: u8 = 4;
 }
 
 /// Query classes.

@@ -66,7 +66,7 @@ pub fn answer<'s>(
             ..Answer::error(Rcode::ServFail)
         });
     }
-    if matches!(question.qtype, rtype::AXFR | 251 /* IXFR */) {
+    if matches!(question.qtype, rtype::AXFR | rtype::IXFR) {
         return Outcome::Answer(Answer::error(Rcode::Refused));
     }
     let mut out = Answer::authoritative();

@@ -14,16 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dns_transport::{IpNet, MessageStream};
-use dns_wire::{Answer, EdnsInfo, ResponseContext, rtype};
+use dns_wire::{Answer, EdnsInfo, ResponseContext, opcode, rtype};
 use kube_dns_core::ClusterSnapshot;
 use kube_dns_core::zone::{ZoneData, ZoneRecord, ZoneWalk, diff, soa};
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
-/// IXFR's type code (RFC 1995).
-pub const IXFR: u16 = 251;
-/// NOTIFY's opcode (RFC 1996).
-pub const OPCODE_NOTIFY: u8 = 4;
 /// Transfers written at once; more are refused until one ends.
 pub const MAX_TRANSFERS: usize = 4;
 /// The `result` label of `kubedns_zone_transfers_total`.
@@ -142,7 +138,7 @@ impl Transfers {
         let query = dns_wire::parse_query(packet).ok()?;
         let kind = match query.qtype {
             rtype::AXFR => Kind::Axfr,
-            IXFR => Kind::Ixfr,
+            rtype::IXFR => Kind::Ixfr,
             _ => return None,
         };
         if query.opcode != 0 || query.name() != &*current.settings.zone || !current.synced {
@@ -295,7 +291,7 @@ async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<
                 if len >= 12
                     && reply[..2] == id.to_be_bytes()
                     && reply[2] & 0x80 != 0
-                    && (reply[2] >> 3) & 0x0F == OPCODE_NOTIFY
+                    && (reply[2] >> 3) & 0x0F == opcode::NOTIFY
                 {
                     return Ok::<u8, std::io::Error>(reply[3] & 0x0F);
                 }
@@ -321,7 +317,7 @@ async fn notify(target: SocketAddr, zone: &str, serial: u32) -> std::io::Result<
 pub fn notify_message(id: u16, zone: &str, serial: u32) -> Vec<u8> {
     let mut out = dns_wire::build_query(id, zone, rtype::SOA, None);
     // Opcode NOTIFY, AA set, RD cleared; one answer record follows.
-    out[2] = (OPCODE_NOTIFY << 3) | 0x04;
+    out[2] = (opcode::NOTIFY << 3) | 0x04;
     out[7] = 1;
     let record = ZoneRecord {
         owner: zone.trim_end_matches('.').into(),
@@ -451,7 +447,7 @@ mod tests {
         let bytes = notify_message(7, "cluster.local", 1234);
         let message = hickory_proto::op::Message::from_vec(&bytes).expect("parses");
         assert_eq!(message.metadata.id, 7);
-        assert_eq!(u8::from(message.metadata.op_code), OPCODE_NOTIFY);
+        assert_eq!(u8::from(message.metadata.op_code), opcode::NOTIFY);
         assert!(message.metadata.authoritative);
         assert_eq!(message.queries.len(), 1);
         assert_eq!(message.answers.len(), 1);

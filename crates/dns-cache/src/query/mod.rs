@@ -124,7 +124,7 @@ impl CacheHandler {
             }
             Err(_) => return Fast::Drop,
         };
-        if query.opcode == crate::secondary::OPCODE_NOTIFY {
+        if query.opcode == dns_wire::opcode::NOTIFY {
             return crate::secondary::notify(state, &query, transport, peer, out);
         }
         if query.opcode != 0 {

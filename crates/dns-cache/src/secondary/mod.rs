@@ -37,8 +37,6 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--secondary-max-size` by default: bytes read per transfer, and bytes a zone may hold.
 pub const DEFAULT_MAX_SIZE: usize = 16 << 20;
-/// NOTIFY's opcode (RFC 1996).
-pub const OPCODE_NOTIFY: u8 = 4;
 
 /// One `--secondary` zone as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

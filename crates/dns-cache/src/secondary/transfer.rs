@@ -15,9 +15,6 @@ use tokio::net::TcpStream;
 
 use super::zone::{Rec, Zone, ZoneBuilder, ZoneError, soa_fields};
 
-/// IXFR's type code.
-pub const IXFR: u16 = 251;
-
 /// What a transfer may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -254,7 +251,7 @@ async fn incremental(
 
 /// An IXFR query with the SOA held in the authority section.
 fn ixfr_query(id: u16, apex: &str, zone: &Zone) -> Vec<u8> {
-    let mut out = dns_wire::build_query(id, apex, IXFR, None);
+    let mut out = dns_wire::build_query(id, apex, rtype::IXFR, None);
     out[9] = 1; // NSCOUNT
     for label in apex.split('.').filter(|l| !l.is_empty()) {
         out.push(label.len() as u8);

@@ -534,7 +534,9 @@ impl Zone {
     /// Answers `name` (lower case, no trailing dot, inside the zone) for `qtype`, the first of
     /// several addresses moved by `rotation`.
     pub fn answer(&self, name: &str, qtype: u16, rotation: Option<usize>) -> Lookup<'_> {
-        if matches!(qtype, rtype::ANY | rtype::AXFR | 251 | rtype::OPT) || self.delegated(name) {
+        if matches!(qtype, rtype::ANY | rtype::AXFR | rtype::IXFR | rtype::OPT)
+            || self.delegated(name)
+        {
             return Lookup::Forward;
         }
         let mut answer = Answer::authoritative();
