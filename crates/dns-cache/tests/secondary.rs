@@ -13,6 +13,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kube_dns_test_support::dns_client::{query_tcp, query_udp, zone_lines};
+use kube_dns_test_support::hostile::rss_kib;
 use kube_dns_test_support::http_client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -33,6 +34,8 @@ enum Serve {
     WrongId { serial: u32, host: u8 },
     /// Bytes that are no DNS message.
     Garbage,
+    /// The zone with 50,000 more names: far over a small `--secondary-max-size`.
+    Huge { serial: u32 },
     /// An IXFR answered with the SOA alone (a primary without a difference to send), an AXFR
     /// with the zone.
     SoaOnlyForIxfr { serial: u32, host: u8 },
@@ -75,6 +78,23 @@ fn messages(serve: Serve, id: u16, ixfr: bool) -> Vec<Vec<u8>> {
             return vec![m.to_vec().expect("encodes")];
         }
         Serve::SoaOnlyForIxfr { serial, host } => (serial, host, id),
+        Serve::Huge { serial } => {
+            let mut records = vec![soa(serial)];
+            records.extend((0..50_000u32).map(|i| {
+                let ip = Ipv4Addr::from(0x0a00_0000 + i);
+                record(&format!("h{i}.example.test."), RData::A(A(ip)))
+            }));
+            records.push(soa(serial));
+            return records
+                .chunks(1000)
+                .map(|chunk| {
+                    let mut m = Message::response(id, OpCode::Query);
+                    m.add_query(Query::query(name(ZONE), RecordType::AXFR));
+                    m.add_answers(chunk.iter().cloned());
+                    m.to_vec().expect("encodes")
+                })
+                .collect();
+        }
         Serve::Zone { serial, host }
         | Serve::CutShort { serial, host }
         | Serve::Outside { serial, host } => (serial, host, id),
@@ -336,5 +356,50 @@ async fn broken_transfers_leave_the_last_good_copy_answering() -> anyhow::Result
         "{:?}",
         primary.served()
     );
+    Ok(())
+}
+
+/// `--secondary-max-size` bounds what a transfer may take: a zone far over it is refused before
+/// it is read whole, memory stays near its start, and the copy held keeps answering.
+#[tokio::test]
+async fn a_zone_over_the_size_bound_is_refused_and_memory_stays_bounded() -> anyhow::Result<()> {
+    let primary = fake_primary(Serve::Zone { serial: 1, host: 1 }).await?;
+    let cache = start_cache(&[
+        "--no-resolv".into(),
+        format!(
+            "--secondary=/example.test/127.0.0.1#{}",
+            primary.addr.port()
+        ),
+        "--secondary-max-size=1048576".into(),
+        "--metrics-address=127.0.0.1:0".into(),
+    ])
+    .await?;
+    let metrics = cache.process.listening_addr("metrics", WAIT).await?;
+    wait_count(metrics, FULL, 0).await?;
+    let before = rss_kib(cache.process.pid())?;
+    primary.set(Serve::Huge { serial: 2 });
+    for _ in 0..3 {
+        let failed = metric(metrics, FAILED).await?;
+        ensure!(notify(cache.udp, "127.0.0.1").await? == ResponseCode::NoError);
+        wait_count(metrics, FAILED, failed).await?;
+    }
+    ensure!(
+        cache
+            .process
+            .output_text()
+            .contains("larger than --secondary-max-size (1048576 bytes)"),
+        "{}",
+        cache.process.output_text()
+    );
+    let after = rss_kib(cache.process.pid())?;
+    // 50,000 names would take several MiB held in full; the bound stops each try at 1 MiB.
+    ensure!(
+        after < before + 8 * 1024,
+        "VmRSS {before} KiB before, {after} KiB after three tries"
+    );
+    let reply = query_udp(cache.udp, "www.example.test.", RecordType::A).await?;
+    ensure!(www(&reply) == vec!["www.example.test. 60 IN A 10.0.0.1".to_owned()]);
+    let nx = query_udp(cache.udp, "h1.example.test.", RecordType::A).await?;
+    ensure!(nx.metadata.response_code == ResponseCode::NXDomain);
     Ok(())
 }

@@ -150,11 +150,13 @@ impl CacheHandler {
         if let Some(decided) = state.policy.before(&query, &routes) {
             return local::policy(state, &query, transport, decided, out);
         }
-        if let Some(done) = crate::secondary::answer(state, &routes, &query, transport, out) {
+        // The route is looked up once: the secondary zone and forwarding both go by it.
+        let route = routes.route_for(query.name());
+        if let Some(done) = crate::secondary::answer(state, route, &query, transport, out) {
             *source = Source::Zone;
             return done;
         }
-        match routes.route_for(query.name()).map(|r| &r.kind) {
+        match route.map(|r| &r.kind) {
             Some(RouteKind::LocalOnly) => return local::local_only(state, &query, transport, out),
             None => {
                 state.stats.servfail.fetch_add(1, Ordering::Relaxed);

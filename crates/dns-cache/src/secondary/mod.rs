@@ -25,7 +25,7 @@ use dns_wire::{Answer, Query, Rcode, ResponseContext, class};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::CacheState;
-use crate::upstream::{RouteKind, RouteTable};
+use crate::upstream::{Route, RouteKind};
 use transfer::{Fetched, Limits, TransferError};
 use zone::{Lookup, Zone};
 
@@ -122,7 +122,7 @@ impl Secondaries {
 /// not loaded or expired, or a name the primary must answer).
 pub fn answer(
     state: &CacheState,
-    routes: &RouteTable,
+    route: Option<&Route>,
     query: &Query<'_>,
     transport: Transport,
     out: &mut Vec<u8>,
@@ -132,14 +132,13 @@ pub fn answer(
     }
     let secondary = state.secondaries.zone_of(query.name())?;
     // A `--server` for a domain inside the zone keeps its names.
-    if routes
-        .route_for(query.name())
-        .is_some_and(|route| route.domain.len() > secondary.spec.zone.len())
-    {
+    if route.is_some_and(|route| route.domain.len() > secondary.spec.zone.len()) {
         return None;
     }
-    // Expired copies are dropped by the refresh task, so no clock is read here.
-    let copy = secondary.copy.load_full()?;
+    // Expired copies are dropped by the refresh task, so no clock is read here; a guard, not
+    // an `Arc` clone (no shared counter touched per query).
+    let copy = secondary.copy.load();
+    let copy = copy.as_deref()?;
     let rotation = (!state.config.no_round_robin).then_some(usize::from(query.id));
     match copy.answer(query.name(), query.qtype, rotation) {
         Lookup::Answer(answer) => {
