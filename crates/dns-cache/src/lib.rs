@@ -8,6 +8,7 @@
 //! - [`cache`]: the response cache and its TTL rules;
 //! - [`upstream`]: routes, server selection and health;
 //! - [`reload`]: SIGHUP reloads and the other signals; [`soa_watch`] and [`loop_probe`];
+//! - [`node_mode`]: `--node-local`: the interface, the conntrack bypass rules, the handover;
 //! - [`metrics`]: Prometheus text on `--metrics-address`.
 
 pub mod cache;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod hosts;
 pub mod loop_probe;
 pub mod metrics;
+pub mod node_mode;
 pub mod policy;
 pub mod query;
 pub mod reload;
@@ -61,6 +63,10 @@ pub enum RunError {
     UdpThread(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("node-local set-up failed: {0}")]
+    NodeLocal(#[from] node_local::SetupError),
+    #[error("cannot keep the sockets for the handover: {0}")]
+    Handover(#[source] io::Error),
 }
 
 /// Sockets bound before anything runs.
@@ -69,22 +75,37 @@ pub struct Listeners {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
     pub metrics: Option<std::net::TcpListener>,
+    /// `--node-local`: the interface and rules, set up before the sockets were bound.
+    pub node: Option<Arc<node_local::NodeSetup>>,
 }
 
 impl Listeners {
-    /// UDP (`--workers` sockets per address, SO_REUSEPORT) and TCP on every listen address.
+    /// UDP (`--workers` sockets per address, SO_REUSEPORT) and TCP on every listen address;
+    /// in node-local mode after setting up the interface and rules, and with every listener
+    /// in a reuseport group so that a successor can bind beside this instance.
     pub fn bind(config: &CacheConfig) -> Result<Self, RunError> {
+        let node = crate::node_mode::prepare(config)?;
+        let shared = node.is_some();
         let workers = dns_transport::default_workers(config.workers);
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in config.listen_addrs() {
-            let port = dns_transport::bind_dns_port(addr, workers)?;
+            let port = if shared {
+                dns_transport::bind_dns_port_shared(addr, workers)?
+            } else {
+                dns_transport::bind_dns_port(addr, workers)?
+            };
             udp.extend(port.udp);
             tcp.push(port.tcp);
         }
+        let bind_metrics = if shared {
+            dns_transport::bind_tcp_shared
+        } else {
+            dns_transport::bind_tcp
+        };
         let metrics = match config.metrics_address {
             Some(addr) => Some(
-                dns_transport::bind_tcp(addr).map_err(|source| RunError::Bind {
+                bind_metrics(addr).map_err(|source| RunError::Bind {
                     what: "metrics",
                     addr,
                     source,
@@ -92,7 +113,12 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Listeners { udp, tcp, metrics })
+        Ok(Listeners {
+            udp,
+            tcp,
+            metrics,
+            node,
+        })
     }
 }
 
@@ -116,6 +142,18 @@ pub async fn run(
         })?;
     }
     let state = Arc::new(CacheState::from_config(config)?);
+    let node = listeners.node.clone();
+    let handover = match &node {
+        Some(_) => Some(
+            node_mode::Handover::new(
+                &listeners.udp,
+                &listeners.tcp,
+                listeners.metrics.as_ref(),
+            )
+            .map_err(RunError::Handover)?,
+        ),
+        None => None,
+    };
     if state.routes.load().routes.is_empty() {
         tracing::warn!(
             "no upstream servers configured (all names outside local domains get SERVFAIL)"
@@ -197,15 +235,27 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    if let Some(setup) = &node {
+        tasks.spawn(node_mode::keep(state.clone(), setup.clone(), stop.clone()));
+    }
     let _ = ready.send(reloader);
     shutdown.cancelled().await;
     state
         .lameduck
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(handover) = &handover {
+        handover.steer();
+    }
     tracing::info!(lameduck = ?state.config.lameduck, "shutting down: DNS keeps answering");
     tokio::time::sleep(state.config.lameduck).await;
     stop.cancel();
     udp.stop().await;
     while tasks.join_next().await.is_some() {}
+    // Every socket closed: a successor, if any, holds the port alone now.
+    drop(handover);
+    if let Some(setup) = node {
+        let skip = state.config.skip_teardown;
+        let _ = tokio::task::spawn_blocking(move || node_mode::finish(&setup, skip)).await;
+    }
     Ok(())
 }

@@ -123,6 +123,7 @@ pub fn render(state: &CacheState) -> String {
         ));
     }
     crate::secondary::render_metrics(&state.secondaries, state.now_ms(), &mut out);
+    crate::node_mode::render_metrics(state, &mut out);
     state.query_log_stats.render("dnscache", &mut out);
     let upstreams = state.routes.load().distinct_upstreams();
     dns_transport::upstream::render_metrics("dnscache", &upstreams, &mut out);

@@ -70,6 +70,8 @@ pub struct CacheState {
     pub query_log: Option<Arc<dns_transport::query_log::QueryLog>>,
     /// What the query log wrote and dropped (zero when off).
     pub query_log_stats: Arc<dns_transport::query_log::QueryLogStats>,
+    /// What node-local mode's checks restored.
+    pub node_local_stats: crate::node_mode::NodeLocalStats,
 }
 
 impl CacheState {
@@ -138,6 +140,7 @@ impl CacheState {
             http: Arc::default(),
             tcp: Arc::default(),
             lameduck: AtomicBool::new(false),
+            node_local_stats: Default::default(),
         }
     }
 

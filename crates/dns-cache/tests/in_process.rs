@@ -36,6 +36,7 @@ async fn start(upstream: &FakeUpstream, extra: &[&str]) -> anyhow::Result<Cache>
         udp: Vec::new(),
         tcp: vec![tcp],
         metrics: None,
+        node: None,
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

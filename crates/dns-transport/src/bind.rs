@@ -92,13 +92,32 @@ fn bind_dns_port_with(
     Err(last.expect("at least one try"))
 }
 
+/// [`bind_dns_port`] for an instance that hands its port over to a successor
+/// ([`crate::handover`]): the TCP listener also joins a reuseport group, so the next instance
+/// can bind beside it.
+pub fn bind_dns_port_shared(addr: SocketAddr, workers: usize) -> Result<DnsPort, DnsPortError> {
+    bind_dns_port_with(addr, workers, bind_tcp_shared)
+}
+
 /// Binds a listening TCP socket (non-blocking, ready for tokio).
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp_with(addr, false)
+}
+
+/// [`bind_tcp`] with SO_REUSEPORT, for a listener a successor instance will share.
+pub fn bind_tcp_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp_with(addr, true)
+}
+
+fn bind_tcp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;

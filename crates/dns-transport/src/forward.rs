@@ -353,9 +353,12 @@ async fn one_try(
     let _outstanding = upstream.begin();
     let started = clock::now();
     let broken = || upstream.broken_reply();
-    let exchanged = match transport {
-        Transport::Udp => udp_exchange_untimed(upstream.addr, &packet, limit, &broken).await,
-        Transport::Tcp => tcp_exchange(upstream.addr, &packet, &broken).await,
+    let exchanged = match (&upstream.pool, transport) {
+        (Some(pool), _) => pooled_exchange(pool, &packet, &broken).await,
+        (None, Transport::Udp) => {
+            udp_exchange_untimed(upstream.addr, &packet, limit, &broken).await
+        }
+        (None, Transport::Tcp) => tcp_exchange(upstream.addr, &packet, &broken).await,
     };
     let result = match exchanged {
         Ok((reply, info)) => {
@@ -465,6 +468,30 @@ async fn udp_exchange_untimed(
     }
 }
 
+/// One exchange over a pooled connection, checked like [`tcp_exchange`].
+async fn pooled_exchange(
+    pool: &crate::tcp_pool::TcpPool,
+    packet: &[u8],
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    let reply = pool.exchange(packet).await?;
+    check_tcp_reply(packet, reply, broken)
+}
+
+fn check_tcp_reply(
+    packet: &[u8],
+    reply: Vec<u8>,
+    broken: &(dyn Fn() + Sync),
+) -> io::Result<(Vec<u8>, ReplyInfo)> {
+    match upstream_reply::check_reply(packet, &reply) {
+        Ok(info) => Ok((reply, info)),
+        Err(error) => {
+            broken();
+            Err(io::Error::new(io::ErrorKind::InvalidData, error))
+        }
+    }
+}
+
 /// One TCP exchange (RFC 7766 framing), checked like [`udp_exchange`]; a broken reply ends it.
 /// No deadline: the caller bounds it.
 async fn tcp_exchange(
@@ -483,11 +510,5 @@ async fn tcp_exchange(
     stream.read_exact(&mut len).await?;
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut reply).await?;
-    match upstream_reply::check_reply(packet, &reply) {
-        Ok(info) => Ok((reply, info)),
-        Err(error) => {
-            broken();
-            Err(io::Error::new(io::ErrorKind::InvalidData, error))
-        }
-    }
+    check_tcp_reply(packet, reply, broken)
 }

@@ -20,6 +20,8 @@
 //! | [`budget`] | one budget for work in flight, in entries and bytes, fair between clients |
 //! | [`udp`] | UDP worker threads |
 //! | [`tcp`] | DNS over TCP |
+//! | [`tcp_pool`] | long-lived, pipelined TCP connections to an upstream |
+//! | [`handover`] | steering a reuseport group to a successor instance |
 //! | [`forward`] | the forwarding engine: tries, deadline, reply checks |
 //! | [`upstream`] | each upstream server's health and statistics |
 //! | [`clock`] | the one reading of the clock (tokio's, pausable) |
@@ -35,22 +37,26 @@ pub mod client;
 pub mod clock;
 pub mod forward;
 pub mod handler;
+pub mod handover;
 pub mod lookup;
 pub mod query_log;
 pub mod resolv_conf;
 pub mod routes;
 pub mod tcp;
+pub mod tcp_pool;
 pub mod udp;
 pub mod upstream;
 
 pub use acl::IpNet;
 pub use bind::{
-    DnsPort, DnsPortError, bind_dns_port, bind_tcp, bind_udp, bind_udp_group, default_workers,
+    DnsPort, DnsPortError, bind_dns_port, bind_dns_port_shared, bind_tcp, bind_tcp_shared, bind_udp,
+    bind_udp_group, default_workers,
 };
 pub use budget::{Budget, BudgetLimits, BudgetStats, Charge, Refusal};
 pub use client::exchange_udp;
 pub use handler::{Fast, MessageStream, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
+pub use tcp_pool::{PoolStats, TcpPool};
 pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};
 pub use udp::{UdpMode, UdpStats, UdpWorkers};

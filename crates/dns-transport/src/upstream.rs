@@ -41,6 +41,8 @@ pub struct Upstream {
     /// Queries that got no valid reply from this server before their deadline (dnsmasq's
     /// `failed queries`).
     pub failures: AtomicU64,
+    /// `--tcp-upstream`: asked over these pooled TCP connections instead of UDP.
+    pub pool: Option<Arc<crate::tcp_pool::TcpPool>>,
 }
 
 impl Upstream {
@@ -58,7 +60,14 @@ impl Upstream {
             late: AtomicU64::new(0),
             broken: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            pool: None,
         }
+    }
+
+    /// Asked over a pool of `size` long-lived, pipelined TCP connections.
+    pub fn with_tcp_pool(mut self, size: usize) -> Self {
+        self.pool = Some(Arc::new(crate::tcp_pool::TcpPool::new(self.addr, size)));
+        self
     }
 
     /// Tries waiting on this server now.

@@ -1,6 +1,7 @@
 //! The getopt-style parser: short bundles (`-kN`, `-p5353`), long options with `=` or a
 //! separate value, and `--conf-file` lines (`option[=value]`, `#` comments).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,7 +61,26 @@ impl CacheConfig {
             };
             config.apply(long, value.as_deref())?;
         }
+        config.check_node_local()?;
         Ok(config)
+    }
+
+    /// `--node-local` needs its addresses, and its options mean nothing without it.
+    fn check_node_local(&self) -> Result<(), CliError> {
+        let bad = |option: &str, reason: &str| CliError::BadValue {
+            option: option.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.node_local && self.local_ips.is_empty() {
+            return Err(bad(
+                "--node-local",
+                "needs --local-ip (the link-local address, and the DNS Service IP where kube-proxy does not hold it)",
+            ));
+        }
+        if !self.node_local && !self.local_ips.is_empty() {
+            return Err(bad("--local-ip", "only with --node-local"));
+        }
+        Ok(())
     }
 
     /// Applies one option (long name) with its value.
@@ -138,6 +158,54 @@ impl CacheConfig {
                 .secondaries
                 .extend(parse_secondary(need()?).map_err(|e| bad(e.to_string()))?),
             "secondary-max-size" => self.secondary_max_size = number(need()?)?.max(1024) as usize,
+            "node-local" => self.node_local = true,
+            "local-ip" => {
+                for part in need()?.split(',').filter(|p| !p.trim().is_empty()) {
+                    let ip: IpAddr = part
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(format!("{part:?} is not an IP address")))?;
+                    if ip.is_unspecified() || ip.is_multicast() {
+                        return Err(bad(format!("{ip} cannot be a node's address")));
+                    }
+                    if !self.local_ips.contains(&ip) {
+                        self.local_ips.push(ip);
+                    }
+                }
+            }
+            "interface-name" => {
+                let name = need()?;
+                node_local::interface::valid_name(name).map_err(bad)?;
+                self.interface_name = name.to_owned();
+            }
+            "interface-kind" => self.interface_kind = need()?.parse().map_err(bad)?,
+            "netfilter" => self.netfilter = need()?.parse().map_err(bad)?,
+            "skip-teardown" => self.skip_teardown = true,
+            "node-sync-interval" => {
+                let v = need()?;
+                let interval = match v.parse::<u64>() {
+                    Ok(ms) => Duration::from_millis(ms),
+                    Err(_) => daemon_support::go_flags::parse_go_duration(v)
+                        .map_err(|e| bad(e.to_string()))?,
+                };
+                if interval < Duration::from_millis(100) {
+                    return Err(bad(format!("{v:?} is under 100ms")));
+                }
+                self.node_sync_interval = interval;
+            }
+            "tcp-upstream" => {
+                let addr = parse_address(need()?).map_err(|e| bad(e.to_string()))?;
+                if !self.tcp_upstreams.contains(&addr) {
+                    self.tcp_upstreams.push(addr);
+                }
+            }
+            "tcp-pool-size" => {
+                let n = number(need()?)?;
+                if !(1..=64).contains(&n) {
+                    return Err(bad(format!("{n} is not 1 to 64")));
+                }
+                self.tcp_pool_size = n as usize;
+            }
             "server" | "local" => self
                 .servers
                 .push(parse_server(need()?).map_err(|e| bad(e.to_string()))?),

@@ -62,6 +62,11 @@ pub const DEFAULT_FORWARD_DEADLINE: Duration = Duration::from_secs(4);
 pub const DEFAULT_LAMEDUCK: Duration = Duration::from_secs(5);
 /// Where dnsmasq reads upstreams by default.
 pub const DEFAULT_RESOLV_FILE: &str = "/etc/resolv.conf";
+/// `--node-sync-interval`: NodeLocal DNSCache's default.
+pub const DEFAULT_NODE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// `--tcp-pool-size`: connections per `--tcp-upstream` server. Each is pipelined, so two
+/// carry a node's misses; the second keeps queries flowing while the first is replaced.
+pub const DEFAULT_TCP_POOL_SIZE: usize = 2;
 /// dnsmasq's default for `--use-stale-cache` without a value: one day.
 pub const DEFAULT_STALE_SECS: u32 = 86400;
 
@@ -190,6 +195,26 @@ pub struct CacheConfig {
     pub secondaries: Vec<crate::secondary::SecondarySpec>,
     /// `--secondary-max-size`: bytes a transfer reads, and a copy holds, at most.
     pub secondary_max_size: usize,
+    // ---- node-local mode ----
+    /// `--node-local`: set up the interface and conntrack bypass rules, hand the sockets over
+    /// to a successor on SIGTERM.
+    pub node_local: bool,
+    /// `--local-ip`: the addresses carried by the interface and listened on.
+    pub local_ips: Vec<IpAddr>,
+    /// `--interface-name`.
+    pub interface_name: String,
+    /// `--interface-kind`.
+    pub interface_kind: node_local::InterfaceKind,
+    /// `--netfilter`.
+    pub netfilter: node_local::NetfilterMode,
+    /// `--skip-teardown`: leave the interface and rules in place on exit.
+    pub skip_teardown: bool,
+    /// `--node-sync-interval`: how often the interface and rules are checked.
+    pub node_sync_interval: Duration,
+    /// `--tcp-upstream`: servers asked over pooled TCP connections.
+    pub tcp_upstreams: Vec<SocketAddr>,
+    /// `--tcp-pool-size`: connections per such server.
+    pub tcp_pool_size: usize,
     // ---- answer policy (dnsmasq's, then ours) ----
     /// `--address=/domain/.../ip` lines with addresses (those without are local-only servers).
     pub addresses: Vec<AddressSpec>,
@@ -261,6 +286,15 @@ impl Default for CacheConfig {
             watch_soa_interval: Duration::from_millis(250),
             secondaries: Vec::new(),
             secondary_max_size: crate::secondary::DEFAULT_MAX_SIZE,
+            node_local: false,
+            local_ips: Vec::new(),
+            interface_name: node_local::interface::DEFAULT_INTERFACE.to_owned(),
+            interface_kind: node_local::InterfaceKind::default(),
+            netfilter: node_local::NetfilterMode::default(),
+            skip_teardown: false,
+            node_sync_interval: DEFAULT_NODE_SYNC_INTERVAL,
+            tcp_upstreams: Vec::new(),
+            tcp_pool_size: DEFAULT_TCP_POOL_SIZE,
             addresses: Vec::new(),
             domain_needed: false,
             bogus_priv: false,
@@ -281,8 +315,17 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
-    /// The addresses to listen on (dnsmasq listens on every address by default).
+    /// The addresses to listen on (dnsmasq listens on every address by default; node-local
+    /// mode on its `--local-ip` addresses and any `--listen-address`).
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        if self.node_local {
+            let mut ips = self.local_ips.clone();
+            ips.extend(self.listen_addresses.iter().filter(|ip| !self.local_ips.contains(ip)));
+            return ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, self.port))
+                .collect();
+        }
         if self.listen_addresses.is_empty() {
             return vec![SocketAddr::new(IpAddr::from([0, 0, 0, 0]), self.port)];
         }
@@ -290,5 +333,19 @@ impl CacheConfig {
             .iter()
             .map(|ip| SocketAddr::new(*ip, self.port))
             .collect()
+    }
+
+    /// What node-local mode sets up (None when it is off).
+    pub fn node_local_spec(&self) -> Option<node_local::NodeLocalSpec> {
+        self.node_local.then(|| node_local::NodeLocalSpec {
+            ips: self.local_ips.clone(),
+            port: self.port,
+            interface: node_local::InterfaceSpec {
+                name: self.interface_name.clone(),
+                kind: self.interface_kind,
+            },
+            netfilter: self.netfilter,
+            tools: node_local::Tools::default(),
+        })
     }
 }

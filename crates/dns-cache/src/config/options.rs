@@ -76,6 +76,15 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("log-rate", None, Arg::Required),
     ("secondary", None, Arg::Required),
     ("secondary-max-size", None, Arg::Required),
+    ("node-local", None, Arg::None),
+    ("local-ip", None, Arg::Required),
+    ("interface-name", None, Arg::Required),
+    ("interface-kind", None, Arg::Required),
+    ("netfilter", None, Arg::Required),
+    ("skip-teardown", None, Arg::None),
+    ("node-sync-interval", None, Arg::Required),
+    ("tcp-upstream", None, Arg::Required),
+    ("tcp-pool-size", None, Arg::Required),
 ];
 
 /// dnsmasq options accepted on purpose without effect, each with the reason (one warning at

@@ -96,15 +96,27 @@ pub fn build_routes(
             .map_or(1, |(_, w)| *w)
     };
     let mut upstreams: HashMap<SocketAddr, Arc<Upstream>> = HashMap::new();
+    let pooled = |addr: &SocketAddr| config.tcp_upstreams.contains(addr);
     let mut upstream_for = |addr: SocketAddr| {
         upstreams
             .entry(addr)
             .or_insert_with(|| {
                 previous
                     .get(&addr)
-                    .filter(|u| u.weight == weight_of(&addr))
+                    .filter(|u| {
+                        u.weight == weight_of(&addr)
+                            && u.pool.as_ref().map(|p| p.size())
+                                == pooled(&addr).then_some(config.tcp_pool_size)
+                    })
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Upstream::new(addr, weight_of(&addr))))
+                    .unwrap_or_else(|| {
+                        let upstream = Upstream::new(addr, weight_of(&addr));
+                        Arc::new(if pooled(&addr) {
+                            upstream.with_tcp_pool(config.tcp_pool_size)
+                        } else {
+                            upstream
+                        })
+                    })
             })
             .clone()
     };

@@ -1,0 +1,138 @@
+//! Handing a port over to a successor without losing a query.
+//!
+//! Two instances bound to one address with SO_REUSEPORT form one reuseport group: the kernel
+//! spreads new packets (and new TCP connections) over every socket of the group, by hash. When
+//! the old instance closes its sockets, whatever waits in their queues is lost. So the old
+//! instance, on SIGTERM, first attaches a classic BPF program to the group
+//! (SO_ATTACH_REUSEPORT_CBPF) that sends every new packet to a socket past its own: the group's
+//! sockets are numbered in the order they joined, and the old instance's `own` sockets come
+//! first, so indices `own..` are the successor's. Its own queues then only drain, and it can
+//! close them empty after the lameduck.
+//!
+//! Without a successor the program's index is past the end of the group, and the kernel falls
+//! back to its hash: the old instance keeps answering alone. The program stays with the group
+//! after the old instance leaves; it only takes effect again when a later instance joins, which
+//! then gets the new packets at once, as it would after its predecessor's SIGTERM.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+// linux/filter.h: classic BPF opcodes and the ancillary "random number" load.
+/// BPF_LD | BPF_W | BPF_ABS
+const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_ALU | BPF_MOD | BPF_K
+const BPF_ALU_MOD_K: u16 = 0x94;
+/// BPF_ALU | BPF_ADD | BPF_K
+const BPF_ALU_ADD_K: u16 = 0x04;
+/// BPF_RET | BPF_A
+const BPF_RET_A: u16 = 0x16;
+const SKF_AD_OFF: i32 = -0x1000;
+const SKF_AD_RANDOM: i32 = 56;
+
+/// The program: a random index in `own..2*own` (the successor's first `own` sockets).
+pub fn successor_program(own: u32) -> [libc::sock_filter; 4] {
+    let own = own.max(1);
+    let insn = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    [
+        insn(BPF_LD_W_ABS, (SKF_AD_OFF + SKF_AD_RANDOM) as u32),
+        insn(BPF_ALU_MOD_K, own),
+        insn(BPF_ALU_ADD_K, own),
+        insn(BPF_RET_A, 0),
+    ]
+}
+
+/// Steers the reuseport group of `socket` (UDP socket or TCP listener) to the sockets that
+/// joined after our `own` ones.
+pub fn steer_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
+    let mut program = successor_program(own);
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    attach(socket.as_fd().as_raw_fd(), &fprog)
+}
+
+#[allow(unsafe_code)]
+fn attach(fd: i32, fprog: &libc::sock_fprog) -> io::Result<()> {
+    // SAFETY: `fprog` points at a live program of `len` instructions for the duration of the
+    // call; the kernel copies it. `fd` is a socket borrowed by the caller.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn group(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+        crate::bind::bind_udp_group(addr, n)
+    }
+
+    fn received(sockets: &[UdpSocket]) -> Vec<usize> {
+        sockets
+            .iter()
+            .map(|s| {
+                let mut buf = [0u8; 16];
+                let mut n = 0;
+                while s.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+            .collect()
+    }
+
+    #[test]
+    fn after_steering_every_packet_goes_to_the_successor() -> io::Result<()> {
+        let old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 2)?;
+        let addr = old[0].local_addr()?;
+        let new = group(addr, 2)?;
+        for s in old.iter().chain(&new) {
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        }
+        steer_to_successor(&old[0], 2)?;
+        // Each packet from its own source port, so the hash alone would spread them.
+        for _ in 0..64 {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+        }
+        let old_got = received(&old);
+        let new_got = received(&new);
+        assert_eq!(old_got, vec![0, 0], "the old instance's sockets only drain");
+        assert_eq!(new_got.iter().sum::<usize>(), 64);
+        assert!(new_got.iter().all(|&n| n > 0), "spread over the successor's sockets: {new_got:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn without_a_successor_the_old_instance_keeps_answering() -> io::Result<()> {
+        let old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 1)?;
+        let addr = old[0].local_addr()?;
+        old[0].set_read_timeout(Some(Duration::from_millis(50)))?;
+        steer_to_successor(&old[0], 1)?;
+        for _ in 0..8 {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+        }
+        assert_eq!(received(&old), vec![8]);
+        Ok(())
+    }
+}
