@@ -104,13 +104,11 @@ impl Listeners {
             dns_transport::bind_tcp
         };
         let metrics = match config.metrics_address {
-            Some(addr) => Some(
-                bind_metrics(addr).map_err(|source| RunError::Bind {
-                    what: "metrics",
-                    addr,
-                    source,
-                })?,
-            ),
+            Some(addr) => Some(bind_metrics(addr).map_err(|source| RunError::Bind {
+                what: "metrics",
+                addr,
+                source,
+            })?),
             None => None,
         };
         Ok(Listeners {
@@ -145,12 +143,8 @@ pub async fn run(
     let node = listeners.node.clone();
     let handover = match &node {
         Some(_) => Some(
-            node_mode::Handover::new(
-                &listeners.udp,
-                &listeners.tcp,
-                listeners.metrics.as_ref(),
-            )
-            .map_err(RunError::Handover)?,
+            node_mode::Handover::new(&listeners.udp, &listeners.tcp, listeners.metrics.as_ref())
+                .map_err(RunError::Handover)?,
         ),
         None => None,
     };
@@ -248,6 +242,9 @@ pub async fn run(
     }
     tracing::info!(lameduck = ?state.config.lameduck, "shutting down: DNS keeps answering");
     tokio::time::sleep(state.config.lameduck).await;
+    if let Some(handover) = &handover {
+        handover.pin();
+    }
     stop.cancel();
     udp.stop().await;
     while tasks.join_next().await.is_some() {}

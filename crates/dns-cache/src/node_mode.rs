@@ -63,7 +63,10 @@ pub async fn keep(state: Arc<CacheState>, setup: Arc<NodeSetup>, stop: Cancellat
             Ok(Ok(restored)) => {
                 if restored.interface {
                     stats.restored_interface.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(interface = setup.spec.interface.name, "node-local: the interface or an address was missing; restored");
+                    tracing::warn!(
+                        interface = setup.spec.interface.name,
+                        "node-local: the interface or an address was missing; restored"
+                    );
                 }
                 if restored.rules > 0 {
                     stats
@@ -117,11 +120,21 @@ impl Handover {
         Ok(Handover { groups })
     }
 
-    /// Sends every group's new packets and connections to the sockets that joined after ours.
+    /// Sends every group's new packets and connections to the sockets that joined after ours
+    /// (at SIGTERM).
     pub fn steer(&self) {
         for (fd, own) in &self.groups {
             if let Err(error) = dns_transport::handover::steer_to_successor(fd, *own) {
                 tracing::warn!(%error, "node-local: cannot steer a socket group to a successor");
+            }
+        }
+    }
+
+    /// Pins every group to the successor's first socket, before our sockets close one by one.
+    pub fn pin(&self) {
+        for (fd, own) in &self.groups {
+            if let Err(error) = dns_transport::handover::pin_to_successor(fd, *own) {
+                tracing::warn!(%error, "node-local: cannot pin a socket group to a successor");
             }
         }
     }

@@ -9,10 +9,17 @@
 //! first, so indices `own..` are the successor's. Its own queues then only drain, and it can
 //! close them empty after the lameduck.
 //!
+//! Closing the old sockets one by one reshuffles the group (the kernel moves the last socket
+//! into each freed place), so an index past the old ones can point at nothing while some old
+//! sockets are still open, and the kernel's hash could then pick one of them. Just before
+//! closing, the old instance therefore pins the group to index `own` alone ([`pin_to_successor`]):
+//! while any old socket is open that place holds one of the successor's sockets.
+//!
 //! Without a successor the program's index is past the end of the group, and the kernel falls
 //! back to its hash: the old instance keeps answering alone. The program stays with the group
 //! after the old instance leaves; it only takes effect again when a later instance joins, which
-//! then gets the new packets at once, as it would after its predecessor's SIGTERM.
+//! then gets the new packets at once (on its first socket), as it would after its
+//! predecessor's SIGTERM.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -29,16 +36,22 @@ const BPF_RET_A: u16 = 0x16;
 const SKF_AD_OFF: i32 = -0x1000;
 const SKF_AD_RANDOM: i32 = 56;
 
-/// The program: a random index in `own..2*own` (the successor's first `own` sockets).
-pub fn successor_program(own: u32) -> [libc::sock_filter; 4] {
-    let own = own.max(1);
-    let insn = |code: u16, k: u32| libc::sock_filter {
+/// BPF_RET | BPF_K
+const BPF_RET_K: u16 = 0x06;
+
+fn insn(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
         code,
         jt: 0,
         jf: 0,
         k,
-    };
-    [
+    }
+}
+
+/// The program: a random index in `own..2*own` (the successor's first `own` sockets).
+pub fn successor_program(own: u32) -> Vec<libc::sock_filter> {
+    let own = own.max(1);
+    vec![
         insn(BPF_LD_W_ABS, (SKF_AD_OFF + SKF_AD_RANDOM) as u32),
         insn(BPF_ALU_MOD_K, own),
         insn(BPF_ALU_ADD_K, own),
@@ -46,19 +59,33 @@ pub fn successor_program(own: u32) -> [libc::sock_filter; 4] {
     ]
 }
 
+/// The program for the closing: index `own`, the successor's first socket.
+pub fn pinned_program(own: u32) -> Vec<libc::sock_filter> {
+    vec![insn(BPF_RET_K, own.max(1))]
+}
+
 /// Steers the reuseport group of `socket` (UDP socket or TCP listener) to the sockets that
-/// joined after our `own` ones.
+/// joined after our `own` ones, spread over them.
 pub fn steer_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
-    let mut program = successor_program(own);
+    attach(socket, successor_program(own))
+}
+
+/// Sends the group's packets to the successor's first socket only: safe while our sockets
+/// close one by one.
+pub fn pin_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
+    attach(socket, pinned_program(own))
+}
+
+fn attach(socket: &impl AsFd, mut program: Vec<libc::sock_filter>) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    attach(socket.as_fd().as_raw_fd(), &fprog)
+    setsockopt_cbpf(socket.as_fd().as_raw_fd(), &fprog)
 }
 
 #[allow(unsafe_code)]
-fn attach(fd: i32, fprog: &libc::sock_fprog) -> io::Result<()> {
+fn setsockopt_cbpf(fd: i32, fprog: &libc::sock_fprog) -> io::Result<()> {
     // SAFETY: `fprog` points at a live program of `len` instructions for the duration of the
     // call; the kernel copies it. `fd` is a socket borrowed by the caller.
     let rc = unsafe {
@@ -119,7 +146,37 @@ mod tests {
         let new_got = received(&new);
         assert_eq!(old_got, vec![0, 0], "the old instance's sockets only drain");
         assert_eq!(new_got.iter().sum::<usize>(), 64);
-        assert!(new_got.iter().all(|&n| n > 0), "spread over the successor's sockets: {new_got:?}");
+        assert!(
+            new_got.iter().all(|&n| n > 0),
+            "spread over the successor's sockets: {new_got:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn pinned_the_successor_gets_every_packet_while_the_old_sockets_close() -> io::Result<()> {
+        let mut old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 3)?;
+        let addr = old[0].local_addr()?;
+        let new = group(addr, 3)?;
+        for s in old.iter().chain(&new) {
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        }
+        pin_to_successor(&old[0], 3)?;
+        // Close the old sockets one at a time, sending between the closes.
+        let mut sent = 0;
+        while !old.is_empty() {
+            for _ in 0..16 {
+                UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+                sent += 1;
+            }
+            assert_eq!(
+                received(&old).iter().sum::<usize>(),
+                0,
+                "an old socket got a packet"
+            );
+            old.remove(0);
+        }
+        assert_eq!(received(&new).iter().sum::<usize>(), sent);
         Ok(())
     }
 

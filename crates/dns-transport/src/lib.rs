@@ -49,14 +49,14 @@ pub mod upstream;
 
 pub use acl::IpNet;
 pub use bind::{
-    DnsPort, DnsPortError, bind_dns_port, bind_dns_port_shared, bind_tcp, bind_tcp_shared, bind_udp,
-    bind_udp_group, default_workers,
+    DnsPort, DnsPortError, bind_dns_port, bind_dns_port_shared, bind_tcp, bind_tcp_shared,
+    bind_udp, bind_udp_group, default_workers,
 };
 pub use budget::{Budget, BudgetLimits, BudgetStats, Charge, Refusal};
 pub use client::exchange_udp;
 pub use handler::{Fast, MessageStream, PacketHandler, SLOW_QUERY_OVERHEAD, Transport};
 pub use lookup::{LookupError, lookup_host};
 pub use routes::SuffixRoutes;
-pub use tcp_pool::{PoolStats, TcpPool};
 pub use tcp::{TCP_IDLE_TIMEOUT, TcpConnections, TcpLimits, serve_tcp};
+pub use tcp_pool::{PoolStats, TcpPool};
 pub use udp::{UdpMode, UdpStats, UdpWorkers};

@@ -203,7 +203,9 @@ mod tests {
 
     /// A server that reads `n` queries before answering any, then answers them in reverse
     /// order: only a pipelining client with ID matching gets every answer right.
-    async fn reversing_server(n: usize) -> io::Result<(SocketAddr, tokio::task::JoinHandle<usize>)> {
+    async fn reversing_server(
+        n: usize,
+    ) -> io::Result<(SocketAddr, tokio::task::JoinHandle<usize>)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
@@ -263,7 +265,11 @@ mod tests {
             assert_eq!(dns_wire::packet_id(&reply), Some(id));
             assert_eq!(reply[12], marker, "the answer to this query, not another");
         }
-        assert_eq!(pool.stats.connects.load(Ordering::Relaxed), 1, "one connection");
+        assert_eq!(
+            pool.stats.connects.load(Ordering::Relaxed),
+            1,
+            "one connection"
+        );
         drop(pool);
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), server)

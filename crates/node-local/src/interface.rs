@@ -46,7 +46,10 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_IFNAME {
         return Err(format!("{name:?} is not 1 to {MAX_IFNAME} bytes"));
     }
-    if name == "." || name == ".." || name.contains(['/', ':']) || name.contains(char::is_whitespace)
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
     {
         return Err(format!("{name:?} is not a valid interface name"));
     }
@@ -60,7 +63,9 @@ pub enum InterfaceError {
     Netlink(#[source] io::Error),
     #[error("interface {0} does not exist (--interface-kind=existing)")]
     Missing(String),
-    #[error("cannot create dummy interface {name}: {source} (a kernel without the dummy module: create the interface yourself and use --interface-kind=existing)")]
+    #[error(
+        "cannot create dummy interface {name}: {source} (a kernel without the dummy module: create the interface yourself and use --interface-kind=existing)"
+    )]
     Create {
         name: String,
         #[source]

@@ -166,14 +166,32 @@ pub fn iptables_rules(ips: &[IpAddr], port: u16) -> Vec<IptablesRule> {
         let v6 = ip.is_ipv6();
         for proto in ["udp", "tcp"] {
             let to = |target: &str| -> Vec<String> {
-                ["-d", &ip.to_string(), "-p", proto, "--dport", &port.to_string(), "-j", target]
-                    .map(str::to_owned)
-                    .to_vec()
+                [
+                    "-d",
+                    &ip.to_string(),
+                    "-p",
+                    proto,
+                    "--dport",
+                    &port.to_string(),
+                    "-j",
+                    target,
+                ]
+                .map(str::to_owned)
+                .to_vec()
             };
             let from = |target: &str| -> Vec<String> {
-                ["-s", &ip.to_string(), "-p", proto, "--sport", &port.to_string(), "-j", target]
-                    .map(str::to_owned)
-                    .to_vec()
+                [
+                    "-s",
+                    &ip.to_string(),
+                    "-p",
+                    proto,
+                    "--sport",
+                    &port.to_string(),
+                    "-j",
+                    target,
+                ]
+                .map(str::to_owned)
+                .to_vec()
             };
             let rule = |table, chain, spec| IptablesRule {
                 v6,
@@ -203,7 +221,10 @@ pub fn nft_chains(ips: &[IpAddr], port: u16) -> [(&'static str, &'static str, Ve
             output.push(format!("{family} saddr {ip} {proto} sport {port} notrack"));
         }
     }
-    [("prerouting", "prerouting", prerouting), ("output", "output", output)]
+    [
+        ("prerouting", "prerouting", prerouting),
+        ("output", "output", output),
+    ]
 }
 
 /// The script that replaces our table in one transaction (creating it first, so the delete
@@ -385,7 +406,10 @@ mod tests {
             "filter INPUT -d 169.254.20.10 -p tcp --dport 53 -j ACCEPT",
             "filter OUTPUT -s 169.254.20.10 -p udp --sport 53 -j ACCEPT",
         ] {
-            assert!(lines.iter().any(|l| l == expected), "{expected} in {lines:?}");
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{expected} in {lines:?}"
+            );
         }
         assert_eq!(rules.iter().filter(|r| r.v6).count(), 10);
     }
@@ -437,6 +461,9 @@ mod tests {
             },
         };
         let error = rules.ensure().expect_err("no iptables");
-        assert!(error.to_string().contains("/nonexistent/iptables"), "{error}");
+        assert!(
+            error.to_string().contains("/nonexistent/iptables"),
+            "{error}"
+        );
     }
 }

@@ -440,7 +440,10 @@ mod tests {
         assert_eq!(attrs.len(), 2);
         assert_eq!(attrs[0], (IFLA_IFNAME, &b"nodelocaldns\0"[..]));
         assert_eq!(attrs[1].0, IFLA_LINKINFO);
-        assert_eq!(attributes(attrs[1].1), vec![(IFLA_INFO_KIND, &b"dummy"[..])]);
+        assert_eq!(
+            attributes(attrs[1].1),
+            vec![(IFLA_INFO_KIND, &b"dummy"[..])]
+        );
         // Every attribute is padded to four bytes, and so is the message.
         assert_eq!(msg.len() % 4, 0);
         assert_eq!(msg.len(), 16 + 16 + align4(4 + 13) + 4 + align4(4 + 5));

@@ -49,10 +49,14 @@ pub fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Resul
 
 /// The containers of the `kube-dns` Deployment, by name.
 pub fn containers(objects: &[Value]) -> anyhow::Result<HashMap<String, Value>> {
-    let deployment = object(objects, "Deployment", "kube-dns")?;
-    let list = deployment["spec"]["template"]["spec"]["containers"]
+    pod_containers(object(objects, "Deployment", "kube-dns")?)
+}
+
+/// The containers of a workload's pod template (Deployment, DaemonSet), by name.
+pub fn pod_containers(workload: &Value) -> anyhow::Result<HashMap<String, Value>> {
+    let list = workload["spec"]["template"]["spec"]["containers"]
         .as_array()
-        .context("Deployment has no containers")?;
+        .with_context(|| format!("{} has no containers", workload["kind"]))?;
     Ok(list
         .iter()
         .map(|c| (c["name"].as_str().unwrap_or("").to_owned(), c.clone()))
@@ -62,14 +66,23 @@ pub fn containers(objects: &[Value]) -> anyhow::Result<HashMap<String, Value>> {
 /// A container's args with `$(VAR)` expanded from its literal `env`, as the kubelet does
 /// (`$$` is a literal `$`; an unknown variable stays as written).
 pub fn expanded_args(container: &Value) -> anyhow::Result<Vec<String>> {
-    let env: HashMap<&str, &str> = container["env"]
-        .as_array()
-        .map(|vars| {
+    expanded_args_with(container, &[])
+}
+
+/// [`expanded_args`] with the variables the kubelet adds on its own (a Service's
+/// `<NAME>_SERVICE_HOST`, say) in `extra`; the container's `env` wins over them, as in the
+/// kubelet.
+pub fn expanded_args_with(
+    container: &Value,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Vec<String>> {
+    let mut env: HashMap<&str, &str> = extra.iter().copied().collect();
+    if let Some(vars) = container["env"].as_array() {
+        env.extend(
             vars.iter()
-                .filter_map(|v| Some((v["name"].as_str()?, v["value"].as_str()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+                .filter_map(|v| Some((v["name"].as_str()?, v["value"].as_str()?))),
+        );
+    }
     let args = container["args"]
         .as_array()
         .with_context(|| format!("container {} has no args", container["name"]))?;

@@ -502,6 +502,22 @@ impl FakeApiServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding fake apiserver to {addr}"))?;
+        self.serve_listener(listener)
+    }
+
+    /// Serves on a listener bound elsewhere (inside a network namespace, say).
+    pub fn serve_std(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+        listener.set_nonblocking(true)?;
+        self.serve_listener(tokio::net::TcpListener::from_std(listener)?)
+    }
+
+    fn serve_listener(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
         let local = listener.local_addr()?;
         let router = self.router();
         let task = tokio::spawn(async move {

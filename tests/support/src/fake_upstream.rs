@@ -151,7 +151,11 @@ impl FakeUpstream {
 
     /// Starts on `addr` (port 0 picks one port for both transports).
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
-        let port = dns_transport::bind_dns_port(addr, 1)?;
+        Self::start_bound(dns_transport::bind_dns_port(addr, 1)?).await
+    }
+
+    /// Starts on a port bound elsewhere (inside a network namespace, say).
+    pub async fn start_bound(port: dns_transport::DnsPort) -> anyhow::Result<Self> {
         let udp = port.udp.into_iter().next().context("no UDP socket")?;
         udp.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(udp)?);

@@ -12,6 +12,7 @@ pub mod forwarding;
 pub mod hostile;
 pub mod http_client;
 pub mod knot;
+pub mod netns;
 pub mod objects;
 pub mod process;
 

@@ -320,7 +320,11 @@ impl CacheConfig {
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         if self.node_local {
             let mut ips = self.local_ips.clone();
-            ips.extend(self.listen_addresses.iter().filter(|ip| !self.local_ips.contains(ip)));
+            ips.extend(
+                self.listen_addresses
+                    .iter()
+                    .filter(|ip| !self.local_ips.contains(ip)),
+            );
             return ips
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, self.port))
