@@ -85,7 +85,16 @@ impl Listeners {
     /// in a reuseport group so that a successor can bind beside this instance.
     pub fn bind(config: &CacheConfig) -> Result<Self, RunError> {
         let node = crate::node_mode::prepare(config)?;
-        let shared = node.is_some();
+        let bound = Self::bind_sockets(config, node.is_some());
+        if let (Err(_), Some(setup)) = (&bound, &node) {
+            // Rules for addresses nobody answers on would cut the node off kube-proxy's path.
+            crate::node_mode::finish(setup, config.skip_teardown);
+        }
+        Ok(Listeners { node, ..bound? })
+    }
+
+    /// The sockets alone (`shared`: TCP listeners in reuseport groups too).
+    fn bind_sockets(config: &CacheConfig, shared: bool) -> Result<Self, RunError> {
         let workers = dns_transport::default_workers(config.workers);
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -115,7 +124,7 @@ impl Listeners {
             udp,
             tcp,
             metrics,
-            node,
+            node: None,
         })
     }
 }

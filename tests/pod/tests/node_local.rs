@@ -614,3 +614,34 @@ async fn the_dummy_interface_is_created_and_deleted_where_the_kernel_has_the_typ
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_that_cannot_bind_takes_its_rules_back() -> anyhow::Result<()> {
+    let Some(lab) = lab().await? else {
+        return Ok(());
+    };
+    // Something else holds TCP port 53 on the address, without SO_REUSEPORT.
+    lab.node.ip(&[
+        "addr",
+        "add",
+        &format!("{LINK_LOCAL}/32"),
+        "dev",
+        "nodelocaldns",
+    ])?;
+    let _squatter = lab
+        .node
+        .enter(|| Ok(std::net::TcpListener::bind((LINK_LOCAL, 53))?))?;
+    let mut cache = lab.start_cache(LINK_LOCAL, &["--netfilter=iptables"])?;
+    let status = cache.wait_exit(WAIT).await?;
+    let output = cache.output_text();
+    ensure!(!status.success(), "{output}");
+    ensure!(
+        output.contains("cannot bind DNS over TCP on 169.254.20.10:53"),
+        "{output}"
+    );
+    // The rules it had set up are gone, or the node would lose kube-proxy's path.
+    let raw = lab.iptables("raw")?;
+    ensure!(!raw.contains(LINK_LOCAL), "{raw}");
+    ensure!(!lab.iptables("filter")?.contains(LINK_LOCAL));
+    Ok(())
+}

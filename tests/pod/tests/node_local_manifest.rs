@@ -176,7 +176,8 @@ fn the_daemonset_runs_everywhere_updates_without_a_gap_and_holds_only_the_capabi
     let annotations = &spec["template"]["metadata"]["annotations"];
     ensure!(
         annotations["prometheus.io/scrape"] == "true"
-            && annotations["prometheus.io/port"].as_str() == Some(METRICS_PORT.to_string().as_str()),
+            && annotations["prometheus.io/port"].as_str()
+                == Some(METRICS_PORT.to_string().as_str()),
         "{annotations}"
     );
     let pod = &spec["template"]["spec"];
