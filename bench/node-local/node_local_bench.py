@@ -12,12 +12,15 @@ namespace joined to the pod by a veth pair:
 
 Both caches run the same dns-cache binary with the same cache flags; kube-dns serves the
 fixture cluster from the fake API server. Caches and kube-dns are pinned to CPU 1, dnsperf to
-CPU 0. Each cell is dnsperf at a fixed rate (-Q) for -l seconds with -v (per-query latency),
-repeated, paths alternating; reported as medians:
-  - cpu us/query: the cache process's CPU (utime+stime) per answered query, and the whole
-    machine's busy CPU (/proc/stat, both CPUs, including softirq: conntrack and NAT run there)
-    per answered query, which also counts dnsperf and kube-dns;
-  - p50/p99 latency from dnsperf's per-query lines; lost queries; conntrack entries after.
+CPU 0. Each cell is two dnsperf runs of -l seconds, repeated, paths alternating, reported as
+medians:
+  - saturated (-c 4 -q 200, both CPUs busy): queries per second, and CPU per answered query:
+    the cache process's (utime+stime) and the whole machine's (/proc/stat busy time of both
+    CPUs, softirq included: conntrack and NAT run there; it also counts dnsperf and kube-dns).
+    At saturation /proc/stat's tick sampling is exact enough; at a low fixed rate it is not
+    (tickless idle under-counts short wake-ups), so CPU is read from these runs only;
+  - fixed rate (-Q, -v): p50/p99 latency from dnsperf's per-query lines, lost queries, and the
+    conntrack entries the run added.
 Hits ask 4 names of the cluster over and over; misses ask unique names (NXDOMAIN, with
 --no-negcache on both caches so every query goes to kube-dns).
 """
@@ -82,9 +85,10 @@ def cache_args(bin_dir, extra):
             "--server=127.0.0.1#9"] + extra
 
 
-def conntrack_count():
+def conntrack_count(address):
+    """Entries of the node's conntrack table that name `address`."""
     out = netns(NODE, "cat", "/proc/net/nf_conntrack", check=False).stdout
-    return len([l for l in out.splitlines() if l.strip()])
+    return len([l for l in out.splitlines() if f"={address} " in l])
 
 
 def process_ticks(pid):
@@ -103,32 +107,39 @@ def machine_busy():
     return busy, total
 
 
-def run_cell(work, server, qfile, rate, seconds, cache_pid, label):
+def dnsperf(work, server, qfile, seconds, label, extra):
     out_path = os.path.join(work, f"dnsperf-{label}.txt")
-    ct0 = conntrack_count()
-    c0, (m0, _) = process_ticks(cache_pid), machine_busy()
-    t0 = time.monotonic()
     with open(out_path, "w") as out:
         subprocess.run(["ip", "netns", "exec", POD, "dnsperf", "-s", server, "-p", "53", "-d", qfile,
-                        "-Q", str(rate), "-l", str(seconds), "-c", "1", "-t", "2", "-v"],
+                        "-l", str(seconds), "-t", "2"] + extra,
                        stdout=out, stderr=subprocess.STDOUT, check=False,
                        preexec_fn=lambda: os.sched_setaffinity(0, {0}))
-    wall = time.monotonic() - t0
-    c1, (m1, _) = process_ticks(cache_pid), machine_busy()
     with open(out_path, errors="replace") as f:
         text = f.read()
     os.remove(out_path)
-    res = B.parse_dnsperf(text)
+    return text
+
+
+def run_cell(work, server, qfile, rate, seconds, cache_pid, label):
+    # Saturated: CPU per query.
+    c0, (m0, _) = process_ticks(cache_pid), machine_busy()
+    text = dnsperf(work, server, qfile, seconds, f"{label}-sat", ["-c", "4", "-q", "200"])
+    c1, (m1, _) = process_ticks(cache_pid), machine_busy()
+    sat = B.parse_dnsperf(text)
+    done = sat["completed"] or 0
+    # Fixed rate: latency, and the conntrack entries of the path's address (table flushed).
+    netns(NODE, "conntrack", "-F", check=False)
+    text = dnsperf(work, server, qfile, seconds, f"{label}-fixed", ["-c", "1", "-Q", str(rate), "-v"])
+    fixed = B.parse_dnsperf(text)
     lat = sorted(float(l.rsplit(None, 1)[1]) * 1e6 for l in text.splitlines() if l.startswith("> "))
-    done = res["completed"] or 0
-    res.update({
-        "wall_s": wall,
+    return {
+        "qps": sat["qps"], "sat_lost": sat["lost"], "sat_completed": done,
         "cache_us_per_query": (c1 - c0) / B.CLK_TCK * 1e6 / done if done else None,
         "machine_us_per_query": (m1 - m0) / B.CLK_TCK * 1e6 / done if done else None,
+        "completed": fixed["completed"], "sent": fixed["sent"], "lost": fixed["lost"],
         "p50_us": B.percentile(lat, 50), "p99_us": B.percentile(lat, 99),
-        "conntrack_new": conntrack_count() - ct0,
-    })
-    return res
+        "conntrack_new": conntrack_count(server),
+    }
 
 
 def main():
@@ -180,26 +191,27 @@ def main():
                     else:
                         qfile = os.path.join(a.work, f"q-miss-{path}-{rep}.txt")
                         with open(qfile, "w") as f:
-                            for i in range(a.rate * a.seconds + 1000):
+                            # Enough unique names for a saturated run (dnsperf loops the file).
+                            for i in range(max(300_000, a.rate * a.seconds + 1000)):
                                 f.write(f"miss-{rep}-{i}.{path}.svc.cluster.local A\n")
                     r = run_cell(a.work, server, qfile, a.rate, a.seconds, pid, f"{path}-{kind}-{rep}")
                     results["cells"].setdefault(f"{path}/{kind}", []).append(r)
-                    B.log(f"{path:10} {kind:4} rep {rep}: {r['completed']:.0f}/{r['sent']:.0f} answered, "
-                          f"cache {r['cache_us_per_query']:.1f} us/q, machine {r['machine_us_per_query']:.1f} us/q, "
-                          f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, lost {r['lost']:.0f}, "
-                          f"conntrack +{r['conntrack_new']}")
+                    B.log(f"{path:10} {kind:4} rep {rep}: saturated {r['qps']:.0f} qps, "
+                          f"cache {r['cache_us_per_query']:.1f} us/q, machine {r['machine_us_per_query']:.1f} us/q; "
+                          f"at {a.rate}/s {r['completed']:.0f}/{r['sent']:.0f} answered, "
+                          f"p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, conntrack +{r['conntrack_new']}")
         summary = {}
         for cell, runs in results["cells"].items():
             med = lambda k: statistics.median(r[k] for r in runs if r[k] is not None)  # noqa: E731
-            summary[cell] = {k: med(k) for k in ("cache_us_per_query", "machine_us_per_query", "p50_us",
+            summary[cell] = {k: med(k) for k in ("qps", "cache_us_per_query", "machine_us_per_query", "p50_us",
                                                   "p99_us", "lost", "conntrack_new", "completed")}
         results["summary"] = summary
         with open(os.path.join(a.work, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-        print(f"\n| path | queries | cache CPU us/q | machine CPU us/q | p50 us | p99 us | lost | conntrack entries |")
+        print(f"\n| path | saturated qps | cache CPU us/q | machine CPU us/q | p50 us at {a.rate}/s | p99 us | lost | conntrack entries added |")
         print("|---|---|---|---|---|---|---|---|")
         for cell, s in summary.items():
-            print(f"| {cell} | {s['completed']:.0f} | {s['cache_us_per_query']:.1f} | {s['machine_us_per_query']:.1f} "
+            print(f"| {cell} | {s['qps']:,.0f} | {s['cache_us_per_query']:.1f} | {s['machine_us_per_query']:.1f} "
                   f"| {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['lost']:.0f} | +{s['conntrack_new']:.0f} |")
         for kind in ("hit", "miss"):
             nl_s, sv_s = summary[f"node-local/{kind}"], summary[f"service/{kind}"]

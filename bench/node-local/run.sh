@@ -7,8 +7,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${BENCH_WORK:-/tmp/kdrs-node-local-bench}"
 [ "$(id -u)" -eq 0 ] || { echo "bench/node-local/run.sh: needs root (network namespaces, iptables)" >&2; exit 1; }
-for tool in dnsperf iptables ip; do
-    command -v "$tool" >/dev/null || { echo "bench/node-local/run.sh: $tool missing (Debian: dnsperf, iptables, iproute2)" >&2; exit 1; }
+for tool in dnsperf iptables ip conntrack; do
+    command -v "$tool" >/dev/null || { echo "bench/node-local/run.sh: $tool missing (Debian: dnsperf, iptables, iproute2, conntrack)" >&2; exit 1; }
 done
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     (cd "$REPO" && cargo build --release --locked -p kube-dns -p dns-cache -p kube-dns-test-support --bin kube-dns --bin dns-cache --bin fake-apiserver)

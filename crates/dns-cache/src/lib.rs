@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod hosts;
 pub mod loop_probe;
 pub mod metrics;
@@ -150,13 +151,24 @@ pub async fn run(
     }
     let state = Arc::new(CacheState::from_config(config)?);
     let node = listeners.node.clone();
-    let handover = match &node {
+    let mut handover = match &node {
         Some(_) => Some(
             node_mode::Handover::new(&listeners.udp, &listeners.tcp, listeners.metrics.as_ref())
                 .map_err(RunError::Handover)?,
         ),
         None => None,
     };
+    for addr in &state.config.tcp_upstreams {
+        if !state
+            .routes
+            .load()
+            .distinct_upstreams()
+            .iter()
+            .any(|u| u.addr == *addr)
+        {
+            tracing::warn!(%addr, "--tcp-upstream names no server of any route; it has no effect");
+        }
+    }
     if state.routes.load().routes.is_empty() {
         tracing::warn!(
             "no upstream servers configured (all names outside local domains get SERVFAIL)"
@@ -241,6 +253,12 @@ pub async fn run(
     if let Some(setup) = &node {
         tasks.spawn(node_mode::keep(state.clone(), setup.clone(), stop.clone()));
     }
+    if let Some(handover) = &handover {
+        tasks.spawn(node_mode::watch_oldest(handover.watcher(), stop.clone()));
+    }
+    if let Some(path) = &state.config.health_socket {
+        tasks.spawn(health::serve(path.clone(), state.clone(), stop.clone()));
+    }
     let _ = ready.send(reloader);
     shutdown.cancelled().await;
     state
@@ -251,14 +269,13 @@ pub async fn run(
     }
     tracing::info!(lameduck = ?state.config.lameduck, "shutting down: DNS keeps answering");
     tokio::time::sleep(state.config.lameduck).await;
-    if let Some(handover) = &handover {
+    if let Some(handover) = handover.take() {
         handover.pin();
     }
     stop.cancel();
     udp.stop().await;
     while tasks.join_next().await.is_some() {}
     // Every socket closed: a successor, if any, holds the port alone now.
-    drop(handover);
     if let Some(setup) = node {
         let skip = state.config.skip_teardown;
         let _ = tokio::task::spawn_blocking(move || node_mode::finish(&setup, skip)).await;

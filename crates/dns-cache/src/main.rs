@@ -17,6 +17,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(path) = &config.health_probe {
+        return match dns_cache::health::probe(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("dns-cache: unhealthy: {reason}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if config.version {
         println!(
             "dns-cache version {} (kube-dns-rs; dnsmasq 2.90-compatible command line and statistics)",

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use node_local::{NodeSetup, SetupError};
 use tokio_util::sync::CancellationToken;
@@ -36,8 +36,15 @@ pub fn prepare(config: &crate::CacheConfig) -> Result<Option<Arc<NodeSetup>>, Se
     let Some(spec) = config.node_local_spec() else {
         return Ok(None);
     };
-    let setup = NodeSetup::new(spec);
-    let found = setup.ensure()?;
+    let setup = NodeSetup::new(spec)?;
+    let found = match setup.ensure() {
+        Ok(found) => found,
+        Err(error) => {
+            // Half a set-up (an address without rules, rules without a listener) must not stay.
+            finish(&setup, config.skip_teardown);
+            return Err(error);
+        }
+    };
     tracing::info!(
         interface = setup.spec.interface.name,
         addresses = ?setup.spec.ips,
@@ -59,7 +66,12 @@ pub async fn keep(state: Arc<CacheState>, setup: Arc<NodeSetup>, stop: Cancellat
         }
         let checking = setup.clone();
         let stats = &state.node_local_stats;
-        match tokio::task::spawn_blocking(move || checking.ensure()).await {
+        // The tools are bounded (node_local::netfilter::TOOL_TIMEOUT); the stop is not held up.
+        let checked = tokio::select! {
+            () = stop.cancelled() => return,
+            checked = tokio::task::spawn_blocking(move || checking.ensure()) => checked,
+        };
+        match checked {
             Ok(Ok(restored)) => {
                 if restored.interface {
                     stats.restored_interface.fetch_add(1, Ordering::Relaxed);
@@ -90,54 +102,160 @@ pub async fn keep(state: Arc<CacheState>, setup: Arc<NodeSetup>, stop: Cancellat
     }
 }
 
-/// The listening sockets' reuseport groups, kept to steer them on SIGTERM: a duplicate of one
-/// socket per group and how many sockets of ours the group holds.
-#[derive(Debug, Default)]
+/// One reuseport group of ours: a duplicate of one of its sockets, how many of the group's
+/// sockets are ours, and what to count it by.
+#[derive(Debug)]
+struct Group {
+    fd: OwnedFd,
+    own: u32,
+    addr: SocketAddr,
+    tcp: bool,
+}
+
+/// The listening sockets' reuseport groups, kept to steer them to a successor on SIGTERM.
+///
+/// Steering sends new packets to the sockets past ours in the group, which are a successor's
+/// only when every other socket joined after ours. So an instance steers only once it has been
+/// alone in its groups ([`Handover::check_oldest`]): a newer instance stopped while an older
+/// one still runs (a rollback) leaves the kernel's hash alone, and the older one keeps getting
+/// its share.
+#[derive(Debug)]
 pub struct Handover {
-    groups: Vec<(OwnedFd, u32)>,
+    groups: Vec<Group>,
+    oldest: Arc<AtomicBool>,
 }
 
 impl Handover {
-    /// Records the UDP sockets (grouped by address) and the TCP listeners.
+    /// Records the UDP sockets (grouped by address) and the TCP listeners, and takes off any
+    /// program a predecessor left on their groups.
     pub fn new(
         udp: &[std::net::UdpSocket],
         tcp: &[std::net::TcpListener],
         metrics: Option<&std::net::TcpListener>,
     ) -> std::io::Result<Self> {
-        let mut by_addr: Vec<(SocketAddr, OwnedFd, u32)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for socket in udp {
             let addr = socket.local_addr()?;
-            match by_addr.iter_mut().find(|(a, ..)| *a == addr) {
-                Some((_, _, n)) => *n += 1,
-                None => by_addr.push((addr, socket.as_fd().try_clone_to_owned()?, 1)),
+            match groups.iter_mut().find(|g| g.addr == addr) {
+                Some(group) => group.own += 1,
+                None => groups.push(Group {
+                    fd: socket.as_fd().try_clone_to_owned()?,
+                    own: 1,
+                    addr,
+                    tcp: false,
+                }),
             }
         }
-        let mut groups: Vec<(OwnedFd, u32)> =
-            by_addr.into_iter().map(|(_, fd, n)| (fd, n)).collect();
         for listener in tcp.iter().chain(metrics) {
-            groups.push((listener.as_fd().try_clone_to_owned()?, 1));
+            groups.push(Group {
+                fd: listener.as_fd().try_clone_to_owned()?,
+                own: 1,
+                addr: listener.local_addr()?,
+                tcp: true,
+            });
         }
-        Ok(Handover { groups })
+        for group in &groups {
+            if let Err(error) = dns_transport::handover::reset_steering(&group.fd) {
+                tracing::warn!(%error, addr = %group.addr, "node-local: cannot reset a socket group's steering");
+            }
+        }
+        let handover = Handover {
+            groups,
+            oldest: Arc::default(),
+        };
+        handover.watcher().check();
+        Ok(handover)
+    }
+
+    /// What [`watch_oldest`] needs: the first group's address and our count, and the flag.
+    pub fn watcher(&self) -> OldestWatch {
+        OldestWatch {
+            first: self.groups.first().map(|g| (g.addr, g.own, g.tcp)),
+            oldest: self.oldest.clone(),
+        }
+    }
+
+    fn check_oldest(&self) -> bool {
+        self.watcher().check()
     }
 
     /// Sends every group's new packets and connections to the sockets that joined after ours
-    /// (at SIGTERM).
+    /// (at SIGTERM), spread over them.
     pub fn steer(&self) {
-        for (fd, own) in &self.groups {
-            if let Err(error) = dns_transport::handover::steer_to_successor(fd, *own) {
-                tracing::warn!(%error, "node-local: cannot steer a socket group to a successor");
+        if !self.check_oldest() {
+            tracing::info!("node-local: an older instance still shares the port; not steering");
+            return;
+        }
+        for group in &self.groups {
+            let Some(theirs) = theirs(group.addr, group.own, group.tcp).filter(|&n| n > 0) else {
+                continue;
+            };
+            match dns_transport::handover::steer_to_successor(&group.fd, group.own, theirs) {
+                Ok(()) => {
+                    tracing::info!(addr = %group.addr, theirs, "node-local: new packets go to the successor")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "node-local: cannot steer a socket group to a successor")
+                }
             }
         }
     }
 
-    /// Pins every group to the successor's first socket, before our sockets close one by one.
-    pub fn pin(&self) {
-        for (fd, own) in &self.groups {
-            if let Err(error) = dns_transport::handover::pin_to_successor(fd, *own) {
+    /// Pins every group to the successor's first socket, before our sockets close one by one;
+    /// the duplicates go with `self` (they must not keep a socket open once its worker stops).
+    pub fn pin(self) {
+        if !self.oldest.load(Ordering::Relaxed) {
+            return;
+        }
+        for group in &self.groups {
+            if theirs(group.addr, group.own, group.tcp).is_some_and(|n| n > 0)
+                && let Err(error) = dns_transport::handover::pin_to_successor(&group.fd, group.own)
+            {
                 tracing::warn!(%error, "node-local: cannot pin a socket group to a successor");
             }
         }
     }
+}
+
+/// A group's sockets that are not ours (None when /proc cannot tell).
+fn theirs(addr: SocketAddr, own: u32, tcp: bool) -> Option<u32> {
+    let total = dns_transport::handover::group_size(addr, tcp).ok()?;
+    Some((total as u32).saturating_sub(own))
+}
+
+/// Whether this instance is the oldest one: it has been alone in its first DNS group at some
+/// point since it started (its predecessor, if any, has left).
+#[derive(Debug, Clone)]
+pub struct OldestWatch {
+    first: Option<(SocketAddr, u32, bool)>,
+    oldest: Arc<AtomicBool>,
+}
+
+impl OldestWatch {
+    pub fn check(&self) -> bool {
+        if self.oldest.load(Ordering::Relaxed) {
+            return true;
+        }
+        let alone = self
+            .first
+            .is_some_and(|(addr, own, tcp)| theirs(addr, own, tcp) == Some(0));
+        if alone {
+            self.oldest.store(true, Ordering::Relaxed);
+        }
+        alone
+    }
+}
+
+/// Notes when this instance becomes the oldest (its predecessor gone), every second until
+/// then or `stop`.
+pub async fn watch_oldest(watch: OldestWatch, stop: CancellationToken) {
+    while !watch.check() {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!("node-local: alone on the port; a successor will get the handover");
 }
 
 /// After the sockets are closed: removes the set-up unless `--skip-teardown` or a successor

@@ -22,6 +22,7 @@
 //! predecessor's SIGTERM.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
 // linux/filter.h: classic BPF opcodes and the ancillary "random number" load.
@@ -48,13 +49,12 @@ fn insn(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-/// The program: a random index in `own..2*own` (the successor's first `own` sockets).
-pub fn successor_program(own: u32) -> Vec<libc::sock_filter> {
-    let own = own.max(1);
+/// The program: a random index in `own..own+theirs` (the sockets that joined after ours).
+pub fn successor_program(own: u32, theirs: u32) -> Vec<libc::sock_filter> {
     vec![
         insn(BPF_LD_W_ABS, (SKF_AD_OFF + SKF_AD_RANDOM) as u32),
-        insn(BPF_ALU_MOD_K, own),
-        insn(BPF_ALU_ADD_K, own),
+        insn(BPF_ALU_MOD_K, theirs.max(1)),
+        insn(BPF_ALU_ADD_K, own.max(1)),
         insn(BPF_RET_A, 0),
     ]
 }
@@ -64,16 +64,86 @@ pub fn pinned_program(own: u32) -> Vec<libc::sock_filter> {
     vec![insn(BPF_RET_K, own.max(1))]
 }
 
-/// Steers the reuseport group of `socket` (UDP socket or TCP listener) to the sockets that
-/// joined after our `own` ones, spread over them.
-pub fn steer_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
-    attach(socket, successor_program(own))
+/// Steers the reuseport group of `socket` (UDP socket or TCP listener) to the `theirs` sockets
+/// that joined after our `own` ones, spread over them.
+pub fn steer_to_successor(socket: &impl AsFd, own: u32, theirs: u32) -> io::Result<()> {
+    attach(socket, successor_program(own, theirs))
+}
+
+/// Takes any program off the group (one a predecessor left): back to the kernel's hash.
+pub fn reset_steering(socket: &impl AsFd) -> io::Result<()> {
+    match setsockopt_int(socket.as_fd().as_raw_fd(), libc::SO_DETACH_REUSEPORT_BPF) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// How many sockets are in the reuseport group of `addr`: UDP sockets bound to it
+/// (unconnected), or TCP listeners on it, counted in `/proc/net` (every process's, in this
+/// network namespace).
+pub fn group_size(addr: SocketAddr, tcp: bool) -> io::Result<usize> {
+    let file = match (tcp, addr.is_ipv6()) {
+        (false, false) => "/proc/net/udp",
+        (false, true) => "/proc/net/udp6",
+        (true, false) => "/proc/net/tcp",
+        (true, true) => "/proc/net/tcp6",
+    };
+    Ok(count_bound(&std::fs::read_to_string(file)?, addr, tcp))
+}
+
+/// The kernel's text for a local address in `/proc/net/{udp,tcp}{,6}`: each 32-bit word of
+/// the address as the host reads it, in hex, then the port.
+fn proc_net_address(addr: SocketAddr) -> String {
+    let words: Vec<String> = match addr.ip() {
+        IpAddr::V4(v4) => vec![format!("{:08X}", u32::from_ne_bytes(v4.octets()))],
+        IpAddr::V6(v6) => v6
+            .octets()
+            .chunks_exact(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect(),
+    };
+    format!("{}:{:04X}", words.concat(), addr.port())
+}
+
+fn count_bound(table: &str, addr: SocketAddr, tcp: bool) -> usize {
+    let local = proc_net_address(addr);
+    // TCP: listening (0A); UDP: unconnected (07, TCP_CLOSE).
+    let state = if tcp { "0A" } else { "07" };
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            fields.next() == Some(local.as_str()) && fields.nth(1) == Some(state)
+        })
+        .count()
 }
 
 /// Sends the group's packets to the successor's first socket only: safe while our sockets
 /// close one by one.
 pub fn pin_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
     attach(socket, pinned_program(own))
+}
+
+#[allow(unsafe_code)]
+fn setsockopt_int(fd: i32, option: i32) -> io::Result<()> {
+    let value: libc::c_int = 0;
+    // SAFETY: an int option value that lives for the call; `fd` is a socket borrowed by the
+    // caller.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn attach(socket: &impl AsFd, mut program: Vec<libc::sock_filter>) -> io::Result<()> {
@@ -106,7 +176,7 @@ fn setsockopt_cbpf(fd: i32, fprog: &libc::sock_fprog) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::UdpSocket;
     use std::time::Duration;
 
     use super::*;
@@ -137,7 +207,8 @@ mod tests {
         for s in old.iter().chain(&new) {
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
         }
-        steer_to_successor(&old[0], 2)?;
+        assert_eq!(group_size(addr, false)?, 4);
+        steer_to_successor(&old[0], 2, 2)?;
         // Each packet from its own source port, so the hash alone would spread them.
         for _ in 0..64 {
             UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
@@ -181,11 +252,54 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_with_fewer_sockets_gets_everything_and_a_reset_gives_the_hash_back()
+    -> io::Result<()> {
+        let old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 3)?;
+        let addr = old[0].local_addr()?;
+        let new = group(addr, 1)?;
+        for s in old.iter().chain(&new) {
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        }
+        steer_to_successor(&old[0], 3, 1)?;
+        for _ in 0..32 {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+        }
+        assert_eq!(received(&old), vec![0, 0, 0]);
+        assert_eq!(received(&new), vec![32]);
+        // A later instance takes a left-over program off at start.
+        reset_steering(&new[0])?;
+        reset_steering(&new[0])?;
+        for _ in 0..64 {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+        }
+        assert!(received(&old).iter().sum::<usize>() > 0, "the hash is back");
+        Ok(())
+    }
+
+    #[test]
+    fn the_group_is_counted_from_proc_net() -> io::Result<()> {
+        let v4 = group(SocketAddr::from(([127, 0, 0, 1], 0)), 3)?;
+        assert_eq!(group_size(v4[0].local_addr()?, false)?, 3);
+        let listener = crate::bind::bind_tcp_shared(v4[0].local_addr()?)?;
+        let second = crate::bind::bind_tcp_shared(v4[0].local_addr()?)?;
+        assert_eq!(group_size(listener.local_addr()?, true)?, 2);
+        drop(second);
+        assert_eq!(group_size(listener.local_addr()?, true)?, 1);
+        let v6 = group(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)), 2)?;
+        assert_eq!(group_size(v6[0].local_addr()?, false)?, 2);
+        assert_eq!(
+            proc_net_address("10.96.0.10:53".parse().expect("addr")),
+            format!("{:08X}:0035", u32::from_ne_bytes([10, 96, 0, 10]))
+        );
+        Ok(())
+    }
+
+    #[test]
     fn without_a_successor_the_old_instance_keeps_answering() -> io::Result<()> {
         let old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 1)?;
         let addr = old[0].local_addr()?;
         old[0].set_read_timeout(Some(Duration::from_millis(50)))?;
-        steer_to_successor(&old[0], 1)?;
+        steer_to_successor(&old[0], 1, 0)?;
         for _ in 0..8 {
             UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
         }

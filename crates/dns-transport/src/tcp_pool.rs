@@ -3,15 +3,20 @@
 //! to their queries by ID, in whatever order they come.
 //!
 //! Each connection has a writer task (fed by a bounded channel) and a reader task (dispatching
-//! answers to their waiters). A connection that fails or is closed by the server fails its
-//! waiting queries (the forwarding engine then tries again, at once) and is replaced on the next
-//! query. Queries are spread round robin over `size` connections, opened lazily.
+//! answers to their waiters), spawned on the runtime that made the pool (not on a UDP worker's,
+//! which goes away with the worker). A connection that fails or is closed by the server fails
+//! its waiting queries (the forwarding engine then tries again, at once) and is replaced on the
+//! next query; so is one on which a query gave up while nothing at all came back since it was
+//! sent (a peer gone without a word), and one older than [`MAX_AGE`] (so connections spread
+//! over the upstream's endpoints again after they change). Queries are spread round robin over
+//! `size` connections, opened lazily, each with at most [`MAX_WAITING`] queries waiting.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +24,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Queries queued for one connection's writer at most; more wait for room.
 const WRITE_QUEUE: usize = 256;
+/// Queries waiting for answers on one connection at most; more fail at once (and are tried
+/// again elsewhere).
+pub const MAX_WAITING: usize = 1024;
+/// A connection is replaced once it is this old.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// How long a connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unacknowledged data older than this ends a connection (TCP_USER_TIMEOUT).
+const USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pool's counters (exported as metrics by the server).
 #[derive(Debug, Default)]
@@ -29,15 +43,30 @@ pub struct PoolStats {
     pub connects: AtomicU64,
 }
 
+/// Waiting queries by wire ID: a token (so a late cleanup cannot remove a later query that
+/// reused the ID) and where the answer goes.
+type Waiting = HashMap<u16, (u64, oneshot::Sender<Vec<u8>>)>;
+
 struct Conn {
     queue: mpsc::Sender<Vec<u8>>,
-    waiting: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
+    waiting: Mutex<Waiting>,
     closed: AtomicBool,
+    /// Tokens of the queries, in order.
+    next_token: AtomicU64,
+    /// The token of the last query sent before the last answer was read.
+    answered_upto: AtomicU64,
+    opened: tokio::time::Instant,
 }
 
 impl Conn {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, oneshot::Sender<Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn usable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && !self.queue.is_closed()
+            && self.opened.elapsed() < MAX_AGE
     }
 
     /// Ends the connection: every waiting query fails.
@@ -52,6 +81,8 @@ pub struct TcpPool {
     addr: SocketAddr,
     slots: Box<[tokio::sync::Mutex<Option<Arc<Conn>>>]>,
     next: AtomicUsize,
+    /// Where the connection tasks run (None: the caller's runtime).
+    runtime: Option<tokio::runtime::Handle>,
     pub stats: Arc<PoolStats>,
 }
 
@@ -61,6 +92,16 @@ impl std::fmt::Debug for TcpPool {
             .field("addr", &self.addr)
             .field("size", &self.slots.len())
             .finish()
+    }
+}
+
+fn spawn_on(
+    runtime: &Option<tokio::runtime::Handle>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    match runtime {
+        Some(runtime) => drop(runtime.spawn(task)),
+        None => drop(tokio::spawn(task)),
     }
 }
 
@@ -79,6 +120,7 @@ impl TcpPool {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             stats: Arc::default(),
         }
     }
@@ -92,18 +134,24 @@ impl TcpPool {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref()
-            && !conn.closed.load(Ordering::Acquire)
+            && conn.usable()
         {
             return Ok(conn.clone());
         }
-        let stream = TcpStream::connect(self.addr).await?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(USER_TIMEOUT));
         let (mut reader, mut writer) = stream.into_split();
         let (queue, mut outgoing) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let conn = Arc::new(Conn {
             queue,
             waiting: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            next_token: AtomicU64::new(1),
+            answered_upto: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
         });
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.stats.open.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +159,7 @@ impl TcpPool {
         // goes with it, the writer ends and closes its half, and the server's close ends the
         // reader.
         let writer_conn = Arc::downgrade(&conn);
-        tokio::spawn(async move {
+        spawn_on(&self.runtime, async move {
             while let Some(framed) = outgoing.recv().await {
                 if writer.write_all(&framed).await.is_err() {
                     break;
@@ -123,7 +171,15 @@ impl TcpPool {
         });
         let reader_conn = Arc::downgrade(&conn);
         let stats = self.stats.clone();
-        tokio::spawn(async move {
+        spawn_on(&self.runtime, async move {
+            // The gauge goes down however the task ends (its runtime going away included).
+            struct Open(Arc<PoolStats>);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0.open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _open = Open(stats);
             let mut len = [0u8; 2];
             loop {
                 if reader.read_exact(&mut len).await.is_err() {
@@ -140,14 +196,15 @@ impl TcpPool {
                     break;
                 };
                 // An ID nobody waits for (a late answer to a failed query) is dropped.
-                if let Some(waiter) = conn.lock().remove(&id) {
+                let waiter = conn.lock().remove(&id);
+                if let Some((token, waiter)) = waiter {
+                    conn.answered_upto.fetch_max(token, Ordering::Relaxed);
                     let _ = waiter.send(reply);
                 }
             }
             if let Some(conn) = reader_conn.upgrade() {
                 conn.close();
             }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
         });
         *slot = Some(conn.clone());
         Ok(conn)
@@ -163,23 +220,53 @@ impl TcpPool {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "query too short"))?;
         let conn = self.conn().await?;
         let (tx, rx) = oneshot::channel();
+        let token = conn.next_token.fetch_add(1, Ordering::Relaxed);
         let wire_id = {
             let mut waiting = conn.lock();
+            if waiting.len() >= MAX_WAITING {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "too many queries waiting on the pooled connection",
+                ));
+            }
+            // Free IDs abound below MAX_WAITING: a few draws find one.
             let mut id = own_id;
             while waiting.contains_key(&id) {
                 id = rand::random();
             }
-            waiting.insert(id, tx);
+            waiting.insert(id, (token, tx));
             id
         };
-        // Removes the waiter if this future is dropped (the query's deadline).
-        struct Forget<'a>(&'a Conn, u16);
+        // If this future is dropped unanswered (the query's deadline, or another try won), the
+        // waiter goes; and if nothing at all was read on the connection since this query was
+        // sent, the connection is taken for dead and replaced.
+        struct Forget<'a> {
+            conn: &'a Conn,
+            id: u16,
+            token: u64,
+            answered: bool,
+        }
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
-                self.0.lock().remove(&self.1);
+                if self.answered {
+                    return;
+                }
+                let mut waiting = self.conn.lock();
+                if waiting.get(&self.id).is_some_and(|(t, _)| *t == self.token) {
+                    waiting.remove(&self.id);
+                }
+                drop(waiting);
+                if self.conn.answered_upto.load(Ordering::Relaxed) < self.token {
+                    self.conn.close();
+                }
             }
         }
-        let _forget = Forget(&conn, wire_id);
+        let mut forget = Forget {
+            conn: &conn,
+            id: wire_id,
+            token,
+            answered: false,
+        };
         let mut framed = Vec::with_capacity(packet.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(packet);
@@ -187,7 +274,9 @@ impl TcpPool {
         if conn.closed.load(Ordering::Acquire) || conn.queue.send(framed).await.is_err() {
             return Err(closed_error());
         }
-        let mut reply = rx.await.map_err(|_| closed_error())?;
+        let reply = rx.await;
+        forget.answered = reply.is_ok();
+        let mut reply = reply.map_err(|_| closed_error())?;
         dns_wire::set_packet_id(&mut reply, own_id);
         Ok(reply)
     }
@@ -278,6 +367,38 @@ mod tests {
                 .map_err(io::Error::other)?,
             8
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_replaced_after_a_query_gives_up() -> io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            // The first connection reads and never answers (a peer gone silent); the second
+            // answers.
+            let (mut silent, _) = listener.accept().await?;
+            let mut buf = [0u8; 15];
+            silent.read_exact(&mut buf).await?;
+            let (mut second, _) = listener.accept().await?;
+            second.read_exact(&mut buf).await?;
+            second.write_all(&buf).await?;
+            let mut rest = Vec::new();
+            let _ = second.read_to_end(&mut rest).await;
+            drop(silent);
+            io::Result::Ok(())
+        });
+        let pool = TcpPool::new(addr, 1);
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(200), pool.exchange(&query(1, 1))).await;
+        assert!(gave_up.is_err(), "nothing was answered");
+        let reply = tokio::time::timeout(Duration::from_secs(5), pool.exchange(&query(2, 2)))
+            .await
+            .map_err(io::Error::other)??;
+        assert_eq!(reply[12], 2);
+        assert_eq!(pool.stats.connects.load(Ordering::Relaxed), 2);
+        drop(pool);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         Ok(())
     }
 

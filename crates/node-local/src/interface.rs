@@ -71,6 +71,10 @@ pub enum InterfaceError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "interface {name} is a {kind} link, not a dummy one: refusing to take it over (--interface-kind=existing uses an existing link)"
+    )]
+    NotDummy { name: String, kind: String },
     #[error("interface {name}: {what}: {source}")]
     Io {
         name: String,
@@ -80,32 +84,48 @@ pub enum InterfaceError {
     },
 }
 
+fn io_err(name: &str, what: &'static str) -> impl FnOnce(io::Error) -> InterfaceError {
+    let name = name.to_owned();
+    move |source| InterfaceError::Io { name, what, source }
+}
+
+/// A link `--interface-kind=dummy` may use: a dummy one.
+fn check_dummy(name: &str, link: &Link) -> Result<(), InterfaceError> {
+    match link.kind.as_deref() {
+        Some("dummy") => Ok(()),
+        other => Err(InterfaceError::NotDummy {
+            name: name.to_owned(),
+            kind: other.unwrap_or("physical").to_owned(),
+        }),
+    }
+}
+
 /// What [`ensure`] had to change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Changes {
     pub created: bool,
     pub brought_up: bool,
     pub addresses_added: usize,
+    /// Addresses a dummy link held that are no longer ours (a changed `--local-ip`).
+    pub addresses_removed: usize,
 }
 
 impl Changes {
     pub fn any(&self) -> bool {
-        self.created || self.brought_up || self.addresses_added > 0
+        self.created || self.brought_up || self.addresses_added > 0 || self.addresses_removed > 0
     }
 }
 
-/// Makes sure the interface exists, is up and holds every address of `ips`.
+/// Makes sure the interface exists, is up and holds every address of `ips` (a dummy link,
+/// which is ours alone, holds only those).
 pub fn ensure(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<Changes, InterfaceError> {
     let mut changes = Changes::default();
     if spec.kind == InterfaceKind::None {
         return Ok(changes);
     }
-    let io_err = |what| {
-        let name = spec.name.clone();
-        move |source| InterfaceError::Io { name, what, source }
-    };
+    let err = |what| io_err(&spec.name, what);
     let mut nl = Netlink::open().map_err(InterfaceError::Netlink)?;
-    let link = match nl.link(&spec.name).map_err(io_err("look up"))? {
+    let link = match nl.link(&spec.name).map_err(err("look up"))? {
         Some(link) => link,
         None if spec.kind == InterfaceKind::Existing => {
             return Err(InterfaceError::Missing(spec.name.clone()));
@@ -123,21 +143,36 @@ pub fn ensure(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<Changes, Interface
                 }
             }
             nl.link(&spec.name)
-                .map_err(io_err("look up"))?
+                .map_err(err("look up"))?
                 .ok_or_else(|| InterfaceError::Missing(spec.name.clone()))?
         }
     };
-    let Link { index, up } = link;
+    if spec.kind == InterfaceKind::Dummy {
+        check_dummy(&spec.name, &link)?;
+    }
+    let Link { index, up, .. } = link;
     if !up {
-        nl.set_up(index).map_err(io_err("bring up"))?;
+        nl.set_up(index).map_err(err("bring up"))?;
         changes.brought_up = true;
     }
-    let present = nl.addresses(index).map_err(io_err("list addresses"))?;
+    let present = nl.addresses(index).map_err(err("list addresses"))?;
     for ip in ips {
         if !present.contains(ip) {
-            nl.add_address(index, *ip)
-                .map_err(io_err("add an address"))?;
+            nl.add_address(index, *ip).map_err(err("add an address"))?;
             changes.addresses_added += 1;
+        }
+    }
+    if spec.kind == InterfaceKind::Dummy {
+        for ip in present.iter().filter(|ip| !ips.contains(ip)) {
+            // IPv6 link-local addresses come with the link.
+            if let IpAddr::V6(v6) = ip
+                && v6.is_unicast_link_local()
+            {
+                continue;
+            }
+            nl.delete_address(index, *ip)
+                .map_err(err("delete an address"))?;
+            changes.addresses_removed += 1;
         }
     }
     Ok(changes)
@@ -148,21 +183,22 @@ pub fn teardown(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<(), InterfaceErr
     if spec.kind == InterfaceKind::None {
         return Ok(());
     }
-    let io_err = |what| {
-        let name = spec.name.clone();
-        move |source| InterfaceError::Io { name, what, source }
-    };
+    let err = |what| io_err(&spec.name, what);
     let mut nl = Netlink::open().map_err(InterfaceError::Netlink)?;
-    let Some(link) = nl.link(&spec.name).map_err(io_err("look up"))? else {
+    let Some(link) = nl.link(&spec.name).map_err(err("look up"))? else {
         return Ok(());
     };
     match spec.kind {
-        InterfaceKind::Dummy => nl.delete_link(link.index).map_err(io_err("delete")),
+        InterfaceKind::Dummy => {
+            // Never delete a link that is not a dummy one, whatever its name.
+            check_dummy(&spec.name, &link)?;
+            nl.delete_link(link.index).map_err(err("delete"))
+        }
         _ => {
-            let present = nl.addresses(link.index).map_err(io_err("list addresses"))?;
+            let present = nl.addresses(link.index).map_err(err("list addresses"))?;
             for ip in ips.iter().filter(|ip| present.contains(ip)) {
                 nl.delete_address(link.index, *ip)
-                    .map_err(io_err("delete an address"))?;
+                    .map_err(err("delete an address"))?;
             }
             Ok(())
         }

@@ -14,7 +14,9 @@ pub mod interface;
 pub mod netfilter;
 pub mod netlink;
 
+use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 pub use interface::{InterfaceKind, InterfaceSpec};
 pub use netfilter::{Backend, NetfilterMode, Rules, Tools};
@@ -29,6 +31,9 @@ pub struct NodeLocalSpec {
     pub interface: InterfaceSpec,
     pub netfilter: NetfilterMode,
     pub tools: Tools,
+    /// `--handover-lock`: a file every instance on the node holds shared; only the last one
+    /// out (who can take it exclusively) tears down.
+    pub lock: Option<PathBuf>,
 }
 
 /// Why set-up failed.
@@ -36,6 +41,12 @@ pub struct NodeLocalSpec {
 pub enum SetupError {
     #[error(transparent)]
     Interface(#[from] interface::InterfaceError),
+    #[error("cannot take --handover-lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{backend} rules: {source}")]
     Rules {
         backend: &'static str,
@@ -53,23 +64,73 @@ pub struct Restored {
     pub rules: usize,
 }
 
+/// The shared lock of `--handover-lock`, held from before the set-up until the process exits.
+/// A starting instance holds it before it touches anything, so an exiting one that cannot
+/// take it exclusively knows another instance is there (or coming), even before that one has
+/// bound a socket.
+#[derive(Debug)]
+pub struct HandoverLock {
+    file: File,
+}
+
+impl HandoverLock {
+    /// Takes the lock shared (waiting while an exiting instance holds it exclusively for its
+    /// teardown), creating the file and its directory.
+    pub fn acquire(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        file.lock_shared()?;
+        Ok(HandoverLock { file })
+    }
+
+    /// Whether this is the last instance: the lock can be taken exclusively (it is then held
+    /// until the process exits, so a new instance waits for the teardown to finish).
+    pub fn last_out(&self) -> bool {
+        match self.file.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(error)) => {
+                tracing::warn!(%error, "cannot check the handover lock; assuming another instance");
+                false
+            }
+        }
+    }
+}
+
 /// The interface and rules of one node-local instance.
 #[derive(Debug)]
 pub struct NodeSetup {
     pub spec: NodeLocalSpec,
     pub rules: Option<Rules>,
+    lock: Option<HandoverLock>,
 }
 
 impl NodeSetup {
-    /// Picks the rules' backend (detected for `--netfilter=auto`).
-    pub fn new(spec: NodeLocalSpec) -> Self {
+    /// Takes the handover lock, then picks the rules' backend (detected for
+    /// `--netfilter=auto`).
+    pub fn new(spec: NodeLocalSpec) -> Result<Self, SetupError> {
+        let lock = match &spec.lock {
+            Some(path) => Some(
+                HandoverLock::acquire(path).map_err(|source| SetupError::Lock {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let rules = netfilter::detect(spec.netfilter, &spec.tools).map(|backend| Rules {
             backend,
             ips: spec.ips.clone(),
             port: spec.port,
             tools: spec.tools.clone(),
         });
-        NodeSetup { spec, rules }
+        Ok(NodeSetup { spec, rules, lock })
     }
 
     pub fn backend(&self) -> Option<Backend> {
@@ -110,9 +171,15 @@ impl NodeSetup {
         Ok(())
     }
 
-    /// Whether another process holds the DNS port on any of our addresses (a successor that
-    /// took the sockets over). Call after closing our own sockets.
+    /// Whether another instance is there: it holds the handover lock, or the DNS port on one
+    /// of our addresses (a successor that took the sockets over). Call after closing our own
+    /// sockets.
     pub fn successor_present(&self) -> bool {
+        if let Some(lock) = &self.lock
+            && !lock.last_out()
+        {
+            return true;
+        }
         self.spec
             .ips
             .iter()
@@ -132,6 +199,27 @@ pub fn successor_holds(addr: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_last_holder_of_the_handover_lock_is_last_out() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("node-local-lock-{}", std::process::id()));
+        let path = dir.join("sub").join("lock");
+        let first = HandoverLock::acquire(&path)?;
+        let second = HandoverLock::acquire(&path)?;
+        assert!(!first.last_out(), "the second instance holds it too");
+        drop(second);
+        assert!(first.last_out());
+        // The exclusive lock is kept: a new instance waits for the teardown.
+        let third = File::options().write(true).open(&path)?;
+        assert!(matches!(
+            third.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(first);
+        third.try_lock_shared().map_err(std::io::Error::other)?;
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
 
     #[test]
     fn a_held_port_is_seen_and_a_free_one_is_not() -> std::io::Result<()> {

@@ -16,6 +16,7 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// `--netfilter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +73,8 @@ pub enum NetfilterError {
         #[source]
         source: io::Error,
     },
+    #[error("{command} did not finish within {after:?}; killed")]
+    TimedOut { command: String, after: Duration },
     #[error("{command} failed ({status}): {stderr}")]
     Failed {
         command: String,
@@ -86,6 +89,8 @@ pub struct Tools {
     pub iptables: String,
     pub ip6tables: String,
     pub nft: String,
+    /// How long one run may take ([`TOOL_TIMEOUT`]).
+    pub timeout: Duration,
 }
 
 impl Default for Tools {
@@ -94,11 +99,21 @@ impl Default for Tools {
             iptables: "iptables".into(),
             ip6tables: "ip6tables".into(),
             nft: "nft".into(),
+            timeout: TOOL_TIMEOUT,
         }
     }
 }
 
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, NetfilterError> {
+/// How long one run of a tool may take before it is killed (a hung `iptables` waiting on a
+/// lock, say): the start-up, the checks and the teardown must not hang with it.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn run(
+    timeout: Duration,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<Output, NetfilterError> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -114,10 +129,31 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, Netf
         source,
     };
     let mut child = command.spawn().map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(spawn_err)?;
+    let pid = child.id();
+    let input = stdin.map(str::to_owned);
+    let mut pipe = child.stdin.take();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let (Some(text), Some(pipe)) = (input, pipe.as_mut()) {
+            // A tool that exits without reading is reported by its status below.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        drop(pipe);
+        let _ = done.send(child.wait_with_output());
+    });
+    match result.recv_timeout(timeout) {
+        Ok(output) => output.map_err(spawn_err),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            Err(NetfilterError::TimedOut {
+                command: format!("{program} {}", args.join(" ")),
+                after: timeout,
+            })
+        }
     }
-    child.wait_with_output().map_err(spawn_err)
 }
 
 fn failed(program: &str, args: &[&str], output: &Output) -> NetfilterError {
@@ -135,17 +171,39 @@ pub fn detect(mode: NetfilterMode, tools: &Tools) -> Option<Backend> {
         NetfilterMode::Iptables => Some(Backend::Iptables),
         NetfilterMode::Nftables => Some(Backend::Nftables),
         NetfilterMode::Auto => {
-            let nft = run(
-                &tools.nft,
-                &["list", "table", "ip", KUBE_PROXY_NFT_TABLE],
-                None,
-            );
-            Some(match nft {
-                Ok(output) if output.status.success() => Backend::Nftables,
-                _ => Backend::Iptables,
+            // The table names only: kube-proxy's table itself can be megabytes.
+            let tables = run(tools.timeout, &tools.nft, &["list", "tables"], None);
+            Some(match tables {
+                Ok(output) if output.status.success() => {
+                    let text = String::from_utf8_lossy(&output.stdout);
+                    if kube_proxy_nftables(&text) {
+                        Backend::Nftables
+                    } else {
+                        tracing::info!("no kube-proxy nftables table: iptables rules");
+                        Backend::Iptables
+                    }
+                }
+                Ok(output) => {
+                    tracing::info!(stderr = %String::from_utf8_lossy(&output.stderr).trim(), "nft list tables failed: iptables rules");
+                    Backend::Iptables
+                }
+                Err(error) => {
+                    tracing::info!(%error, "no nft: iptables rules");
+                    Backend::Iptables
+                }
             })
         }
     }
+}
+
+/// Whether `nft list tables` shows kube-proxy's table (IPv4 or IPv6-only clusters).
+pub fn kube_proxy_nftables(tables: &str) -> bool {
+    tables.lines().any(|line| {
+        matches!(
+            line.split_whitespace().collect::<Vec<_>>().as_slice(),
+            ["table", "ip" | "ip6", KUBE_PROXY_NFT_TABLE]
+        )
+    })
 }
 
 /// One iptables rule: family, table, chain and the match/target words.
@@ -268,7 +326,7 @@ impl Rules {
         let program = self.iptables(rule.v6);
         let mut args = vec!["-w", "5", "-t", rule.table, "-C", rule.chain];
         args.extend(rule.spec.iter().map(String::as_str));
-        let output = run(program, &args, None)?;
+        let output = run(self.tools.timeout, program, &args, None)?;
         match output.status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
@@ -283,7 +341,7 @@ impl Rules {
             args.push("1");
         }
         args.extend(rule.spec.iter().map(String::as_str));
-        let output = run(program, &args, None)?;
+        let output = run(self.tools.timeout, program, &args, None)?;
         if output.status.success() {
             Ok(())
         } else {
@@ -294,7 +352,7 @@ impl Rules {
     /// The rule lines our table holds now (None: no table).
     pub fn nft_present(&self) -> Result<Option<Vec<String>>, NetfilterError> {
         let args = ["list", "table", "inet", NFT_TABLE];
-        let output = run(&self.tools.nft, &args, None)?;
+        let output = run(self.tools.timeout, &self.tools.nft, &args, None)?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             if stderr.contains("No such file or directory") {
@@ -325,14 +383,24 @@ impl Rules {
             }
             Backend::Nftables => {
                 let present = self.nft_present()?.unwrap_or_default();
-                let missing = nft_chains(&self.ips, self.port)
-                    .iter()
+                let expected: Vec<String> = nft_chains(&self.ips, self.port)
+                    .into_iter()
                     .flat_map(|(_, _, lines)| lines)
-                    .filter(|line| !present.contains(line))
+                    .collect();
+                let missing = expected.iter().filter(|l| !present.contains(l)).count();
+                // Rules of addresses no longer ours (a changed --local-ip) go too.
+                let stale = present
+                    .iter()
+                    .filter(|l| l.ends_with(" notrack") && !expected.contains(l))
                     .count();
-                if missing > 0 {
+                if missing > 0 || stale > 0 {
                     let script = nft_script(&self.ips, self.port);
-                    let output = run(&self.tools.nft, &["-f", "-"], Some(&script))?;
+                    let output = run(
+                        self.tools.timeout,
+                        &self.tools.nft,
+                        &["-f", "-"],
+                        Some(&script),
+                    )?;
                     if !output.status.success() {
                         return Err(failed(&self.tools.nft, &["-f", "-"], &output));
                     }
@@ -362,7 +430,7 @@ impl Rules {
                     return Ok(());
                 }
                 let args = ["delete", "table", "inet", NFT_TABLE];
-                let output = run(&self.tools.nft, &args, None)?;
+                let output = run(self.tools.timeout, &self.tools.nft, &args, None)?;
                 if output.status.success() {
                     Ok(())
                 } else {
@@ -447,6 +515,27 @@ mod tests {
             detect(NetfilterMode::Auto, &missing),
             Some(Backend::Iptables)
         );
+    }
+
+    #[test]
+    fn kube_proxy_is_found_by_its_tables_of_either_family() {
+        assert!(kube_proxy_nftables(
+            "table inet filter\ntable ip kube-proxy\n"
+        ));
+        assert!(kube_proxy_nftables("table ip6 kube-proxy\n"));
+        assert!(!kube_proxy_nftables(
+            "table inet kube-proxy-old\ntable ip nat\n"
+        ));
+        assert!(!kube_proxy_nftables(""));
+    }
+
+    #[test]
+    fn a_hung_tool_is_killed_and_named() {
+        let started = std::time::Instant::now();
+        let error = run(Duration::from_millis(200), "sleep", &["60"], None).expect_err("killed");
+        assert!(matches!(error, NetfilterError::TimedOut { .. }), "{error}");
+        assert!(error.to_string().contains("sleep 60"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -38,15 +38,18 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const NLMSG_HDRLEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
 /// Interface names are at most 15 bytes (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
 
 /// A link as the kernel reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub up: bool,
+    /// The link type (`dummy`, `veth`...), None for a physical device.
+    pub kind: Option<String>,
 }
 
 fn align4(n: usize) -> usize {
@@ -264,6 +267,50 @@ fn error_code(payload: &[u8]) -> io::Result<i32> {
     ))
 }
 
+/// A link message's index, flags and kind (`IFLA_LINKINFO`/`IFLA_INFO_KIND`).
+fn parse_link(payload: &[u8]) -> io::Result<Link> {
+    let index = u32_at(payload, 4).ok_or_else(malformed)?;
+    let flags = u32_at(payload, 8).ok_or_else(malformed)?;
+    let kind = payload
+        .get(IFINFOMSG_LEN..)
+        .map(attributes)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(kind, _)| *kind == IFLA_LINKINFO)
+        .and_then(|(_, info)| {
+            attributes(info)
+                .into_iter()
+                .find(|(kind, _)| *kind == IFLA_INFO_KIND)
+        })
+        .map(|(_, name)| {
+            String::from_utf8_lossy(name)
+                .trim_end_matches('\0')
+                .to_owned()
+        });
+    Ok(Link {
+        index,
+        up: flags & IFF_UP != 0,
+        kind,
+    })
+}
+
+/// The addresses of an RTM_NEWADDR payload when it is about link `index`.
+fn address_of(payload: &[u8], index: u32) -> Vec<IpAddr> {
+    if payload.len() < IFADDRMSG_LEN || u32_at(payload, 4) != Some(index) {
+        return Vec::new();
+    }
+    let family = payload[0];
+    attributes(&payload[IFADDRMSG_LEN..])
+        .into_iter()
+        .filter(|(kind, _)| *kind == IFA_LOCAL || *kind == IFA_ADDRESS)
+        .filter_map(|(_, data)| match family {
+            AF_INET => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            AF_INET6 => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A route-netlink socket.
 #[derive(Debug)]
 pub struct Netlink {
@@ -297,8 +344,13 @@ impl Netlink {
         (&self.socket).read(&mut self.buf)
     }
 
-    /// Sends a request with NLM_F_ACK and waits for its acknowledgement.
-    fn acked(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+    /// Sends the request `build(seq)` and feeds every reply of that sequence number to
+    /// `handle` until it returns a result (`Some`).
+    fn request<T>(
+        &mut self,
+        build: impl FnOnce(u32) -> Vec<u8>,
+        mut handle: impl FnMut(&Reply<'_>) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
         let seq = self.next_seq();
         self.socket.send(&build(seq))?;
         loop {
@@ -307,46 +359,38 @@ impl Netlink {
                 if reply.seq != seq {
                     continue;
                 }
-                if reply.kind == NLMSG_ERROR {
-                    return match error_code(reply.payload)? {
-                        0 => Ok(()),
-                        code => Err(io::Error::from_raw_os_error(-code)),
-                    };
+                if let Some(result) = handle(&reply) {
+                    return result;
                 }
             }
         }
     }
 
+    /// Sends a request with NLM_F_ACK and waits for its acknowledgement.
+    fn acked(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+        self.request(build, |reply| {
+            (reply.kind == NLMSG_ERROR).then(|| match error_code(reply.payload)? {
+                0 => Ok(()),
+                code => Err(io::Error::from_raw_os_error(-code)),
+            })
+        })
+    }
+
     /// The link named `name`, or None when there is none.
     pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
-        let seq = self.next_seq();
-        self.socket.send(&get_link_message(seq, name))?;
-        loop {
-            let n = self.recv()?;
-            for reply in messages(&self.buf[..n])? {
-                if reply.seq != seq {
-                    continue;
-                }
-                match reply.kind {
-                    NLMSG_ERROR => {
-                        return match error_code(reply.payload)? {
-                            code if code == -libc::ENODEV => Ok(None),
-                            0 => Err(malformed()),
-                            code => Err(io::Error::from_raw_os_error(-code)),
-                        };
-                    }
-                    RTM_NEWLINK => {
-                        let index = u32_at(reply.payload, 4).ok_or_else(malformed)?;
-                        let flags = u32_at(reply.payload, 8).ok_or_else(malformed)?;
-                        return Ok(Some(Link {
-                            index,
-                            up: flags & IFF_UP != 0,
-                        }));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.request(
+            |seq| get_link_message(seq, name),
+            |reply| match reply.kind {
+                NLMSG_ERROR => Some(match error_code(reply.payload) {
+                    Ok(code) if code == -libc::ENODEV => Ok(None),
+                    Ok(0) => Err(malformed()),
+                    Ok(code) => Err(io::Error::from_raw_os_error(-code)),
+                    Err(e) => Err(e),
+                }),
+                RTM_NEWLINK => Some(parse_link(reply.payload).map(Some)),
+                _ => None,
+            },
+        )
     }
 
     /// Creates link `name` of `kind`.
@@ -373,51 +417,25 @@ impl Netlink {
 
     /// The addresses on link `index`.
     pub fn addresses(&mut self, index: u32) -> io::Result<Vec<IpAddr>> {
-        let seq = self.next_seq();
-        self.socket.send(&dump_addresses_message(seq))?;
         let mut found = Vec::new();
-        loop {
-            let n = self.recv()?;
-            for reply in messages(&self.buf[..n])? {
-                if reply.seq != seq {
-                    continue;
-                }
-                match reply.kind {
-                    NLMSG_DONE => return Ok(found),
-                    NLMSG_ERROR => {
-                        let code = error_code(reply.payload)?;
-                        return Err(io::Error::from_raw_os_error(-code));
+        self.request(dump_addresses_message, |reply| match reply.kind {
+            NLMSG_DONE => Some(Ok(())),
+            NLMSG_ERROR => Some(match error_code(reply.payload) {
+                Ok(code) => Err(io::Error::from_raw_os_error(-code)),
+                Err(e) => Err(e),
+            }),
+            RTM_NEWADDR => {
+                for ip in address_of(reply.payload, index) {
+                    if !found.contains(&ip) {
+                        found.push(ip);
                     }
-                    RTM_NEWADDR if reply.payload.len() >= IFADDRMSG_LEN => {
-                        if u32_at(reply.payload, 4) != Some(index) {
-                            continue;
-                        }
-                        let family = reply.payload[0];
-                        for (kind, data) in attributes(&reply.payload[IFADDRMSG_LEN..]) {
-                            if kind != IFA_LOCAL && kind != IFA_ADDRESS {
-                                continue;
-                            }
-                            let ip = if family == AF_INET
-                                && let Ok(v4) = <[u8; 4]>::try_from(data)
-                            {
-                                IpAddr::from(v4)
-                            } else if family == AF_INET6
-                                && let Ok(v6) = <[u8; 16]>::try_from(data)
-                            {
-                                IpAddr::from(v6)
-                            } else {
-                                continue;
-                            };
-                            if !found.contains(&ip) {
-                                found.push(ip);
-                            }
-                        }
-                    }
-                    _ if reply.flags & NLM_F_MULTI == 0 => return Ok(found),
-                    _ => {}
                 }
+                None
             }
-        }
+            _ if reply.flags & NLM_F_MULTI == 0 => Some(Ok(())),
+            _ => None,
+        })?;
+        Ok(found)
     }
 }
 
@@ -472,6 +490,31 @@ mod tests {
         let del = delete_link_message(4, 42);
         assert_eq!(u16_at(&del, 4), Some(RTM_DELLINK));
         assert_eq!(u32_at(&del, 20), Some(42));
+    }
+
+    #[test]
+    fn a_link_reply_gives_index_state_and_kind() {
+        // What the kernel sends back for a dummy link is laid out like our request.
+        let mut reply = new_link_message(1, "nodelocaldns", "dummy");
+        reply[20..24].copy_from_slice(&7u32.to_ne_bytes());
+        reply[24..28].copy_from_slice(&IFF_UP.to_ne_bytes());
+        let link = parse_link(&reply[16..]).expect("parses");
+        assert_eq!(
+            link,
+            Link {
+                index: 7,
+                up: true,
+                kind: Some("dummy".into())
+            }
+        );
+        let plain = get_link_message(1, "eth0");
+        assert_eq!(parse_link(&plain[16..]).expect("parses").kind, None);
+        let addr = new_address_message(1, 7, "169.254.20.10".parse().expect("ip"));
+        assert_eq!(
+            address_of(&addr[16..], 7),
+            vec!["169.254.20.10".parse::<IpAddr>().expect("ip"); 2]
+        );
+        assert!(address_of(&addr[16..], 8).is_empty());
     }
 
     #[test]

@@ -223,7 +223,8 @@ fn the_daemonset_runs_everywhere_updates_without_a_gap_and_holds_only_the_capabi
         "{sc}"
     );
 
-    // The ConfigMap as in kube-dns.yaml, a writable /tmp for the servers file, iptables' lock.
+    // The ConfigMap as in kube-dns.yaml, a writable /tmp for the servers file, the handover
+    // lock.
     let volumes = pod["volumes"].as_array().context("volumes")?;
     let mounts = c["volumeMounts"].as_array().context("volumeMounts")?;
     let mounted_at = |path: &str| -> Value {
@@ -241,22 +242,39 @@ fn the_daemonset_runs_everywhere_updates_without_a_gap_and_holds_only_the_capabi
     );
     let tmp = mounted_at("/tmp");
     ensure!(tmp["emptyDir"].is_object(), "{tmp}");
-    let lock = mounted_at("/run/xtables.lock");
+    // The handover lock is on the node, shared by the old and the new pod.
+    let lock = mounted_at("/run/node-local-dns");
     ensure!(
-        lock["hostPath"] == json!({"path": "/run/xtables.lock", "type": "FileOrCreate"}),
+        lock["hostPath"] == json!({"path": "/run/node-local-dns", "type": "DirectoryOrCreate"}),
         "{lock}"
     );
+    let (_, cache) = parsed(&c)?;
+    ensure!(
+        cache.handover_lock.as_deref() == Some(std::path::Path::new("/run/node-local-dns/lock"))
+    );
 
-    // Both probes on dns-cache's /healthz; readiness the more often.
-    let probes = http_probes(&c);
-    let kinds: Vec<&str> = probes.iter().map(|(kind, ..)| *kind).collect();
-    ensure!(kinds == ["livenessProbe", "readinessProbe"], "{probes:?}");
-    for (kind, port, path) in &probes {
+    // Both probes ask this pod's own dns-cache through its health socket in the pod's /tmp
+    // (9253 is shared with the other pod during a rollout); readiness the more often.
+    ensure!(http_probes(&c).is_empty(), "no HTTP probe on a shared port");
+    let socket = cache.health_socket.clone().context("--health-socket")?;
+    ensure!(socket.starts_with("/tmp"), "{}", socket.display());
+    for kind in ["livenessProbe", "readinessProbe"] {
+        let command: Vec<&str> = c[kind]["exec"]["command"]
+            .as_array()
+            .with_context(|| format!("{kind} exec"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let probe = format!("--health-probe={}", socket.display());
         ensure!(
-            *port == METRICS_PORT && path == "/healthz",
-            "{kind} on {port}{path}"
+            command == ["/dns-cache", probe.as_str()],
+            "{kind}: {command:?}"
         );
+        let parsed = dns_cache::CacheConfig::parse_args(command[1..].iter().copied())?;
+        ensure!(parsed.health_probe.as_deref() == Some(socket.as_path()));
     }
+    // A fixed worker count: the handover finds the successor's sockets past its own.
+    ensure!(cache.workers == 2, "--workers {}", cache.workers);
     let period = |kind: &str| c[kind]["periodSeconds"].as_u64().unwrap_or(10);
     ensure!(period("readinessProbe") < period("livenessProbe"));
 

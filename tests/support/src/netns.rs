@@ -158,9 +158,11 @@ impl Netns {
         Ok(())
     }
 
-    /// The namespace's conntrack table (`/proc/net/nf_conntrack` as seen from inside).
+    /// The namespace's conntrack table: `/proc/net/nf_conntrack` as seen from inside, or
+    /// `conntrack -L` on kernels without that file (both name each flow's `dst=`).
     pub fn conntrack(&self) -> anyhow::Result<String> {
         self.exec("cat", &["/proc/net/nf_conntrack"])
+            .or_else(|_| self.exec("conntrack", &["-L"]))
     }
 
     /// One UDP query from inside the namespace.

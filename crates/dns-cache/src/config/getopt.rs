@@ -12,6 +12,14 @@ use super::servers::{
 };
 use super::{CacheConfig, CliError, DEFAULT_STALE_SECS, UpstreamPolicy};
 
+/// A number of milliseconds, as our time options take, or a Go duration (`5s`, `500ms`).
+fn ms_or_duration(v: &str) -> Result<Duration, String> {
+    match v.parse::<u64>() {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => daemon_support::go_flags::parse_go_duration(v).map_err(|e| e.to_string()),
+    }
+}
+
 impl CacheConfig {
     /// Parses argv (without the program name).
     pub fn parse_args<I, S>(args: I) -> Result<Self, CliError>
@@ -77,8 +85,29 @@ impl CacheConfig {
                 "needs --local-ip (the link-local address, and the DNS Service IP where kube-proxy does not hold it)",
             ));
         }
-        if !self.node_local && !self.local_ips.is_empty() {
-            return Err(bad("--local-ip", "only with --node-local"));
+        if !self.node_local {
+            let defaults = CacheConfig::default();
+            let given = [
+                ("--local-ip", !self.local_ips.is_empty()),
+                (
+                    "--interface-name",
+                    self.interface_name != defaults.interface_name,
+                ),
+                (
+                    "--interface-kind",
+                    self.interface_kind != defaults.interface_kind,
+                ),
+                ("--netfilter", self.netfilter != defaults.netfilter),
+                ("--skip-teardown", self.skip_teardown),
+                (
+                    "--node-sync-interval",
+                    self.node_sync_interval != defaults.node_sync_interval,
+                ),
+                ("--handover-lock", self.handover_lock.is_some()),
+            ];
+            if let Some((option, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(bad(option, "only with --node-local"));
+            }
         }
         Ok(())
     }
@@ -183,11 +212,7 @@ impl CacheConfig {
             "skip-teardown" => self.skip_teardown = true,
             "node-sync-interval" => {
                 let v = need()?;
-                let interval = match v.parse::<u64>() {
-                    Ok(ms) => Duration::from_millis(ms),
-                    Err(_) => daemon_support::go_flags::parse_go_duration(v)
-                        .map_err(|e| bad(e.to_string()))?,
-                };
+                let interval = ms_or_duration(v).map_err(bad)?;
                 if interval < Duration::from_millis(100) {
                     return Err(bad(format!("{v:?} is under 100ms")));
                 }
@@ -199,6 +224,9 @@ impl CacheConfig {
                     self.tcp_upstreams.push(addr);
                 }
             }
+            "handover-lock" => self.handover_lock = Some(PathBuf::from(need()?)),
+            "health-socket" => self.health_socket = Some(PathBuf::from(need()?)),
+            "health-probe" => self.health_probe = Some(PathBuf::from(need()?)),
             "tcp-pool-size" => {
                 let n = number(need()?)?;
                 if !(1..=64).contains(&n) {
@@ -256,12 +284,7 @@ impl CacheConfig {
             "lameduck" => {
                 // kube-dns's syntax (`5s`, `500ms`), or a number of milliseconds as our other
                 // time options take.
-                let v = need()?;
-                self.lameduck = match v.parse::<u64>() {
-                    Ok(ms) => Duration::from_millis(ms),
-                    Err(_) => daemon_support::go_flags::parse_go_duration(v)
-                        .map_err(|e| bad(e.to_string()))?,
-                }
+                self.lameduck = ms_or_duration(need()?).map_err(bad)?;
             }
             "cache-max-bytes" => self.cache_max_bytes = number(need()?)? as usize,
             "cache-max-answer" => self.cache_max_answer = number(need()?)? as usize,

@@ -215,6 +215,13 @@ pub struct CacheConfig {
     pub tcp_upstreams: Vec<SocketAddr>,
     /// `--tcp-pool-size`: connections per such server.
     pub tcp_pool_size: usize,
+    /// `--handover-lock`: the file node-local instances hold shared; the last one out tears
+    /// down.
+    pub handover_lock: Option<PathBuf>,
+    /// `--health-socket`: a Unix socket answering `ok` (or `lameduck`) for this instance.
+    pub health_socket: Option<PathBuf>,
+    /// `--health-probe`: ask that socket and exit 0 when healthy (an exec probe).
+    pub health_probe: Option<PathBuf>,
     // ---- answer policy (dnsmasq's, then ours) ----
     /// `--address=/domain/.../ip` lines with addresses (those without are local-only servers).
     pub addresses: Vec<AddressSpec>,
@@ -295,6 +302,9 @@ impl Default for CacheConfig {
             node_sync_interval: DEFAULT_NODE_SYNC_INTERVAL,
             tcp_upstreams: Vec::new(),
             tcp_pool_size: DEFAULT_TCP_POOL_SIZE,
+            handover_lock: None,
+            health_socket: None,
+            health_probe: None,
             addresses: Vec::new(),
             domain_needed: false,
             bogus_priv: false,
@@ -350,6 +360,7 @@ impl CacheConfig {
             },
             netfilter: self.netfilter,
             tools: node_local::Tools::default(),
+            lock: self.handover_lock.clone(),
         })
     }
 }

@@ -85,6 +85,9 @@ const OPTIONS: &[(&str, Option<char>, Arg)] = &[
     ("node-sync-interval", None, Arg::Required),
     ("tcp-upstream", None, Arg::Required),
     ("tcp-pool-size", None, Arg::Required),
+    ("handover-lock", None, Arg::Required),
+    ("health-socket", None, Arg::Required),
+    ("health-probe", None, Arg::Required),
 ];
 
 /// dnsmasq options accepted on purpose without effect, each with the reason (one warning at
