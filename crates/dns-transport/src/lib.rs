@@ -7,8 +7,9 @@
 //! bounded under load whatever a client sends. In [`UdpMode::Blocking`] the thread blocks in `recv_from`
 //! and the slow path runs on the shared tokio runtime; in [`UdpMode::EventLoop`] the thread runs
 //! its own single-threaded runtime and the slow path runs there, on the thread that received the
-//! query. TCP follows RFC 7766: one task per connection, length-prefixed messages answered in
-//! order. [`forward`] sends queries upstream with tries that stay open until the query's
+//! query. TCP follows RFC 7766: one task per connection, length-prefixed messages, answers
+//! from the fast path in order and those that need the network as they come (pipelining, up to
+//! [`tcp::MAX_PIPELINED`] per connection). [`forward`] sends queries upstream with tries that stay open until the query's
 //! deadline; [`upstream`] keeps each server's health.
 
 //!

@@ -1,4 +1,8 @@
-//! DNS over TCP (RFC 7766): one task per connection, length-prefixed messages answered in order.
+//! DNS over TCP (RFC 7766): one task per connection, length-prefixed messages. Answers from
+//! the fast path are written at once, in order; queries that need the network run
+//! concurrently, up to [`MAX_PIPELINED`] per connection, and their answers are written as they
+//! come (RFC 7766 §6.2.1.1), so one slow upstream does not hold up a pipelining client's other
+//! queries.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +23,10 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a TCP query's buffer starts at; it grows only as the client's bytes arrive.
 const INITIAL_QUERY_CAPACITY: usize = 512;
+
+/// Queries of one connection waiting on the network at once; the next query is read when one
+/// of them is answered. (Each is charged to the process's budget as well.)
+pub const MAX_PIPELINED: usize = 32;
 
 /// How many DNS-over-TCP connections a listener keeps, and for how long (RFC 7766 §6.2.3, §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +126,58 @@ pub async fn serve_tcp<H: PacketHandler>(
     }
 }
 
-/// Reads length-prefixed queries and answers each in order until the peer closes or idles.
+/// Reads the next length-prefixed message into `buf` (bytes of the next messages stay there).
+/// Cancel safe: bytes read are kept in `buf` when the future is dropped. None at the end of
+/// the stream, or when it ends inside a message.
+async fn next_message<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
+    loop {
+        if buf.len() >= 2 {
+            let want = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if buf.len() >= 2 + want {
+                let packet = buf[2..2 + want].to_vec();
+                buf.drain(..2 + want);
+                return Ok(Some(packet));
+            }
+            // The buffer grows as bytes arrive: a length prefix alone reserves nothing.
+            let missing = 2 + want - buf.len();
+            buf.reserve(missing.min(INITIAL_QUERY_CAPACITY));
+        } else {
+            buf.reserve(INITIAL_QUERY_CAPACITY);
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Writes one framed answer (charged to the budget while it waits for the reader).
+async fn write_answer<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    out: &[u8],
+    peer: SocketAddr,
+    budget: &Arc<Budget>,
+    idle: Duration,
+) -> io::Result<bool> {
+    let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
+    // An answer waiting for a slow reader is work in flight too; over budget, the connection
+    // is closed (the client may retry).
+    let Ok(_pending) = budget.charge(peer.ip(), 1, usize::from(frame_len) + 2) else {
+        return Ok(false);
+    };
+    let mut frame = Vec::with_capacity(usize::from(frame_len) + 2);
+    frame.extend_from_slice(&frame_len.to_be_bytes());
+    frame.extend_from_slice(&out[..usize::from(frame_len)]);
+    tokio::time::timeout(idle, writer.write_all(&frame))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not read in time"))??;
+    Ok(true)
+}
+
+/// Reads length-prefixed queries and answers them until the peer closes or idles (then the
+/// queries still waiting on the network are answered before the connection closes).
 async fn serve_tcp_connection<H: PacketHandler>(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -128,76 +187,81 @@ async fn serve_tcp_connection<H: PacketHandler>(
     budget: &Arc<Budget>,
     limits: TcpLimits,
 ) -> io::Result<()> {
+    use futures::StreamExt;
     stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.split();
+    let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::with_capacity(4096);
+    let mut waiting = futures::stream::FuturesUnordered::new();
+    let mut reading = true;
     loop {
+        if !reading && waiting.is_empty() {
+            return Ok(());
+        }
         // Reading a message, and writing its answer, each get the idle timeout as it is now.
         let idle = limits.idle_for(table.len());
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(result) => {
-                result?;
+        let can_read = reading && waiting.len() < MAX_PIPELINED;
+        tokio::select! {
+            read = tokio::time::timeout(idle, next_message(&mut reader, &mut buf)), if can_read => {
+                let packet = match read {
+                    // Idle, or the peer is done sending: answer what is waiting, then close.
+                    Err(_) | Ok(Ok(None)) => {
+                        reading = false;
+                        continue;
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(Some(packet))) => packet,
+                };
+                guard.touch();
+                if let Some(messages) = handler.stream(&packet, peer) {
+                    drop(packet);
+                    write_stream(&mut writer, messages, idle).await?;
+                    continue;
+                }
+                match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
+                    Fast::Reply => {}
+                    Fast::Drop => return Ok(()),
+                    Fast::Slow => match crate::handler::admit_slow(budget, &packet, peer) {
+                        Ok(Some(SlowQuery { packet, charge })) => {
+                            let handler = handler.clone();
+                            waiting.push(async move {
+                                let reply = handler.slow(packet, Transport::Tcp, peer).await;
+                                drop(charge);
+                                reply
+                            });
+                            continue;
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(_refusal) => {
+                            out.clear();
+                            if !handler.overloaded(&packet, &mut out) {
+                                return Ok(());
+                            }
+                        }
+                    },
+                }
+                drop(packet);
+                if !write_answer(&mut writer, &out, peer, budget, idle).await? {
+                    return Ok(());
+                }
+            }
+            Some(reply) = waiting.next(), if !waiting.is_empty() => {
+                guard.touch();
+                let Some(reply) = reply else {
+                    return Ok(());
+                };
+                if !write_answer(&mut writer, &reply, peer, budget, idle).await? {
+                    return Ok(());
+                }
             }
         }
-        // The buffer grows as bytes arrive: a length prefix alone reserves nothing.
-        let want = usize::from(u16::from_be_bytes(len));
-        let mut packet = Vec::with_capacity(want.min(INITIAL_QUERY_CAPACITY));
-        let mut body = (&mut stream).take(want as u64);
-        tokio::time::timeout(idle, body.read_to_end(&mut packet))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
-        if packet.len() < want {
-            return Ok(());
-        }
-        guard.touch();
-        if let Some(messages) = handler.stream(&packet, peer) {
-            drop(packet);
-            write_stream(&mut stream, messages, idle).await?;
-            continue;
-        }
-        match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
-            Fast::Reply => {}
-            Fast::Drop => return Ok(()),
-            Fast::Slow => match crate::handler::admit_slow(budget, &packet, peer) {
-                Ok(Some(SlowQuery { packet, charge })) => {
-                    let reply = handler.clone().slow(packet, Transport::Tcp, peer).await;
-                    drop(charge);
-                    match reply {
-                        Some(reply) => out = reply,
-                        None => return Ok(()),
-                    }
-                }
-                Ok(None) => return Ok(()),
-                Err(_refusal) => {
-                    out.clear();
-                    if !handler.overloaded(&packet, &mut out) {
-                        return Ok(());
-                    }
-                }
-            },
-        }
-        drop(packet);
-        let frame_len = u16::try_from(out.len()).unwrap_or(u16::MAX);
-        // An answer waiting for a slow reader is work in flight too; over budget, the
-        // connection is closed (the client may retry).
-        let Ok(_pending) = budget.charge(peer.ip(), 1, usize::from(frame_len) + 2) else {
-            return Ok(());
-        };
-        let mut frame = Vec::with_capacity(usize::from(frame_len) + 2);
-        frame.extend_from_slice(&frame_len.to_be_bytes());
-        frame.extend_from_slice(&out[..usize::from(frame_len)]);
-        tokio::time::timeout(idle, stream.write_all(&frame))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not read in time"))??;
     }
 }
 
 /// Writes every message of `messages`, each framed, within its deadline and each write within
 /// `idle`; the connection is closed (an error) when either runs out.
-async fn write_stream(
-    stream: &mut TcpStream,
+async fn write_stream<W: AsyncWriteExt + Unpin>(
+    stream: &mut W,
     messages: MessageStream,
     idle: Duration,
 ) -> io::Result<()> {
@@ -226,6 +290,79 @@ async fn write_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every query goes slow; a query with ID 1 takes 300 ms, the others none. Answers echo
+    /// the query.
+    struct Slowly;
+
+    impl PacketHandler for Slowly {
+        fn fast(&self, _: &[u8], _: Transport, _: SocketAddr, _: &mut Vec<u8>) -> Fast {
+            Fast::Slow
+        }
+
+        async fn slow(
+            self: Arc<Self>,
+            packet: Vec<u8>,
+            _: Transport,
+            _: SocketAddr,
+        ) -> Option<Vec<u8>> {
+            if dns_wire::packet_id(&packet) == Some(1) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Some(packet)
+        }
+
+        fn overloaded(&self, _: &[u8], _: &mut Vec<u8>) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_queries_are_answered_as_they_are_ready_and_all_before_the_close()
+    -> io::Result<()> {
+        let listener =
+            TcpListener::from_std(crate::bind::bind_tcp("127.0.0.1:0".parse().expect("addr"))?)?;
+        let addr = listener.local_addr()?;
+        let budget = Budget::new(
+            crate::budget::BudgetLimits::entries(64),
+            Arc::default(),
+            "test",
+        );
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_tcp(
+            listener,
+            Arc::new(Slowly),
+            TcpConnections::new(TcpLimits::with_max(8), Arc::default()),
+            budget,
+            shutdown.clone(),
+        ));
+        let mut client = TcpStream::connect(addr).await?;
+        let mut sent = Vec::new();
+        for id in [1u16, 2, 3] {
+            let query = dns_wire::build::build_query(id, "example.com", 1, None);
+            sent.extend_from_slice(&(query.len() as u16).to_be_bytes());
+            sent.extend_from_slice(&query);
+        }
+        client.write_all(&sent).await?;
+        // The client is done sending: the slow answer still comes before the close.
+        client.shutdown().await?;
+        let mut ids = Vec::new();
+        let mut len = [0u8; 2];
+        while client.read_exact(&mut len).await.is_ok() {
+            let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            client.read_exact(&mut answer).await?;
+            ids.push(dns_wire::packet_id(&answer).unwrap_or(0));
+        }
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(
+            ids.last(),
+            Some(&1),
+            "the slow one last, the others not held up: {ids:?}"
+        );
+        shutdown.cancel();
+        let _ = server.await;
+        Ok(())
+    }
 
     #[test]
     fn the_idle_timeout_shrinks_past_half_full_down_to_a_tenth() {
