@@ -66,7 +66,7 @@ impl Conn {
     fn usable(&self) -> bool {
         !self.closed.load(Ordering::Acquire)
             && !self.queue.is_closed()
-            && self.opened.elapsed() < MAX_AGE
+            && crate::clock::now().saturating_duration_since(self.opened) < MAX_AGE
     }
 
     /// Ends the connection: every waiting query fails.
@@ -151,7 +151,7 @@ impl TcpPool {
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
             answered_upto: AtomicU64::new(0),
-            opened: tokio::time::Instant::now(),
+            opened: crate::clock::now(),
         });
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.stats.open.fetch_add(1, Ordering::Relaxed);

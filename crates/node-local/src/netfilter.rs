@@ -530,6 +530,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // times the kill, on the real clock
     fn a_hung_tool_is_killed_and_named() {
         let started = std::time::Instant::now();
         let error = run(Duration::from_millis(200), "sleep", &["60"], None).expect_err("killed");
