@@ -265,8 +265,9 @@ pub fn finish(setup: &NodeSetup, skip_teardown: bool) {
         tracing::info!("node-local: leaving the interface and rules in place (--skip-teardown)");
         return;
     }
-    if setup.successor_present() {
+    if let Some(why) = setup.successor() {
         tracing::info!(
+            why,
             "node-local: a successor holds the port; leaving the interface and rules to it"
         );
         return;

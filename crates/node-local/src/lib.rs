@@ -171,19 +171,20 @@ impl NodeSetup {
         Ok(())
     }
 
-    /// Whether another instance is there: it holds the handover lock, or the DNS port on one
-    /// of our addresses (a successor that took the sockets over). Call after closing our own
-    /// sockets.
-    pub fn successor_present(&self) -> bool {
+    /// Whether another instance is there, and how it shows: it holds the handover lock, or
+    /// the DNS port on one of our addresses (a successor that took the sockets over). Call
+    /// after closing our own sockets.
+    pub fn successor(&self) -> Option<&'static str> {
         if let Some(lock) = &self.lock
             && !lock.last_out()
         {
-            return true;
+            return Some("another instance holds the handover lock");
         }
         self.spec
             .ips
             .iter()
             .any(|ip| successor_holds(SocketAddr::new(*ip, self.spec.port)))
+            .then_some("another socket holds the port")
     }
 }
 

@@ -768,7 +768,8 @@ async fn a_newer_instance_stopped_first_leaves_the_older_one_serving_and_the_rul
     ensure!(old.wait_exit(WAIT).await?.success());
     ensure!(
         !lab.iptables("raw")?.contains(LINK_LOCAL),
-        "the last one out tears down"
+        "the last one out tears down:\n{}",
+        old.output_text()
     );
     Ok(())
 }

@@ -22,8 +22,33 @@ use std::path::PathBuf;
 
 /// A loopback port that was free a moment ago for both UDP and TCP, for servers that cannot be
 /// told port 0 and read back (a real dnsmasq; dns-cache under the nanny, which must come back on
-/// the same port). The kernel's UDP pick can be taken for TCP: that clash is tried again.
+/// the same port).
+///
+/// It is picked below the kernel's ephemeral range (`ip_local_port_range`) when there is room:
+/// a port from that range can be taken, before the server binds it, as the local port of any
+/// outgoing connection on the machine (a watch of the fake API server, say), which no retry of
+/// the server's fixes. Failing that, the kernel's pick (where that clash is tried again).
 pub fn free_dns_port() -> anyhow::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FLOOR: u16 = 10_000;
+    if low > FLOOR + 1000 {
+        // Spread over the range by the process and the clock, then walk it.
+        let span = u32::from(low - FLOOR);
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .subsec_nanos();
+        for i in 0..200u32 {
+            let port = FLOOR + (seed.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if let Ok(bound) = dns_transport::bind_dns_port(addr, 1) {
+                return Ok(bound.tcp.local_addr()?.port());
+            }
+        }
+    }
     let port = dns_transport::bind_dns_port("127.0.0.1:0".parse()?, 1)?;
     Ok(port.tcp.local_addr()?.port())
 }
