@@ -2,20 +2,23 @@
 """The node-local benchmark (called by bench/node-local/run.sh, as root; standard library only).
 
 Two paths from a "pod" network namespace to the cluster DNS, in one run, on one "node"
-namespace joined to the pod by a veth pair:
+namespace joined to the pod by a veth pair, laid out as kube-dns.yaml and node-local/ deploy
+them (the kube-dns pod's dnsmasq container is dns-cache at 10.124.0.1:5353 in front of kube-dns;
+kube-proxy is two iptables nat rules):
 
   node-local   pod -> 169.254.20.10:53 (dns-cache --node-local, NOTRACK rules, no conntrack)
-               -> hit, or miss to kube-dns over its pooled TCP connections
-  service      pod -> 10.96.0.10:53, DNAT to the DNS pod's cache at 10.124.0.1:5353 (a
-               kube-proxy-style iptables nat rule, so conntrack tracks every query)
-               -> hit, or miss to kube-dns over UDP
+               -> hit; or miss over the pooled TCP connections to kube-dns-upstream
+               (10.96.0.11, DNAT to the kube-dns pod's cache) -> kube-dns
+  service      pod -> 10.96.0.10:53, DNAT to the kube-dns pod's cache (conntrack tracks every
+               flow) -> hit; or miss -> kube-dns
 
-Both caches run the same dns-cache binary with the same cache flags; kube-dns serves the
-fixture cluster from the fake API server. Caches and kube-dns are pinned to CPU 1, dnsperf to
+So a miss costs the node-local path one cache more than the Service path. The caches run the
+same dns-cache binary with the same cache flags; kube-dns serves the fixture cluster from the
+fake API server. Caches and kube-dns are pinned to CPU 1, dnsperf to
 CPU 0. Each cell is two dnsperf runs of -l seconds, repeated, paths alternating, reported as
 medians:
   - saturated (-c 4 -q 200, both CPUs busy): queries per second, and CPU per answered query:
-    the cache process's (utime+stime) and the whole machine's (/proc/stat busy time of both
+    the caches' on the path (utime+stime; node-local: the node cache and the pod's) and the whole machine's (/proc/stat busy time of both
     CPUs, softirq included: conntrack and NAT run there; it also counts dnsperf and kube-dns).
     At saturation /proc/stat's tick sampling is exact enough; at a low fixed rate it is not
     (tickless idle under-counts short wake-ups), so CPU is read from these runs only;
@@ -40,6 +43,7 @@ import bench as B  # noqa: E402  (bench/bench.py: /proc and dnsperf helpers)
 
 NODE, POD = "kdrs-bench-node", "kdrs-bench-pod"
 LINK_LOCAL, SERVICE_IP, NODE_IP, POD_IP = "169.254.20.10", "10.96.0.10", "10.124.0.1", "10.124.0.2"
+UPSTREAM_SERVICE_IP = "10.96.0.11"
 HIT_NAMES = ["kubernetes.default.svc.cluster.local", "dual.default.svc.cluster.local",
              "headless.default.svc.cluster.local", "web6.default.svc.cluster.local"]
 
@@ -65,9 +69,15 @@ def setup_namespaces():
     sh("ip", "-n", POD, "route", "add", "default", "via", NODE_IP)
     # The node cache's interface (this kernel has no dummy links).
     sh("ip", "-n", NODE, "link", "add", "nodelocaldns", "type", "veth", "peer", "name", "nld-peer")
-    # kube-proxy's Service rule: the DNS Service IP to the DNS pod's cache.
-    netns(NODE, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", SERVICE_IP, "-p", "udp", "--dport", "53",
-          "-j", "DNAT", "--to-destination", f"{NODE_IP}:5353")
+    # The Service range is routed as on a node (the route lookup comes before kube-proxy's DNAT).
+    sh("ip", "-n", NODE, "route", "add", "10.96.0.0/16", "dev", "vnode")
+    # kube-proxy's Service rules: the DNS Service IP (from pods) and kube-dns-upstream (from the
+    # node) to the kube-dns pod's cache.
+    for proto in ("udp", "tcp"):
+        netns(NODE, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", SERVICE_IP, "-p", proto, "--dport", "53",
+              "-j", "DNAT", "--to-destination", f"{NODE_IP}:5353")
+        netns(NODE, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", UPSTREAM_SERVICE_IP, "-p", proto, "--dport", "53",
+              "-j", "DNAT", "--to-destination", f"{NODE_IP}:5353")
 
 
 def start(procs, name, argv, cpus):
@@ -79,9 +89,9 @@ def wait_line(path, pattern, proc, timeout=60):
     return B.wait_log(path, pattern, proc, timeout)
 
 
-def cache_args(bin_dir, extra):
+def cache_args(bin_dir, upstream, extra):
     return [os.path.join(bin_dir, "dns-cache"), "-k", "--no-resolv", "--no-hosts", "--no-negcache",
-            "--cache-size=10000", "--workers=1", "--server=/cluster.local/127.0.0.1#10053",
+            "--cache-size=10000", "--workers=1", f"--server=/cluster.local/{upstream}",
             "--server=127.0.0.1#9"] + extra
 
 
@@ -120,11 +130,12 @@ def dnsperf(work, server, qfile, seconds, label, extra):
     return text
 
 
-def run_cell(work, server, qfile, rate, seconds, cache_pid, label):
-    # Saturated: CPU per query.
-    c0, (m0, _) = process_ticks(cache_pid), machine_busy()
+def run_cell(work, server, qfile, rate, seconds, cache_pids, label):
+    # Saturated: CPU per query (of the caches on the path together, and of the machine).
+    ticks = lambda: sum(process_ticks(p) for p in cache_pids)  # noqa: E731
+    c0, (m0, _) = ticks(), machine_busy()
     text = dnsperf(work, server, qfile, seconds, f"{label}-sat", ["-c", "4", "-q", "200"])
-    c1, (m1, _) = process_ticks(cache_pid), machine_busy()
+    c1, (m1, _) = ticks(), machine_busy()
     sat = B.parse_dnsperf(text)
     done = sat["completed"] or 0
     # Fixed rate: latency, and the conntrack entries of the path's address (table flushed).
@@ -171,21 +182,21 @@ def main():
                                                "--nameservers=127.0.0.1:9", "--lameduck=0s",
                                                "--dns-workers=1"], {1})
         wait_line(kd_err, r"Initialized services", kd)
-        nl, nl_err = start(procs, "node-local", cache_args(a.bin_dir, [
-            "--node-local", f"--local-ip={LINK_LOCAL}", "--interface-kind=existing",
-            "--netfilter=iptables", "--tcp-upstream=127.0.0.1#10053",
-            "--metrics-address=127.0.0.1:19253"]), {1})
-        wait_line(nl_err, r"listening on udp", nl)
-        svc, svc_err = start(procs, "service-cache", cache_args(a.bin_dir, [
+        svc, svc_err = start(procs, "kube-dns-pod-cache", cache_args(a.bin_dir, "127.0.0.1#10053", [
             "-p", "5353", "-a", NODE_IP, "--metrics-address=127.0.0.1:19254"]), {1})
         wait_line(svc_err, r"listening on udp", svc)
+        nl, nl_err = start(procs, "node-local", cache_args(a.bin_dir, f"{UPSTREAM_SERVICE_IP}#53", [
+            "--node-local", f"--local-ip={LINK_LOCAL}", "--interface-kind=existing",
+            "--netfilter=iptables", f"--tcp-upstream={UPSTREAM_SERVICE_IP}#53",
+            "--metrics-address=127.0.0.1:19253"]), {1})
+        wait_line(nl_err, r"listening on udp", nl)
         # conntrack is on in the node (the nat rule), so the count is meaningful for both.
-        paths = {"node-local": (LINK_LOCAL, nl.pid), "service": (SERVICE_IP, svc.pid)}
+        paths = {"node-local": (LINK_LOCAL, [nl.pid, svc.pid]), "service": (SERVICE_IP, [svc.pid])}
         for rep in range(a.reps):
             for kind in ("hit", "miss"):
                 order = list(paths) if rep % 2 == 0 else list(reversed(paths))
                 for path in order:
-                    server, pid = paths[path]
+                    server, pids = paths[path]
                     if kind == "hit":
                         qfile = hits
                     else:
@@ -194,7 +205,7 @@ def main():
                             # Enough unique names for a saturated run (dnsperf loops the file).
                             for i in range(max(300_000, a.rate * a.seconds + 1000)):
                                 f.write(f"miss-{rep}-{i}.{path}.svc.cluster.local A\n")
-                    r = run_cell(a.work, server, qfile, a.rate, a.seconds, pid, f"{path}-{kind}-{rep}")
+                    r = run_cell(a.work, server, qfile, a.rate, a.seconds, pids, f"{path}-{kind}-{rep}")
                     results["cells"].setdefault(f"{path}/{kind}", []).append(r)
                     B.log(f"{path:10} {kind:4} rep {rep}: saturated {r['qps']:.0f} qps, "
                           f"cache {r['cache_us_per_query']:.1f} us/q, machine {r['machine_us_per_query']:.1f} us/q; "
@@ -208,7 +219,7 @@ def main():
         results["summary"] = summary
         with open(os.path.join(a.work, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-        print(f"\n| path | saturated qps | cache CPU us/q | machine CPU us/q | p50 us at {a.rate}/s | p99 us | lost | conntrack entries added |")
+        print(f"\n| path | saturated qps | caches' CPU us/q | machine CPU us/q | p50 us at {a.rate}/s | p99 us | lost | conntrack entries added |")
         print("|---|---|---|---|---|---|---|---|")
         for cell, s in summary.items():
             print(f"| {cell} | {s['qps']:,.0f} | {s['cache_us_per_query']:.1f} | {s['machine_us_per_query']:.1f} "
