@@ -308,26 +308,25 @@ pub fn render_metrics(state: &CacheState, out: &mut String) {
         .iter()
         .filter_map(|u| u.pool.as_ref().map(|p| (u.addr, p.stats.clone())))
         .collect();
-    let _ = write!(
-        out,
-        "# HELP dnscache_tcp_pool_connections Open pooled TCP connections to a --tcp-upstream server.\n# TYPE dnscache_tcp_pool_connections gauge\n"
-    );
-    for (addr, stats) in &pooled {
-        let _ = writeln!(
-            out,
-            "dnscache_tcp_pool_connections{{server=\"{addr}\"}} {}",
-            stats.open.load(Ordering::Relaxed)
-        );
-    }
-    let _ = write!(
-        out,
-        "# HELP dnscache_tcp_pool_connects_total Pooled TCP connections opened to a --tcp-upstream server.\n# TYPE dnscache_tcp_pool_connects_total counter\n"
-    );
-    for (addr, stats) in &pooled {
-        let _ = writeln!(
-            out,
-            "dnscache_tcp_pool_connects_total{{server=\"{addr}\"}} {}",
-            stats.connects.load(Ordering::Relaxed)
-        );
+    type Value = fn(&dns_transport::PoolStats) -> i64;
+    let families: [(&str, &str, &str, Value); 2] = [
+        (
+            "dnscache_tcp_pool_connections",
+            "gauge",
+            "Open pooled TCP connections to a --tcp-upstream server.",
+            |s| s.open.load(Ordering::Relaxed),
+        ),
+        (
+            "dnscache_tcp_pool_connects_total",
+            "counter",
+            "Pooled TCP connections opened to a --tcp-upstream server.",
+            |s| s.connects.load(Ordering::Relaxed) as i64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (addr, stats) in &pooled {
+            let _ = writeln!(out, "{name}{{server=\"{addr}\"}} {}", value(stats));
+        }
     }
 }

@@ -199,3 +199,24 @@ mod tests {
         assert_eq!(expand("x$", &env), "x$");
     }
 }
+
+/// Each object's (kind, name), in the order given.
+pub fn kinds_and_names(objects: &[Value]) -> Vec<(String, String)> {
+    objects
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap_or("").to_owned(),
+                o["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// (kind, name) pairs as owned strings, to compare with [`kinds_and_names`].
+pub fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+        .collect()
+}

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use anyhow::{Context, ensure};
 use kube_dns_pod_tests::{
-    container_ports, containers, expanded_args, http_probes, kustomize, object, parse_objects,
-    repo_root,
+    container_ports, containers, expanded_args, http_probes, kinds_and_names, kustomize, object,
+    owned_pairs, parse_objects, repo_root,
 };
 use serde_json::Value;
 
@@ -20,19 +20,11 @@ fn kube_dns_yaml_and_its_kustomize_rendering_hold_the_same_objects() -> anyhow::
     let raw = shipped()?;
     let rendered = kustomize(&repo_root())?;
     let kinds = |objects: &[Value]| -> Vec<(String, String)> {
-        let mut k: Vec<(String, String)> = objects
-            .iter()
-            .map(|o| {
-                (
-                    o["kind"].as_str().unwrap_or("").to_owned(),
-                    o["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect();
+        let mut k = kinds_and_names(objects);
         k.sort();
         k
     };
-    let expected: Vec<(String, String)> = [
+    let expected = owned_pairs(&[
         ("ClusterRole", "system:kube-dns-rs"),
         ("ClusterRoleBinding", "system:kube-dns-rs"),
         ("ConfigMap", "kube-dns"),
@@ -40,10 +32,7 @@ fn kube_dns_yaml_and_its_kustomize_rendering_hold_the_same_objects() -> anyhow::
         ("PodDisruptionBudget", "kube-dns"),
         ("Service", "kube-dns"),
         ("ServiceAccount", "kube-dns"),
-    ]
-    .iter()
-    .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
-    .collect();
+    ]);
     ensure!(kinds(&raw) == expected, "{:?}", kinds(&raw));
     ensure!(
         kinds(&rendered) == expected,

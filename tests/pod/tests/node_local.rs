@@ -558,6 +558,35 @@ fn steady_client(
     })
 }
 
+/// Four clients in the pod, a query each per millisecond to the link-local address, until
+/// [`SteadyLoad::finish`].
+struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Steady>>,
+}
+
+impl SteadyLoad {
+    fn start(lab: &std::sync::Arc<Lab>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lab, flag) = (lab.clone(), stop.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            steady_client(
+                &lab.pod,
+                SocketAddr::new(LINK_LOCAL.parse().expect("ip"), 53),
+                4,
+                Duration::from_millis(1),
+                flag,
+            )
+        });
+        SteadyLoad { stop, task }
+    }
+
+    async fn finish(self) -> anyhow::Result<Steady> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.context("client thread")?
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replacement_instance_takes_over_and_no_query_is_lost() -> anyhow::Result<()> {
     let Some(lab) = lab().await? else {
@@ -569,19 +598,7 @@ async fn a_replacement_instance_takes_over_and_no_query_is_lost() -> anyhow::Res
     old.listening_addr("udp", WAIT).await?;
     ensure!(lab.resolve(LINK_LOCAL, WEB, false)? == vec![WEB_IP.parse::<IpAddr>()?]);
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (lab, stop) = (lab.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            steady_client(
-                &lab.pod,
-                SocketAddr::new(LINK_LOCAL.parse().expect("ip"), 53),
-                4,
-                Duration::from_millis(1),
-                stop,
-            )
-        })
-    };
+    let client = SteadyLoad::start(&lab);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The rolling update: the new instance starts beside the old one, then the old one gets
     // SIGTERM, drains during its lameduck and exits.
@@ -602,8 +619,7 @@ async fn a_replacement_instance_takes_over_and_no_query_is_lost() -> anyhow::Res
     let status = old.wait_exit(WAIT).await?;
     ensure!(status.success(), "{status}\n{}", old.output_text());
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let steady = client.await.context("client thread")??;
+    let steady = client.finish().await?;
     ensure!(steady.sent > 1000, "only {} queries sent", steady.sent);
     ensure!(
         steady.unanswered.is_empty(),
@@ -724,19 +740,7 @@ async fn a_newer_instance_stopped_first_leaves_the_older_one_serving_and_the_rul
     let mut new = lab.start_cache("new", LINK_LOCAL, &args)?;
     new.listening_addr("udp", WAIT).await?;
     ensure!(lab.resolve(LINK_LOCAL, WEB, false)? == vec![WEB_IP.parse::<IpAddr>()?]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (lab, stop) = (lab.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            steady_client(
-                &lab.pod,
-                SocketAddr::new(LINK_LOCAL.parse().expect("ip"), 53),
-                4,
-                Duration::from_millis(1),
-                stop,
-            )
-        })
-    };
+    let client = SteadyLoad::start(&lab);
     tokio::time::sleep(Duration::from_millis(300)).await;
     new.signal(SIGTERM)?;
     ensure!(
@@ -745,8 +749,7 @@ async fn a_newer_instance_stopped_first_leaves_the_older_one_serving_and_the_rul
         new.output_text()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let steady = client.await.context("client thread")??;
+    let steady = client.finish().await?;
     let out = new.output_text();
     ensure!(
         out.contains("an older instance still shares the port; not steering"),

@@ -12,8 +12,8 @@ use anyhow::{Context, ensure};
 use dns_cache::config::{CacheConfig, ServerTarget};
 use dnsmasq_nanny::cli::NannyConfig;
 use kube_dns_pod_tests::{
-    container_ports, containers, expanded_args, expanded_args_with, http_probes, kustomize, object,
-    parse_objects, pod_containers, repo_root,
+    container_ports, containers, expanded_args, expanded_args_with, http_probes, kinds_and_names,
+    kustomize, object, owned_pairs, parse_objects, pod_containers, repo_root,
 };
 use serde_json::{Value, json};
 
@@ -74,27 +74,14 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 fn node_local_yaml_and_its_kustomize_rendering_hold_the_same_objects() -> anyhow::Result<()> {
     let raw = shipped()?;
     let rendered = kustomize(&node_local_dir())?;
-    let kinds = |objects: &[Value]| -> Vec<(String, String)> {
-        objects
-            .iter()
-            .map(|o| {
-                (
-                    o["kind"].as_str().unwrap_or("").to_owned(),
-                    o["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect()
-    };
+    let kinds = kinds_and_names;
     // In this order: the Service before the DaemonSet, whose pods read its cluster IP from the
     // service environment variables the kubelet sets when a container starts.
-    let expected: Vec<(String, String)> = [
+    let expected = owned_pairs(&[
         ("ServiceAccount", "node-local-dns"),
         ("Service", "kube-dns-upstream"),
         ("DaemonSet", "node-local-dns"),
-    ]
-    .iter()
-    .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
-    .collect();
+    ]);
     ensure!(kinds(&raw) == expected, "{:?}", kinds(&raw));
     ensure!(
         kinds(&rendered) == expected,

@@ -173,20 +173,18 @@ impl Netns {
         rtype: RecordType,
         timeout: Duration,
     ) -> anyhow::Result<Message> {
-        let bytes = crate::dns_client::query_message(name, rtype)?.to_vec()?;
-        self.enter(|| {
+        self.query(server, name, rtype, timeout, |bytes| {
             let socket = UdpSocket::bind(if server.is_ipv6() {
                 "[::]:0"
             } else {
                 "0.0.0.0:0"
             })?;
             socket.set_read_timeout(Some(timeout))?;
-            socket.send_to(&bytes, server)?;
+            socket.send_to(bytes, server)?;
             let mut buf = vec![0u8; 65535];
-            let n = socket
-                .recv(&mut buf)
-                .with_context(|| format!("no answer from {server} to {name} {rtype}"))?;
-            Ok(Message::from_vec(&buf[..n])?)
+            let n = socket.recv(&mut buf)?;
+            buf.truncate(n);
+            Ok(buf)
         })
     }
 
@@ -198,19 +196,36 @@ impl Netns {
         rtype: RecordType,
         timeout: Duration,
     ) -> anyhow::Result<Message> {
-        let bytes = crate::dns_client::query_message(name, rtype)?.to_vec()?;
-        self.enter(|| {
+        self.query(server, name, rtype, timeout, |bytes| {
             let mut stream = TcpStream::connect_timeout(&server, timeout)?;
             stream.set_read_timeout(Some(timeout))?;
             let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(&bytes);
+            framed.extend_from_slice(bytes);
             stream.write_all(&framed)?;
             let mut len = [0u8; 2];
             stream.read_exact(&mut len)?;
             let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
             stream.read_exact(&mut reply)?;
-            Ok(Message::from_vec(&reply)?)
+            Ok(reply)
         })
+    }
+
+    /// The query for `name` `rtype`, exchanged from inside the namespace by `exchange`.
+    fn query(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        rtype: RecordType,
+        timeout: Duration,
+        exchange: impl FnOnce(&[u8]) -> std::io::Result<Vec<u8>> + Send,
+    ) -> anyhow::Result<Message> {
+        let bytes = crate::dns_client::query_message(name, rtype)?.to_vec()?;
+        let reply = self.enter(|| {
+            exchange(&bytes).with_context(|| {
+                format!("no answer from {server} to {name} {rtype} within {timeout:?}")
+            })
+        })?;
+        Ok(Message::from_vec(&reply)?)
     }
 }
 
