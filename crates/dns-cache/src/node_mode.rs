@@ -37,7 +37,7 @@ pub fn prepare(config: &crate::CacheConfig) -> Result<Option<Arc<NodeSetup>>, Se
         return Ok(None);
     };
     let setup = NodeSetup::new(spec)?;
-    let found = match setup.ensure() {
+    let found = match setup.ensure(true) {
         Ok(found) => found,
         Err(error) => {
             // Half a set-up (an address without rules, rules without a listener) must not stay.
@@ -66,11 +66,10 @@ pub async fn keep(state: Arc<CacheState>, setup: Arc<NodeSetup>, stop: Cancellat
         }
         let checking = setup.clone();
         let stats = &state.node_local_stats;
-        // The tools are bounded (node_local::netfilter::TOOL_TIMEOUT); the stop is not held up.
-        let checked = tokio::select! {
-            () = stop.cancelled() => return,
-            checked = tokio::task::spawn_blocking(move || checking.ensure()) => checked,
-        };
+        // A check that is running when the stop comes is waited for (its tools are bounded by
+        // node_local::netfilter::TOOL_TIMEOUT), and the teardown takes the set-up's lock after
+        // it: nothing is put back once removed.
+        let checked = tokio::task::spawn_blocking(move || checking.ensure(false)).await;
         match checked {
             Ok(Ok(restored)) => {
                 if restored.interface {

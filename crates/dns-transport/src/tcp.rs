@@ -28,6 +28,10 @@ const INITIAL_QUERY_CAPACITY: usize = 512;
 /// of them is answered. (Each is charged to the process's budget as well.)
 pub const MAX_PIPELINED: usize = 32;
 
+/// How long a connection that is owed answers waits for its next query: the answers come
+/// within their deadline, and then the idle timeout applies again.
+const OWED_READ: Duration = Duration::from_secs(60);
+
 /// How many DNS-over-TCP connections a listener keeps, and for how long (RFC 7766 §6.2.3, §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpLimits {
@@ -126,28 +130,67 @@ pub async fn serve_tcp<H: PacketHandler>(
     }
 }
 
-/// Reads the next length-prefixed message into `buf` (bytes of the next messages stay there).
-/// Cancel safe: bytes read are kept in `buf` when the future is dropped. None at the end of
-/// the stream, or when it ends inside a message.
+/// The bytes read from a connection and not yet taken as messages: `buf[start..]`.
+#[derive(Default)]
+struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Inbox {
+    /// The next complete message, if the bytes hold one.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let pending = &self.buf[self.start..];
+        if pending.len() < 2 {
+            return None;
+        }
+        let want = usize::from(u16::from_be_bytes([pending[0], pending[1]]));
+        if pending.len() < 2 + want {
+            return None;
+        }
+        let packet = pending[2..2 + want].to_vec();
+        self.start += 2 + want;
+        if self.start == self.buf.len() {
+            // All taken: start over, and give back what a large message made it hold.
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > 4 * INITIAL_QUERY_CAPACITY {
+                self.buf.shrink_to(INITIAL_QUERY_CAPACITY);
+            }
+        }
+        Some(packet)
+    }
+
+    /// Room for the next read: what the message being read still lacks (at most
+    /// [`INITIAL_QUERY_CAPACITY`] at a time, so a length prefix alone reserves nothing), the
+    /// bytes already taken moved out of the way first.
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let missing = match self.buf.as_slice() {
+            [hi, lo, rest @ ..] => (2 + usize::from(u16::from_be_bytes([*hi, *lo])))
+                .saturating_sub(2 + rest.len())
+                .max(1),
+            _ => INITIAL_QUERY_CAPACITY,
+        };
+        self.buf.reserve(missing.min(INITIAL_QUERY_CAPACITY));
+    }
+}
+
+/// Reads the next length-prefixed message. Cancel safe: bytes read stay in `inbox` when the
+/// future is dropped. None at the end of the stream (or when it ends inside a message).
 async fn next_message<R: AsyncReadExt + Unpin>(
     reader: &mut R,
-    buf: &mut Vec<u8>,
+    inbox: &mut Inbox,
 ) -> io::Result<Option<Vec<u8>>> {
     loop {
-        if buf.len() >= 2 {
-            let want = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-            if buf.len() >= 2 + want {
-                let packet = buf[2..2 + want].to_vec();
-                buf.drain(..2 + want);
-                return Ok(Some(packet));
-            }
-            // The buffer grows as bytes arrive: a length prefix alone reserves nothing.
-            let missing = 2 + want - buf.len();
-            buf.reserve(missing.min(INITIAL_QUERY_CAPACITY));
-        } else {
-            buf.reserve(INITIAL_QUERY_CAPACITY);
+        if let Some(packet) = inbox.take() {
+            return Ok(Some(packet));
         }
-        if reader.read_buf(buf).await? == 0 {
+        inbox.make_room();
+        if reader.read_buf(&mut inbox.buf).await? == 0 {
             return Ok(None);
         }
     }
@@ -190,7 +233,7 @@ async fn serve_tcp_connection<H: PacketHandler>(
     use futures::StreamExt;
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.split();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut inbox = Inbox::default();
     let mut out = Vec::with_capacity(4096);
     let mut waiting = futures::stream::FuturesUnordered::new();
     let mut reading = true;
@@ -198,11 +241,13 @@ async fn serve_tcp_connection<H: PacketHandler>(
         if !reading && waiting.is_empty() {
             return Ok(());
         }
-        // Reading a message, and writing its answer, each get the idle timeout as it is now.
+        // Reading a message, and writing its answer, each get the idle timeout as it is now;
+        // a connection with answers still owed is not idle (RFC 7766 6.2.3).
         let idle = limits.idle_for(table.len());
+        let read_for = if waiting.is_empty() { idle } else { OWED_READ };
         let can_read = reading && waiting.len() < MAX_PIPELINED;
         tokio::select! {
-            read = tokio::time::timeout(idle, next_message(&mut reader, &mut buf)), if can_read => {
+            read = tokio::time::timeout(read_for, next_message(&mut reader, &mut inbox)), if can_read => {
                 let packet = match read {
                     // Idle, or the peer is done sending: answer what is waiting, then close.
                     Err(_) | Ok(Ok(None)) => {
@@ -220,7 +265,11 @@ async fn serve_tcp_connection<H: PacketHandler>(
                 }
                 match handler.fast(&packet, Transport::Tcp, peer, &mut out) {
                     Fast::Reply => {}
-                    Fast::Drop => return Ok(()),
+                    // Garbage: read no more, but the answers owed still go out.
+                    Fast::Drop => {
+                        reading = false;
+                        continue;
+                    }
                     Fast::Slow => match crate::handler::admit_slow(budget, &packet, peer) {
                         Ok(Some(SlowQuery { packet, charge })) => {
                             let handler = handler.clone();
@@ -231,11 +280,15 @@ async fn serve_tcp_connection<H: PacketHandler>(
                             });
                             continue;
                         }
-                        Ok(None) => return Ok(()),
+                        Ok(None) => {
+                            reading = false;
+                            continue;
+                        }
                         Err(_refusal) => {
                             out.clear();
                             if !handler.overloaded(&packet, &mut out) {
-                                return Ok(());
+                                reading = false;
+                                continue;
                             }
                         }
                     },
@@ -247,8 +300,9 @@ async fn serve_tcp_connection<H: PacketHandler>(
             }
             Some(reply) = waiting.next(), if !waiting.is_empty() => {
                 guard.touch();
+                // No answer for this one (the handler chose silence); the others still go.
                 let Some(reply) = reply else {
-                    return Ok(());
+                    continue;
                 };
                 if !write_answer(&mut writer, &reply, peer, budget, idle).await? {
                     return Ok(());
@@ -315,6 +369,24 @@ mod tests {
         fn overloaded(&self, _: &[u8], _: &mut Vec<u8>) -> bool {
             false
         }
+    }
+
+    #[test]
+    fn the_inbox_takes_whole_messages_and_keeps_the_rest() {
+        let mut inbox = Inbox::default();
+        inbox.buf.extend_from_slice(&[0, 2, 7, 8, 0, 3, 1]);
+        assert_eq!(inbox.take(), Some(vec![7, 8]));
+        assert_eq!(inbox.take(), None, "the second message is not all there");
+        inbox.make_room();
+        assert_eq!(inbox.buf, vec![0, 3, 1], "taken bytes moved out of the way");
+        inbox.buf.extend_from_slice(&[2, 3]);
+        assert_eq!(inbox.take(), Some(vec![1, 2, 3]));
+        assert!(inbox.buf.is_empty());
+        // A large message's buffer is given back once it is taken.
+        inbox.buf.extend_from_slice(&[0xff, 0xff]);
+        inbox.buf.resize(2 + 0xffff, 0);
+        assert_eq!(inbox.take().map(|p| p.len()), Some(0xffff));
+        assert!(inbox.buf.capacity() <= 4 * INITIAL_QUERY_CAPACITY);
     }
 
     #[tokio::test]

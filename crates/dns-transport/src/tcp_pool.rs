@@ -6,8 +6,9 @@
 //! answers to their waiters), spawned on the runtime that made the pool (not on a UDP worker's,
 //! which goes away with the worker). A connection that fails or is closed by the server fails
 //! its waiting queries (the forwarding engine then tries again, at once) and is replaced on the
-//! next query; so is one on which a query gave up while nothing at all came back since it was
-//! sent (a peer gone without a word), and one older than [`MAX_AGE`] (so connections spread
+//! next query; so is one on which a query gave up after [`SILENT`] or more while nothing at all
+//! was read on it since the query was sent (a peer gone without a word), and one older than
+//! [`MAX_AGE`] (so connections spread
 //! over the upstream's endpoints again after they change). Queries are spread round robin over
 //! `size` connections, opened lazily, each with at most [`MAX_WAITING`] queries waiting.
 
@@ -31,6 +32,9 @@ pub const MAX_WAITING: usize = 1024;
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// How long a connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A query that gave up after this long with nothing read on its connection since it was sent
+/// takes the connection for dead.
+pub const SILENT: Duration = Duration::from_secs(2);
 /// Unacknowledged data older than this ends a connection (TCP_USER_TIMEOUT).
 const USER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,8 +57,8 @@ struct Conn {
     closed: AtomicBool,
     /// Tokens of the queries, in order.
     next_token: AtomicU64,
-    /// The token of the last query sent before the last answer was read.
-    answered_upto: AtomicU64,
+    /// When a message was last read on the connection ([`crate::clock::now_ms`]).
+    last_read_ms: AtomicU64,
     opened: tokio::time::Instant,
 }
 
@@ -138,9 +142,18 @@ impl TcpPool {
         {
             return Ok(conn.clone());
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        // Connected on the pool's runtime, whose I/O driver then serves the socket: not on a
+        // UDP worker's, which goes away with the worker.
+        let addr = self.addr;
+        let connect = async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        };
+        let stream = match &self.runtime {
+            Some(runtime) => runtime.spawn(connect).await.map_err(io::Error::other)??,
+            None => connect.await?,
+        };
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(USER_TIMEOUT));
         let (mut reader, mut writer) = stream.into_split();
@@ -150,7 +163,7 @@ impl TcpPool {
             waiting: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             next_token: AtomicU64::new(1),
-            answered_upto: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(crate::clock::now_ms()),
             opened: crate::clock::now(),
         });
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -195,10 +208,11 @@ impl TcpPool {
                 let Some(conn) = reader_conn.upgrade() else {
                     break;
                 };
+                conn.last_read_ms
+                    .store(crate::clock::now_ms(), Ordering::Relaxed);
                 // An ID nobody waits for (a late answer to a failed query) is dropped.
                 let waiter = conn.lock().remove(&id);
-                if let Some((token, waiter)) = waiter {
-                    conn.answered_upto.fetch_max(token, Ordering::Relaxed);
+                if let Some((_, waiter)) = waiter {
                     let _ = waiter.send(reply);
                 }
             }
@@ -238,12 +252,13 @@ impl TcpPool {
             id
         };
         // If this future is dropped unanswered (the query's deadline, or another try won), the
-        // waiter goes; and if nothing at all was read on the connection since this query was
-        // sent, the connection is taken for dead and replaced.
+        // waiter goes; and if it waited SILENT or more while nothing at all was read on the
+        // connection, the connection is taken for dead and replaced.
         struct Forget<'a> {
             conn: &'a Conn,
             id: u16,
             token: u64,
+            sent_ms: u64,
             answered: bool,
         }
         impl Drop for Forget<'_> {
@@ -256,7 +271,10 @@ impl TcpPool {
                     waiting.remove(&self.id);
                 }
                 drop(waiting);
-                if self.conn.answered_upto.load(Ordering::Relaxed) < self.token {
+                let silent_since_sent =
+                    self.conn.last_read_ms.load(Ordering::Relaxed) < self.sent_ms;
+                let waited = crate::clock::now_ms().saturating_sub(self.sent_ms);
+                if silent_since_sent && waited >= SILENT.as_millis() as u64 {
                     self.conn.close();
                 }
             }
@@ -265,6 +283,7 @@ impl TcpPool {
             conn: &conn,
             id: wire_id,
             token,
+            sent_ms: crate::clock::now_ms(),
             answered: false,
         };
         let mut framed = Vec::with_capacity(packet.len() + 2);
@@ -389,9 +408,18 @@ mod tests {
             io::Result::Ok(())
         });
         let pool = TcpPool::new(addr, 1);
-        let gave_up =
+        // Given up before SILENT: the connection is kept (a slow answer is not a dead peer).
+        let early =
             tokio::time::timeout(Duration::from_millis(200), pool.exchange(&query(1, 1))).await;
-        assert!(gave_up.is_err(), "nothing was answered");
+        assert!(early.is_err(), "nothing was answered");
+        assert_eq!(pool.stats.connects.load(Ordering::Relaxed), 1);
+        // Given up after SILENT with nothing read since: taken for dead, replaced.
+        let late = tokio::time::timeout(
+            SILENT + Duration::from_millis(100),
+            pool.exchange(&query(3, 3)),
+        )
+        .await;
+        assert!(late.is_err(), "nothing was answered");
         let reply = tokio::time::timeout(Duration::from_secs(5), pool.exchange(&query(2, 2)))
             .await
             .map_err(io::Error::other)??;

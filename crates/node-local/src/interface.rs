@@ -116,9 +116,13 @@ impl Changes {
     }
 }
 
-/// Makes sure the interface exists, is up and holds every address of `ips` (a dummy link,
-/// which is ours alone, holds only those).
-pub fn ensure(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<Changes, InterfaceError> {
+/// Makes sure the interface exists, is up and holds every address of `ips`; with `prune`, a
+/// dummy link (ours alone) is left holding only those.
+pub fn ensure(
+    spec: &InterfaceSpec,
+    ips: &[IpAddr],
+    prune: bool,
+) -> Result<Changes, InterfaceError> {
     let mut changes = Changes::default();
     if spec.kind == InterfaceKind::None {
         return Ok(changes);
@@ -157,20 +161,20 @@ pub fn ensure(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<Changes, Interface
     }
     let present = nl.addresses(index).map_err(err("list addresses"))?;
     for ip in ips {
-        if !present.contains(ip) {
+        if !present.iter().any(|(p, _)| p == ip) {
             nl.add_address(index, *ip).map_err(err("add an address"))?;
             changes.addresses_added += 1;
         }
     }
-    if spec.kind == InterfaceKind::Dummy {
-        for ip in present.iter().filter(|ip| !ips.contains(ip)) {
+    if prune && spec.kind == InterfaceKind::Dummy {
+        for (ip, prefix) in present.iter().filter(|(ip, _)| !ips.contains(ip)) {
             // IPv6 link-local addresses come with the link.
             if let IpAddr::V6(v6) = ip
                 && v6.is_unicast_link_local()
             {
                 continue;
             }
-            nl.delete_address(index, *ip)
+            nl.delete_address(index, *ip, *prefix)
                 .map_err(err("delete an address"))?;
             changes.addresses_removed += 1;
         }
@@ -196,8 +200,8 @@ pub fn teardown(spec: &InterfaceSpec, ips: &[IpAddr]) -> Result<(), InterfaceErr
         }
         _ => {
             let present = nl.addresses(link.index).map_err(err("list addresses"))?;
-            for ip in ips.iter().filter(|ip| present.contains(ip)) {
-                nl.delete_address(link.index, *ip)
+            for (ip, prefix) in present.iter().filter(|(ip, _)| ips.contains(ip)) {
+                nl.delete_address(link.index, *ip, *prefix)
                     .map_err(err("delete an address"))?;
             }
             Ok(())

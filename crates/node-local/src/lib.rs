@@ -85,12 +85,23 @@ impl HandoverLock {
             .truncate(false)
             .write(true)
             .open(path)?;
-        file.lock_shared()?;
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(path = %path.display(), "an exiting instance is tearing down; waiting for the handover lock");
+                file.lock_shared()?;
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
+        }
         Ok(HandoverLock { file })
     }
 
     /// Whether this is the last instance: the lock can be taken exclusively (it is then held
     /// until the process exits, so a new instance waits for the teardown to finish).
+    ///
+    /// Linux converts a shared flock to an exclusive one by dropping it first: when the
+    /// conversion fails this instance holds no lock any more. That is what it wants at exit,
+    /// and it is why two instances exiting at once end with exactly one teardown.
     pub fn last_out(&self) -> bool {
         match self.file.try_lock() {
             Ok(()) => true,
@@ -109,6 +120,9 @@ pub struct NodeSetup {
     pub spec: NodeLocalSpec,
     pub rules: Option<Rules>,
     lock: Option<HandoverLock>,
+    /// One ensure or teardown at a time: a check still running when the process stops must
+    /// not put back what the teardown removed.
+    busy: std::sync::Mutex<()>,
 }
 
 impl NodeSetup {
@@ -130,7 +144,12 @@ impl NodeSetup {
             port: spec.port,
             tools: spec.tools.clone(),
         });
-        Ok(NodeSetup { spec, rules, lock })
+        Ok(NodeSetup {
+            spec,
+            rules,
+            lock,
+            busy: std::sync::Mutex::new(()),
+        })
     }
 
     pub fn backend(&self) -> Option<Backend> {
@@ -140,10 +159,16 @@ impl NodeSetup {
     /// Makes sure everything is in place; says what was missing. The first call at start-up
     /// finds everything missing (or left by a predecessor); later calls restore what something
     /// deleted.
-    pub fn ensure(&self) -> Result<Restored, SetupError> {
-        let changes = interface::ensure(&self.spec.interface, &self.spec.ips)?;
+    ///
+    /// `prune` (at start only) also removes what an earlier `--local-ip` left: addresses on
+    /// our dummy link and nftables rules of addresses no longer ours. The periodic checks do
+    /// not, so two instances with different addresses side by side during a rollout do not
+    /// undo each other.
+    pub fn ensure(&self, prune: bool) -> Result<Restored, SetupError> {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = interface::ensure(&self.spec.interface, &self.spec.ips, prune)?;
         let rules = match &self.rules {
-            Some(rules) => rules.ensure().map_err(|source| SetupError::Rules {
+            Some(rules) => rules.ensure(prune).map_err(|source| SetupError::Rules {
                 backend: rules.backend.name(),
                 source,
             })?,
@@ -158,6 +183,7 @@ impl NodeSetup {
     /// Removes the rules and the interface (or its addresses). Both are tried; the first error
     /// is returned.
     pub fn teardown(&self) -> Result<(), SetupError> {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let rules = match &self.rules {
             Some(rules) => rules.remove().map_err(|source| SetupError::Rules {
                 backend: rules.backend.name(),

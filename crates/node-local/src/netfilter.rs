@@ -129,29 +129,26 @@ fn run(
         source,
     };
     let mut child = command.spawn().map_err(spawn_err)?;
-    let pid = child.id();
-    let input = stdin.map(str::to_owned);
-    let mut pipe = child.stdin.take();
-    let (done, result) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if let (Some(text), Some(pipe)) = (input, pipe.as_mut()) {
-            // A tool that exits without reading is reported by its status below.
-            let _ = pipe.write_all(text.as_bytes());
-        }
-        drop(pipe);
-        let _ = done.send(child.wait_with_output());
-    });
-    match result.recv_timeout(timeout) {
-        Ok(output) => output.map_err(spawn_err),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            Err(NetfilterError::TimedOut {
-                command: format!("{program} {}", args.join(" ")),
-                after: timeout,
-            })
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A tool that exits without reading is reported by its status below.
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    // The tools print little (a rule check, our own small table, the list of table names), so
+    // their output fits the pipes until they exit; the child is only reaped here, so a kill
+    // cannot reach another process that took its pid.
+    let deadline = daemon_support::clock::now() + timeout;
+    loop {
+        match child.try_wait().map_err(spawn_err)? {
+            Some(_) => return child.wait_with_output().map_err(spawn_err),
+            None if daemon_support::clock::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(NetfilterError::TimedOut {
+                    command: format!("{program} {}", args.join(" ")),
+                    after: timeout,
+                });
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
         }
     }
 }
@@ -285,6 +282,37 @@ pub fn nft_chains(ips: &[IpAddr], port: u16) -> [(&'static str, &'static str, Ve
     ]
 }
 
+/// The rules of `nft list table` output, as (chain, rule line with single spaces).
+pub fn nft_rules(listing: &str) -> Vec<(String, String)> {
+    let mut chain = String::new();
+    let mut rules = Vec::new();
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["chain", name, "{"] => chain = (*name).to_owned(),
+            ["}"] | [] | ["table", ..] | ["type", ..] => {}
+            _ => rules.push((chain.clone(), words.join(" "))),
+        }
+    }
+    rules
+}
+
+/// The script that adds the `missing` rules (creating the table and chains if need be, which
+/// leaves existing ones as they are).
+fn nft_add_script(missing: &[&(String, String)]) -> String {
+    let mut script = format!("table inet {NFT_TABLE} {{\n");
+    for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+        script.push_str(&format!(
+            "  chain {chain} {{ type filter hook {hook} priority raw; policy accept; }}\n"
+        ));
+    }
+    script.push_str("}\n");
+    for (chain, line) in missing {
+        script.push_str(&format!("add rule inet {NFT_TABLE} {chain} {line}\n"));
+    }
+    script
+}
+
 /// The script that replaces our table in one transaction (creating it first, so the delete
 /// cannot fail).
 pub fn nft_script(ips: &[IpAddr], port: u16) -> String {
@@ -349,8 +377,8 @@ impl Rules {
         }
     }
 
-    /// The rule lines our table holds now (None: no table).
-    pub fn nft_present(&self) -> Result<Option<Vec<String>>, NetfilterError> {
+    /// The rules our table holds now, as (chain, rule line) (None: no table).
+    pub fn nft_present(&self) -> Result<Option<Vec<(String, String)>>, NetfilterError> {
         let args = ["list", "table", "inet", NFT_TABLE];
         let output = run(self.tools.timeout, &self.tools.nft, &args, None)?;
         if !output.status.success() {
@@ -360,16 +388,14 @@ impl Rules {
             }
             return Err(failed(&self.tools.nft, &args, &output));
         }
-        Ok(Some(
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect(),
-        ))
+        Ok(Some(nft_rules(&String::from_utf8_lossy(&output.stdout))))
     }
 
-    /// Puts every missing rule in place; returns how many were missing.
-    pub fn ensure(&self) -> Result<usize, NetfilterError> {
+    /// Puts every missing rule in place; returns how many were missing. With `prune` (at
+    /// start) the nftables table is also rid of rules that are not ours (an earlier
+    /// `--local-ip`); without, only what is missing is added, so an instance with other
+    /// addresses beside this one keeps its rules.
+    pub fn ensure(&self, prune: bool) -> Result<usize, NetfilterError> {
         match self.backend {
             Backend::Iptables => {
                 let mut added = 0;
@@ -383,18 +409,24 @@ impl Rules {
             }
             Backend::Nftables => {
                 let present = self.nft_present()?.unwrap_or_default();
-                let expected: Vec<String> = nft_chains(&self.ips, self.port)
+                let expected: Vec<(String, String)> = nft_chains(&self.ips, self.port)
                     .into_iter()
-                    .flat_map(|(_, _, lines)| lines)
+                    .flat_map(|(chain, _, lines)| {
+                        lines.into_iter().map(move |line| (chain.to_owned(), line))
+                    })
                     .collect();
-                let missing = expected.iter().filter(|l| !present.contains(l)).count();
-                // Rules of addresses no longer ours (a changed --local-ip) go too.
-                let stale = present
-                    .iter()
-                    .filter(|l| l.ends_with(" notrack") && !expected.contains(l))
-                    .count();
-                if missing > 0 || stale > 0 {
-                    let script = nft_script(&self.ips, self.port);
+                let missing: Vec<&(String, String)> =
+                    expected.iter().filter(|r| !present.contains(r)).collect();
+                // With `prune`, rules of addresses no longer ours (a changed --local-ip) go too.
+                let stale = present.iter().filter(|r| !expected.contains(r)).count();
+                let script = if prune && (!missing.is_empty() || stale > 0) {
+                    Some(nft_script(&self.ips, self.port))
+                } else if !missing.is_empty() {
+                    Some(nft_add_script(&missing))
+                } else {
+                    None
+                };
+                if let Some(script) = script {
                     let output = run(
                         self.tools.timeout,
                         &self.tools.nft,
@@ -405,7 +437,7 @@ impl Rules {
                         return Err(failed(&self.tools.nft, &["-f", "-"], &output));
                     }
                 }
-                Ok(missing)
+                Ok(missing.len())
             }
         }
     }
@@ -518,6 +550,38 @@ mod tests {
     }
 
     #[test]
+    fn nft_listings_are_read_chain_by_chain() {
+        let listing = "table inet node-local-dns {\n\tchain prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tip daddr 169.254.20.10 udp dport 53 notrack\n\t}\n\n\tchain output {\n\t\ttype filter hook output priority raw; policy accept;\n\t\tip daddr 169.254.20.10 udp dport 53 notrack\n\t}\n}\n";
+        let rules = nft_rules(listing);
+        assert_eq!(
+            rules,
+            vec![
+                (
+                    "prerouting".into(),
+                    "ip daddr 169.254.20.10 udp dport 53 notrack".into()
+                ),
+                (
+                    "output".into(),
+                    "ip daddr 169.254.20.10 udp dport 53 notrack".into()
+                ),
+            ]
+        );
+        // The same line in the other chain does not stand for a deleted one.
+        let output_only: Vec<_> = rules
+            .iter()
+            .filter(|(c, _)| c == "output")
+            .cloned()
+            .collect();
+        assert!(!output_only.contains(&rules[0]));
+        let missing = [&rules[0]];
+        let script = nft_add_script(&missing);
+        assert!(script.contains(
+            "add rule inet node-local-dns prerouting ip daddr 169.254.20.10 udp dport 53 notrack\n"
+        ));
+        assert!(!script.contains("delete"));
+    }
+
+    #[test]
     fn kube_proxy_is_found_by_its_tables_of_either_family() {
         assert!(kube_proxy_nftables(
             "table inet filter\ntable ip kube-proxy\n"
@@ -550,7 +614,7 @@ mod tests {
                 ..Tools::default()
             },
         };
-        let error = rules.ensure().expect_err("no iptables");
+        let error = rules.ensure(true).expect_err("no iptables");
         assert!(
             error.to_string().contains("/nonexistent/iptables"),
             "{error}"

@@ -183,9 +183,9 @@ pub fn new_address_message(seq: u32, index: u32, ip: IpAddr) -> Vec<u8> {
     .finish()
 }
 
-/// RTM_DELADDR of `ip` from link `index`.
-pub fn delete_address_message(seq: u32, index: u32, ip: IpAddr) -> Vec<u8> {
-    let (family, prefix, bytes) = ip_parts(ip);
+/// RTM_DELADDR of `ip`/`prefix` from link `index` (the prefix as the link holds it).
+pub fn delete_address_message(seq: u32, index: u32, ip: IpAddr, prefix: u8) -> Vec<u8> {
+    let (family, _, bytes) = ip_parts(ip);
     Message::new(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq)
         .ifaddrmsg(family, prefix, 0, index)
         .attr(IFA_LOCAL, &bytes)
@@ -294,12 +294,12 @@ fn parse_link(payload: &[u8]) -> io::Result<Link> {
     })
 }
 
-/// The addresses of an RTM_NEWADDR payload when it is about link `index`.
-fn address_of(payload: &[u8], index: u32) -> Vec<IpAddr> {
+/// The addresses (with the prefix length) of an RTM_NEWADDR payload about link `index`.
+fn address_of(payload: &[u8], index: u32) -> Vec<(IpAddr, u8)> {
     if payload.len() < IFADDRMSG_LEN || u32_at(payload, 4) != Some(index) {
         return Vec::new();
     }
-    let family = payload[0];
+    let (family, prefix) = (payload[0], payload[1]);
     attributes(&payload[IFADDRMSG_LEN..])
         .into_iter()
         .filter(|(kind, _)| *kind == IFA_LOCAL || *kind == IFA_ADDRESS)
@@ -308,6 +308,7 @@ fn address_of(payload: &[u8], index: u32) -> Vec<IpAddr> {
             AF_INET6 => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
             _ => None,
         })
+        .map(|ip| (ip, prefix))
         .collect()
 }
 
@@ -411,12 +412,12 @@ impl Netlink {
         self.acked(|seq| new_address_message(seq, index, ip))
     }
 
-    pub fn delete_address(&mut self, index: u32, ip: IpAddr) -> io::Result<()> {
-        self.acked(|seq| delete_address_message(seq, index, ip))
+    pub fn delete_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        self.acked(|seq| delete_address_message(seq, index, ip, prefix))
     }
 
-    /// The addresses on link `index`.
-    pub fn addresses(&mut self, index: u32) -> io::Result<Vec<IpAddr>> {
+    /// The addresses on link `index`, with their prefix lengths.
+    pub fn addresses(&mut self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
         let mut found = Vec::new();
         self.request(dump_addresses_message, |reply| match reply.kind {
             NLMSG_DONE => Some(Ok(())),
@@ -512,7 +513,7 @@ mod tests {
         let addr = new_address_message(1, 7, "169.254.20.10".parse().expect("ip"));
         assert_eq!(
             address_of(&addr[16..], 7),
-            vec!["169.254.20.10".parse::<IpAddr>().expect("ip"); 2]
+            vec![("169.254.20.10".parse::<IpAddr>().expect("ip"), 32); 2]
         );
         assert!(address_of(&addr[16..], 8).is_empty());
     }

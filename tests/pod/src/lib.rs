@@ -186,20 +186,6 @@ pub fn metric_families(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expansion_follows_the_kubelet() {
-        let env: HashMap<&str, &str> = [("D", "cluster.local")].into_iter().collect();
-        assert_eq!(expand("--domain=$(D).", &env), "--domain=cluster.local.");
-        assert_eq!(expand("a$$(D)b", &env), "a$(D)b");
-        assert_eq!(expand("$(NOPE)", &env), "$(NOPE)");
-        assert_eq!(expand("x$", &env), "x$");
-    }
-}
-
 /// Each object's (kind, name), in the order given.
 pub fn kinds_and_names(objects: &[Value]) -> Vec<(String, String)> {
     objects
@@ -219,4 +205,18 @@ pub fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_the_kubelet() {
+        let env: HashMap<&str, &str> = [("D", "cluster.local")].into_iter().collect();
+        assert_eq!(expand("--domain=$(D).", &env), "--domain=cluster.local.");
+        assert_eq!(expand("a$$(D)b", &env), "a$(D)b");
+        assert_eq!(expand("$(NOPE)", &env), "$(NOPE)");
+        assert_eq!(expand("x$", &env), "x$");
+    }
 }

@@ -466,12 +466,34 @@ async fn nftables_mode_is_detected_from_kube_proxy_and_skip_teardown_keeps_every
         "{tracked}"
     );
 
+    // The prerouting chain emptied (its rules are word for word the output chain's queries):
+    // the missing ones are added back, each in its chain.
+    let prerouting = |node: &Netns| -> anyhow::Result<usize> {
+        let table = node.exec(
+            "nft",
+            &["list", "chain", "inet", "node-local-dns", "prerouting"],
+        )?;
+        Ok(table.lines().filter(|l| l.contains("notrack")).count())
+    };
+    lab.node.exec(
+        "nft",
+        &["flush", "chain", "inet", "node-local-dns", "prerouting"],
+    )?;
+    ensure!(prerouting(&lab.node)? == 0);
+    lab.wait_metric_at_least("dnscache_node_local_restored_total{what=\"rules\"}", 4)
+        .await?;
+    let node = &lab.node;
+    wait_until("the prerouting rules are back", || {
+        Ok(prerouting(node).is_ok_and(|n| n == 4))
+    })
+    .await?;
+    ensure!(lab.resolve(SERVICE_IP, WEB, false)? == vec![WEB_IP.parse::<IpAddr>()?]);
+
     // The table deleted: put back whole.
     lab.node
         .exec("nft", &["delete", "table", "inet", "node-local-dns"])?;
-    lab.wait_metric_at_least("dnscache_node_local_restored_total{what=\"rules\"}", 1)
+    lab.wait_metric_at_least("dnscache_node_local_restored_total{what=\"rules\"}", 4 + 12)
         .await?;
-    let node = &lab.node;
     wait_until("the table is back", || {
         Ok(node
             .exec("nft", &["list", "table", "inet", "node-local-dns"])
