@@ -130,6 +130,30 @@ impl Listeners {
     }
 }
 
+/// The pid file, the state, and (in node-local mode) the sockets kept for the handover.
+fn start_state(
+    config: CacheConfig,
+    listeners: &Listeners,
+) -> Result<(Arc<CacheState>, Option<node_mode::Handover>), RunError> {
+    if let Some(path) = &config.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            RunError::PidFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    let state = Arc::new(CacheState::from_config(config)?);
+    let handover = match &listeners.node {
+        Some(_) => Some(
+            node_mode::Handover::new(&listeners.udp, &listeners.tcp, listeners.metrics.as_ref())
+                .map_err(RunError::Handover)?,
+        ),
+        None => None,
+    };
+    Ok((state, handover))
+}
+
 /// Runs the cache until `shutdown`, then keeps answering DNS for `--lameduck` (the metrics
 /// server's `/healthz` failing) and returns; hands a [`Reloader`] to `ready` once serving.
 pub async fn run(
@@ -141,22 +165,21 @@ pub async fn run(
     for (option, reason) in &config.ignored {
         tracing::warn!(option, reason, "dnsmasq option accepted without effect");
     }
-    if let Some(path) = &config.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            RunError::PidFile {
-                path: path.clone(),
-                source,
-            }
-        })?;
-    }
-    let state = Arc::new(CacheState::from_config(config)?);
     let node = listeners.node.clone();
-    let mut handover = match &node {
-        Some(_) => Some(
-            node_mode::Handover::new(&listeners.udp, &listeners.tcp, listeners.metrics.as_ref())
-                .map_err(RunError::Handover)?,
-        ),
-        None => None,
+    let skip_teardown = config.skip_teardown;
+    let started = start_state(config, &listeners);
+    let (state, mut handover) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            // Nothing serves: the rules and addresses set up for these sockets go with them.
+            drop(listeners);
+            if let Some(setup) = node {
+                let _ =
+                    tokio::task::spawn_blocking(move || node_mode::finish(&setup, skip_teardown))
+                        .await;
+            }
+            return Err(error);
+        }
     };
     for addr in &state.config.tcp_upstreams {
         if !state
@@ -254,7 +277,11 @@ pub async fn run(
         tasks.spawn(node_mode::keep(state.clone(), setup.clone(), stop.clone()));
     }
     if let Some(handover) = &handover {
-        tasks.spawn(node_mode::watch_oldest(handover.watcher(), stop.clone()));
+        tasks.spawn(node_mode::watch_oldest(
+            handover.watcher(),
+            handover.group_fds(),
+            stop.clone(),
+        ));
     }
     if let Some(path) = &state.config.health_socket {
         tasks.spawn(health::serve(path.clone(), state.clone(), stop.clone()));

@@ -115,7 +115,7 @@ struct Group {
 ///
 /// Steering sends new packets to the sockets past ours in the group, which are a successor's
 /// only when every other socket joined after ours. So an instance steers only once it has been
-/// alone in its groups ([`Handover::check_oldest`]): a newer instance stopped while an older
+/// alone in its first group ([`OldestWatch`]): a newer instance stopped while an older
 /// one still runs (a rollback) leaves the kernel's hash alone, and the older one keeps getting
 /// its share.
 #[derive(Debug)]
@@ -176,6 +176,15 @@ impl Handover {
 
     fn check_oldest(&self) -> bool {
         self.watcher().check()
+    }
+
+    /// Duplicates of one socket per group, for [`watch_oldest`] to take off the program a
+    /// predecessor leaves behind when it goes (it pinned the group to one socket).
+    pub fn group_fds(&self) -> Vec<OwnedFd> {
+        self.groups
+            .iter()
+            .filter_map(|g| g.fd.try_clone().ok())
+            .collect()
     }
 
     /// Sends every group's new packets and connections to the sockets that joined after ours
@@ -246,12 +255,18 @@ impl OldestWatch {
 }
 
 /// Notes when this instance becomes the oldest (its predecessor gone), every second until
-/// then or `stop`.
-pub async fn watch_oldest(watch: OldestWatch, stop: CancellationToken) {
+/// then or `stop`; then takes the predecessor's program off the groups (`groups`, dropped at
+/// once after: they must not keep a socket open).
+pub async fn watch_oldest(watch: OldestWatch, groups: Vec<OwnedFd>, stop: CancellationToken) {
     while !watch.check() {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+    for fd in &groups {
+        if let Err(error) = dns_transport::handover::reset_steering(fd) {
+            tracing::warn!(%error, "node-local: cannot reset a socket group's steering");
         }
     }
     tracing::info!("node-local: alone on the port; a successor will get the handover");

@@ -13,13 +13,13 @@
 //! into each freed place), so an index past the old ones can point at nothing while some old
 //! sockets are still open, and the kernel's hash could then pick one of them. Just before
 //! closing, the old instance therefore pins the group to index `own` alone ([`pin_to_successor`]):
-//! while any old socket is open that place holds one of the successor's sockets.
+//! while any old socket is open that place holds one of the successor's sockets (given a
+//! successor with at least as many; the manifest runs both with `--workers=2`).
 //!
 //! Without a successor the program's index is past the end of the group, and the kernel falls
 //! back to its hash: the old instance keeps answering alone. The program stays with the group
-//! after the old instance leaves; it only takes effect again when a later instance joins, which
-//! then gets the new packets at once (on its first socket), as it would after its
-//! predecessor's SIGTERM.
+//! after the old instance leaves, so the successor takes it off ([`reset_steering`]) once it is
+//! alone in the group, and any instance does at start.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -798,3 +798,28 @@ async fn a_newer_instance_stopped_first_leaves_the_older_one_serving_and_the_rul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_that_fails_after_binding_takes_its_rules_back() -> anyhow::Result<()> {
+    let Some(lab) = lab().await? else {
+        return Ok(());
+    };
+    // The pid file is written after the set-up and the binding; its directory does not exist.
+    let mut cache = lab.start_cache(
+        "cache",
+        LINK_LOCAL,
+        &[
+            "--netfilter=iptables",
+            "--pid-file=/nonexistent/dir/dns-cache.pid",
+        ],
+    )?;
+    let status = cache.wait_exit(WAIT).await?;
+    let output = cache.output_text();
+    ensure!(!status.success(), "{output}");
+    ensure!(output.contains("cannot write --pid-file"), "{output}");
+    ensure!(output.contains("rules_added=10"), "{output}");
+    ensure!(output.contains("interface and rules removed"), "{output}");
+    ensure!(!lab.iptables("raw")?.contains(LINK_LOCAL));
+    ensure!(!lab.addresses()?.contains(LINK_LOCAL));
+    Ok(())
+}
