@@ -113,11 +113,10 @@ struct Group {
 
 /// The listening sockets' reuseport groups, kept to steer them to a successor on SIGTERM.
 ///
-/// Steering sends new packets to the sockets past ours in the group, which are a successor's
-/// only when every other socket joined after ours. So an instance steers only once it has been
-/// alone in its first group ([`OldestWatch`]): a newer instance stopped while an older
-/// one still runs (a rollback) leaves the kernel's hash alone, and the older one keeps getting
-/// its share.
+/// The group numbers its sockets in the order they joined. An instance that has been alone in
+/// its first group since it started ([`OldestWatch`]) is the oldest: the other sockets are a
+/// successor's, past its own. One that has not is a newer instance stopped while an older one
+/// still runs (a rollback): the other sockets are the older one's, before its own.
 #[derive(Debug)]
 pub struct Handover {
     groups: Vec<Group>,
@@ -187,39 +186,53 @@ impl Handover {
             .collect()
     }
 
-    /// Sends every group's new packets and connections to the sockets that joined after ours
-    /// (at SIGTERM), spread over them.
+    /// At SIGTERM, sends every group's new packets and connections to the other instance's
+    /// sockets, spread over them: the successor's when this is the oldest instance, else (a
+    /// newer instance stopped first, a rollback) the older one's.
     pub fn steer(&self) {
-        if !self.check_oldest() {
-            tracing::info!("node-local: an older instance still shares the port; not steering");
-            return;
-        }
+        let oldest = self.check_oldest();
         for group in &self.groups {
             let Some(theirs) = theirs(group.addr, group.own, group.tcp).filter(|&n| n > 0) else {
                 continue;
             };
-            match dns_transport::handover::steer_to_successor(&group.fd, group.own, theirs) {
+            let (steered, to) = if oldest {
+                (
+                    dns_transport::handover::steer_to_successor(&group.fd, group.own, theirs),
+                    "the successor",
+                )
+            } else {
+                (
+                    dns_transport::handover::steer_to_predecessor(&group.fd, theirs),
+                    "the older instance",
+                )
+            };
+            match steered {
                 Ok(()) => {
-                    tracing::info!(addr = %group.addr, theirs, "node-local: new packets go to the successor")
+                    tracing::info!(addr = %group.addr, theirs, to, "node-local: new packets go to the other instance")
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "node-local: cannot steer a socket group to a successor")
+                    tracing::warn!(%error, "node-local: cannot steer a socket group to the other instance")
                 }
             }
         }
     }
 
-    /// Pins every group to the successor's first socket, before our sockets close one by one;
-    /// the duplicates go with `self` (they must not keep a socket open once its worker stops).
+    /// Pins every group to one socket of the other instance (one that does not move while
+    /// ours close one by one); the duplicates go with `self` (they must not keep a socket open
+    /// once its worker stops).
     pub fn pin(self) {
-        if !self.oldest.load(Ordering::Relaxed) {
-            return;
-        }
+        let oldest = self.oldest.load(Ordering::Relaxed);
         for group in &self.groups {
-            if theirs(group.addr, group.own, group.tcp).is_some_and(|n| n > 0)
-                && let Err(error) = dns_transport::handover::pin_to_successor(&group.fd, group.own)
-            {
-                tracing::warn!(%error, "node-local: cannot pin a socket group to a successor");
+            if theirs(group.addr, group.own, group.tcp).is_none_or(|n| n == 0) {
+                continue;
+            }
+            let pinned = if oldest {
+                dns_transport::handover::pin_to_successor(&group.fd, group.own)
+            } else {
+                dns_transport::handover::pin_to_predecessor(&group.fd)
+            };
+            if let Err(error) = pinned {
+                tracing::warn!(%error, "node-local: cannot pin a socket group to the other instance");
             }
         }
     }

@@ -49,25 +49,37 @@ fn insn(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-/// The program: a random index in `own..own+theirs` (the sockets that joined after ours).
-pub fn successor_program(own: u32, theirs: u32) -> Vec<libc::sock_filter> {
+/// The program: a random index in `first..first+count`.
+pub fn range_program(first: u32, count: u32) -> Vec<libc::sock_filter> {
     vec![
         insn(BPF_LD_W_ABS, (SKF_AD_OFF + SKF_AD_RANDOM) as u32),
-        insn(BPF_ALU_MOD_K, theirs.max(1)),
-        insn(BPF_ALU_ADD_K, own.max(1)),
+        insn(BPF_ALU_MOD_K, count.max(1)),
+        insn(BPF_ALU_ADD_K, first),
         insn(BPF_RET_A, 0),
     ]
 }
 
-/// The program for the closing: index `own`, the successor's first socket.
-pub fn pinned_program(own: u32) -> Vec<libc::sock_filter> {
-    vec![insn(BPF_RET_K, own.max(1))]
+/// The program for the closing: index `index` alone.
+pub fn index_program(index: u32) -> Vec<libc::sock_filter> {
+    vec![insn(BPF_RET_K, index)]
 }
 
 /// Steers the reuseport group of `socket` (UDP socket or TCP listener) to the `theirs` sockets
 /// that joined after our `own` ones, spread over them.
 pub fn steer_to_successor(socket: &impl AsFd, own: u32, theirs: u32) -> io::Result<()> {
-    attach(socket, successor_program(own, theirs))
+    attach(socket, range_program(own.max(1), theirs))
+}
+
+/// Steers the group to the `theirs` sockets that joined before ours (an older instance that
+/// stays while this newer one stops: a rollback), spread over them. They come first in the
+/// group, and our closing sockets, the last ones, never move them.
+pub fn steer_to_predecessor(socket: &impl AsFd, theirs: u32) -> io::Result<()> {
+    attach(socket, range_program(0, theirs))
+}
+
+/// Pins the group to the predecessor's first socket (index 0), before ours close.
+pub fn pin_to_predecessor(socket: &impl AsFd) -> io::Result<()> {
+    attach(socket, index_program(0))
 }
 
 /// Takes any program off the group (one a predecessor left): back to the kernel's hash.
@@ -122,7 +134,7 @@ fn count_bound(table: &str, addr: SocketAddr, tcp: bool) -> usize {
 /// Sends the group's packets to the successor's first socket only: safe while our sockets
 /// close one by one.
 pub fn pin_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
-    attach(socket, pinned_program(own))
+    attach(socket, index_program(own.max(1)))
 }
 
 #[allow(unsafe_code)]
@@ -291,6 +303,38 @@ mod tests {
             proc_net_address("10.96.0.10:53".parse().expect("addr")),
             format!("{:08X}:0035", u32::from_ne_bytes([10, 96, 0, 10]))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_instance_stopping_first_hands_back_to_the_older_one() -> io::Result<()> {
+        let old = group(SocketAddr::from(([127, 0, 0, 1], 0)), 2)?;
+        let addr = old[0].local_addr()?;
+        let mut new = group(addr, 2)?;
+        for s in old.iter().chain(&new) {
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        }
+        steer_to_predecessor(&new[0], 2)?;
+        for _ in 0..32 {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+        }
+        assert_eq!(received(&new), vec![0, 0]);
+        assert_eq!(received(&old).iter().sum::<usize>(), 32);
+        pin_to_predecessor(&new[0])?;
+        let mut sent = 0;
+        while !new.is_empty() {
+            for _ in 0..16 {
+                UdpSocket::bind("127.0.0.1:0")?.send_to(b"q", addr)?;
+                sent += 1;
+            }
+            assert_eq!(
+                received(&new).iter().sum::<usize>(),
+                0,
+                "a closing socket got one"
+            );
+            new.remove(0);
+        }
+        assert_eq!(received(&old).iter().sum::<usize>(), sent);
         Ok(())
     }
 
