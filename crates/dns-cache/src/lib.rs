@@ -181,14 +181,9 @@ pub async fn run(
             return Err(error);
         }
     };
+    let upstreams = state.routes.load().distinct_upstreams();
     for addr in &state.config.tcp_upstreams {
-        if !state
-            .routes
-            .load()
-            .distinct_upstreams()
-            .iter()
-            .any(|u| u.addr == *addr)
-        {
+        if !upstreams.iter().any(|u| u.addr == *addr) {
             tracing::warn!(%addr, "--tcp-upstream names no server of any route; it has no effect");
         }
     }

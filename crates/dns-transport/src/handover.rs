@@ -84,7 +84,7 @@ pub fn pin_to_predecessor(socket: &impl AsFd) -> io::Result<()> {
 
 /// Takes any program off the group (one a predecessor left): back to the kernel's hash.
 pub fn reset_steering(socket: &impl AsFd) -> io::Result<()> {
-    match setsockopt_int(socket.as_fd().as_raw_fd(), libc::SO_DETACH_REUSEPORT_BPF) {
+    match setsockopt(socket, libc::SO_DETACH_REUSEPORT_BPF, &0 as &libc::c_int) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
@@ -137,46 +137,28 @@ pub fn pin_to_successor(socket: &impl AsFd, own: u32) -> io::Result<()> {
     attach(socket, index_program(own.max(1)))
 }
 
-#[allow(unsafe_code)]
-fn setsockopt_int(fd: i32, option: i32) -> io::Result<()> {
-    let value: libc::c_int = 0;
-    // SAFETY: an int option value that lives for the call; `fd` is a socket borrowed by the
-    // caller.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn attach(socket: &impl AsFd, mut program: Vec<libc::sock_filter>) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    setsockopt_cbpf(socket.as_fd().as_raw_fd(), &fprog)
+    // The kernel copies the program during the call; `program` outlives it.
+    setsockopt(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
 }
 
+/// SOL_SOCKET option `option` set to `value`.
 #[allow(unsafe_code)]
-fn setsockopt_cbpf(fd: i32, fprog: &libc::sock_fprog) -> io::Result<()> {
-    // SAFETY: `fprog` points at a live program of `len` instructions for the duration of the
-    // call; the kernel copies it. `fd` is a socket borrowed by the caller.
+fn setsockopt<T>(socket: &impl AsFd, option: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of `size_of::<T>()` bytes for the duration of the call (for
+    // SO_ATTACH_REUSEPORT_CBPF a sock_fprog whose filter pointer the caller keeps alive), and
+    // the socket is borrowed from the caller.
     let rc = unsafe {
         libc::setsockopt(
-            fd,
+            socket.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            std::ptr::from_ref(fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            option,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

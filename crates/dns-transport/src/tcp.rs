@@ -389,35 +389,68 @@ mod tests {
         assert!(inbox.buf.capacity() <= 4 * INITIAL_QUERY_CAPACITY);
     }
 
-    #[tokio::test]
-    async fn pipelined_queries_are_answered_as_they_are_ready_and_all_before_the_close()
-    -> io::Result<()> {
+    /// Every query waits 100 ms on the "network"; counts how many wait at once.
+    #[derive(Default)]
+    struct Counting {
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PacketHandler for Counting {
+        fn fast(&self, _: &[u8], _: Transport, _: SocketAddr, _: &mut Vec<u8>) -> Fast {
+            Fast::Slow
+        }
+
+        async fn slow(
+            self: Arc<Self>,
+            packet: Vec<u8>,
+            _: Transport,
+            _: SocketAddr,
+        ) -> Option<Vec<u8>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.now.fetch_sub(1, SeqCst);
+            Some(packet)
+        }
+
+        fn overloaded(&self, _: &[u8], _: &mut Vec<u8>) -> bool {
+            false
+        }
+    }
+
+    async fn serve<H: PacketHandler>(
+        handler: Arc<H>,
+    ) -> io::Result<(SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
         let listener =
             TcpListener::from_std(crate::bind::bind_tcp("127.0.0.1:0".parse().expect("addr"))?)?;
         let addr = listener.local_addr()?;
         let budget = Budget::new(
-            crate::budget::BudgetLimits::entries(64),
+            crate::budget::BudgetLimits::entries(4096),
             Arc::default(),
             "test",
         );
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_tcp(
+        let task = tokio::spawn(serve_tcp(
             listener,
-            Arc::new(Slowly),
+            handler,
             TcpConnections::new(TcpLimits::with_max(8), Arc::default()),
             budget,
             shutdown.clone(),
         ));
-        let mut client = TcpStream::connect(addr).await?;
-        let mut sent = Vec::new();
-        for id in [1u16, 2, 3] {
-            let query = dns_wire::build::build_query(id, "example.com", 1, None);
-            sent.extend_from_slice(&(query.len() as u16).to_be_bytes());
-            sent.extend_from_slice(&query);
-        }
-        client.write_all(&sent).await?;
-        // The client is done sending: the slow answer still comes before the close.
-        client.shutdown().await?;
+        Ok((addr, shutdown, task))
+    }
+
+    fn framed(id: u16) -> Vec<u8> {
+        let query = dns_wire::build::build_query(id, "example.com", 1, None);
+        let mut out = (query.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&query);
+        out
+    }
+
+    /// The answers' IDs until the server closes.
+    async fn answers(client: &mut TcpStream) -> io::Result<Vec<u16>> {
         let mut ids = Vec::new();
         let mut len = [0u8; 2];
         while client.read_exact(&mut len).await.is_ok() {
@@ -425,6 +458,60 @@ mod tests {
             client.read_exact(&mut answer).await?;
             ids.push(dns_wire::packet_id(&answer).unwrap_or(0));
         }
+        Ok(ids)
+    }
+
+    #[tokio::test]
+    async fn a_client_pipelining_hundreds_of_slow_queries_holds_at_most_the_cap_open()
+    -> io::Result<()> {
+        let handler = Arc::new(Counting::default());
+        let (addr, shutdown, server) = serve(handler.clone()).await?;
+        let mut client = TcpStream::connect(addr).await?;
+        let sent: Vec<u8> = (1..=200u16).flat_map(framed).collect();
+        client.write_all(&sent).await?;
+        client.shutdown().await?;
+        let ids = answers(&mut client).await?;
+        assert_eq!(ids.len(), 200, "every query answered before the close");
+        let most = handler.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(most > 1, "pipelined queries ran concurrently ({most})");
+        assert!(
+            most <= MAX_PIPELINED,
+            "{most} at once, over {MAX_PIPELINED}"
+        );
+        shutdown.cancel();
+        let _ = server.await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn garbage_after_a_slow_query_ends_the_reading_but_not_the_answer_owed() -> io::Result<()>
+    {
+        let (addr, shutdown, server) = serve(Arc::new(Counting::default())).await?;
+        let mut client = TcpStream::connect(addr).await?;
+        let mut sent = framed(7);
+        // A frame that is no query, then a query the server must not read any more.
+        sent.extend_from_slice(&[0, 3, 0xde, 0xad, 0xbe]);
+        sent.extend_from_slice(&framed(8));
+        client.write_all(&sent).await?;
+        let ids = tokio::time::timeout(Duration::from_secs(5), answers(&mut client))
+            .await
+            .map_err(io::Error::other)??;
+        assert_eq!(ids, vec![7], "the owed answer, then the close");
+        shutdown.cancel();
+        let _ = server.await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pipelined_queries_are_answered_as_they_are_ready_and_all_before_the_close()
+    -> io::Result<()> {
+        let (addr, shutdown, server) = serve(Arc::new(Slowly)).await?;
+        let mut client = TcpStream::connect(addr).await?;
+        let sent: Vec<u8> = [1u16, 2, 3].into_iter().flat_map(framed).collect();
+        client.write_all(&sent).await?;
+        // The client is done sending: the slow answer still comes before the close.
+        client.shutdown().await?;
+        let ids = answers(&mut client).await?;
         assert_eq!(ids.len(), 3, "{ids:?}");
         assert_eq!(
             ids.last(),

@@ -431,6 +431,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_holds_at_most_max_waiting_queries() -> io::Result<()> {
+        // A server that reads everything and answers nothing.
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+            }
+        });
+        let pool = Arc::new(TcpPool::new(addr, 1));
+        let mut waiting = Vec::new();
+        for i in 0..MAX_WAITING + 50 {
+            let pool = pool.clone();
+            waiting.push(tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(1500),
+                    pool.exchange(&query(i as u16, 0)),
+                )
+                .await
+            }));
+        }
+        let mut refused = 0;
+        for task in waiting {
+            if let Ok(Err(error)) = task.await.map_err(io::Error::other)? {
+                assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+                refused += 1;
+            }
+        }
+        assert_eq!(
+            refused, 50,
+            "the queries over the cap fail at once, the rest wait"
+        );
+        drop(pool);
+        server.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_closed_connection_fails_its_queries_and_is_replaced() -> io::Result<()> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

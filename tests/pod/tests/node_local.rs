@@ -687,19 +687,17 @@ async fn the_dummy_interface_is_created_and_deleted_where_the_kernel_has_the_typ
         return Ok(());
     }
     lab.node.ip(&["link", "del", "probe0"])?;
-    let mut args: Vec<String> = vec![
-        "-k".into(),
-        "--no-resolv".into(),
-        "--no-hosts".into(),
-        "--node-local".into(),
-        format!("--local-ip={LINK_LOCAL}"),
-        "--interface-name=nld-dummy".into(),
-        "--netfilter=none".into(),
-        format!("--server={}", hash(lab.upstream_addr)),
-        "--lameduck=0".into(),
-    ];
-    args.push(format!("--metrics-address={METRICS}"));
-    let mut cache = lab.node.spawn(&workspace_binary("dns-cache")?, &args)?;
+    // The lab's cache, but on a dummy link of its own making (later flags win).
+    let mut cache = lab.start_cache(
+        "cache",
+        LINK_LOCAL,
+        &[
+            "--interface-kind=dummy",
+            "--interface-name=nld-dummy",
+            "--netfilter=none",
+            "--lameduck=0",
+        ],
+    )?;
     cache.listening_addr("udp", WAIT).await?;
     let link = String::from_utf8_lossy(&lab.node.ip(&["-d", "link", "show", "nld-dummy"])?.stdout)
         .into_owned();
