@@ -24,7 +24,7 @@ medians:
     (tickless idle under-counts short wake-ups), so CPU is read from these runs only;
   - fixed rate (-Q, -v): p50/p99 latency from dnsperf's per-query lines, lost queries, and the
     conntrack entries the run added.
-Hits ask 4 names of the cluster over and over; misses ask unique names (NXDOMAIN, with
+Hits ask 4 questions with records over and over; misses ask unique names (NXDOMAIN, with
 --no-negcache on both caches so every query goes to kube-dns).
 """
 
@@ -44,8 +44,9 @@ import bench as B  # noqa: E402  (bench/bench.py: /proc and dnsperf helpers)
 NODE, POD = "kdrs-bench-node", "kdrs-bench-pod"
 LINK_LOCAL, SERVICE_IP, NODE_IP, POD_IP = "169.254.20.10", "10.96.0.10", "10.124.0.1", "10.124.0.2"
 UPSTREAM_SERVICE_IP = "10.96.0.11"
-HIT_NAMES = ["kubernetes.default.svc.cluster.local", "dual.default.svc.cluster.local",
-             "headless.default.svc.cluster.local", "web6.default.svc.cluster.local"]
+# Questions with records (a NODATA answer would be a miss under --no-negcache).
+HIT_QUESTIONS = ["kubernetes.default.svc.cluster.local A", "dual.default.svc.cluster.local A",
+                 "dual.default.svc.cluster.local AAAA", "web6.default.svc.cluster.local AAAA"]
 
 
 def sh(*argv, check=True, **kw):
@@ -165,8 +166,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     hits = os.path.join(a.work, "q-hit.txt")
     with open(hits, "w") as f:
-        for n in HIT_NAMES:
-            f.write(f"{n} A\n")
+        for q in HIT_QUESTIONS:
+            f.write(f"{q}\n")
     procs = B.Procs(a.work, None)
     results = {"rate": a.rate, "seconds": a.seconds, "reps": a.reps, "cells": {}}
     try:

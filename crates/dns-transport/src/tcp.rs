@@ -24,6 +24,10 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a TCP query's buffer starts at; it grows only as the client's bytes arrive.
 const INITIAL_QUERY_CAPACITY: usize = 512;
 
+/// The most a connection's read buffer grows by at a time, and what it keeps between messages:
+/// room for a few dozen pipelined queries per read.
+const READ_CHUNK: usize = 4096;
+
 /// Queries of one connection waiting on the network at once; the next query is read when one
 /// of them is answered. (Each is charged to the process's budget as well.)
 pub const MAX_PIPELINED: usize = 32;
@@ -154,16 +158,17 @@ impl Inbox {
             // All taken: start over, and give back what a large message made it hold.
             self.buf.clear();
             self.start = 0;
-            if self.buf.capacity() > 4 * INITIAL_QUERY_CAPACITY {
-                self.buf.shrink_to(INITIAL_QUERY_CAPACITY);
+            if self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf.shrink_to(READ_CHUNK);
             }
         }
         Some(packet)
     }
 
-    /// Room for the next read: what the message being read still lacks (at most
-    /// [`INITIAL_QUERY_CAPACITY`] at a time, so a length prefix alone reserves nothing), the
-    /// bytes already taken moved out of the way first.
+    /// Room for the next read: what the message being read still lacks, at most
+    /// [`READ_CHUNK`] at a time (so a length prefix alone reserves little, and a pipelining
+    /// client's queries come in a few reads), the bytes already taken moved out of the way
+    /// first.
     fn make_room(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
@@ -173,9 +178,10 @@ impl Inbox {
             [hi, lo, rest @ ..] => (2 + usize::from(u16::from_be_bytes([*hi, *lo])))
                 .saturating_sub(2 + rest.len())
                 .max(1),
-            _ => INITIAL_QUERY_CAPACITY,
+            _ => READ_CHUNK,
         };
-        self.buf.reserve(missing.min(INITIAL_QUERY_CAPACITY));
+        self.buf
+            .reserve(missing.clamp(INITIAL_QUERY_CAPACITY, READ_CHUNK));
     }
 }
 
@@ -386,7 +392,7 @@ mod tests {
         inbox.buf.extend_from_slice(&[0xff, 0xff]);
         inbox.buf.resize(2 + 0xffff, 0);
         assert_eq!(inbox.take().map(|p| p.len()), Some(0xffff));
-        assert!(inbox.buf.capacity() <= 4 * INITIAL_QUERY_CAPACITY);
+        assert!(inbox.buf.capacity() <= 4 * READ_CHUNK);
     }
 
     /// Every query waits 100 ms on the "network"; counts how many wait at once.

@@ -3,8 +3,11 @@
 //! to their queries by ID, in whatever order they come.
 //!
 //! Each connection has a writer task (fed by a bounded channel) and a reader task (dispatching
-//! answers to their waiters), spawned on the runtime that made the pool (not on a UDP worker's,
-//! which goes away with the worker). A connection that fails or is closed by the server fails
+//! answers to their waiters), spawned on the runtime of the query that opens it: a UDP worker's
+//! own event loop, so that a miss's write, answer and wake-up stay on one thread (spawning them
+//! on the shared runtime halved a node cache's miss throughput). If that runtime goes (the
+//! worker restarted), the tasks go with it, the connection's queue closes, and the next query
+//! opens a new connection. A connection that fails or is closed by the server fails
 //! its waiting queries (the forwarding engine then tries again, at once) and is replaced on the
 //! next query; so is one on which a query gave up after [`SILENT`] or more while nothing at all
 //! was read on it since the query was sent (a peer gone without a word), and one older than
@@ -85,8 +88,6 @@ pub struct TcpPool {
     addr: SocketAddr,
     slots: Box<[tokio::sync::Mutex<Option<Arc<Conn>>>]>,
     next: AtomicUsize,
-    /// Where the connection tasks run (None: the caller's runtime).
-    runtime: Option<tokio::runtime::Handle>,
     pub stats: Arc<PoolStats>,
 }
 
@@ -96,16 +97,6 @@ impl std::fmt::Debug for TcpPool {
             .field("addr", &self.addr)
             .field("size", &self.slots.len())
             .finish()
-    }
-}
-
-fn spawn_on(
-    runtime: &Option<tokio::runtime::Handle>,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    match runtime {
-        Some(runtime) => drop(runtime.spawn(task)),
-        None => drop(tokio::spawn(task)),
     }
 }
 
@@ -124,7 +115,6 @@ impl TcpPool {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
-            runtime: tokio::runtime::Handle::try_current().ok(),
             stats: Arc::default(),
         }
     }
@@ -142,18 +132,9 @@ impl TcpPool {
         {
             return Ok(conn.clone());
         }
-        // Connected on the pool's runtime, whose I/O driver then serves the socket: not on a
-        // UDP worker's, which goes away with the worker.
-        let addr = self.addr;
-        let connect = async move {
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
-        };
-        let stream = match &self.runtime {
-            Some(runtime) => runtime.spawn(connect).await.map_err(io::Error::other)??,
-            None => connect.await?,
-        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(USER_TIMEOUT));
         let (mut reader, mut writer) = stream.into_split();
@@ -172,7 +153,7 @@ impl TcpPool {
         // goes with it, the writer ends and closes its half, and the server's close ends the
         // reader.
         let writer_conn = Arc::downgrade(&conn);
-        spawn_on(&self.runtime, async move {
+        tokio::spawn(async move {
             while let Some(framed) = outgoing.recv().await {
                 if writer.write_all(&framed).await.is_err() {
                     break;
@@ -184,7 +165,7 @@ impl TcpPool {
         });
         let reader_conn = Arc::downgrade(&conn);
         let stats = self.stats.clone();
-        spawn_on(&self.runtime, async move {
+        tokio::spawn(async move {
             // The gauge goes down however the task ends (its runtime going away included).
             struct Open(Arc<PoolStats>);
             impl Drop for Open {
